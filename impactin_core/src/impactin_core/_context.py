@@ -1,0 +1,38 @@
+"""Objects the runtime hands to connector hooks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import httpx
+
+from ._models import PlatformSettings
+from ._tokens import TokenCache
+
+__all__ = ["AuthContext", "SendContext"]
+
+
+@attrs.frozen(kw_only=True)
+class AuthContext:
+    """What ``impactin_authenticate`` may use."""
+
+    client: httpx.AsyncClient
+    tokens: TokenCache
+    clock: Callable[[], float] = time.time
+    #: Set when the platform rejected the previous credentials.
+    force_refresh: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class SendContext:
+    """What ``impactin_send`` may use."""
+
+    client: httpx.AsyncClient
+    settings: PlatformSettings
+    #: Seconds allowed for one call.
+    timeout: float = 30.0
+    #: Folder where a connector may cache parsed artifacts such as WSDLs.
+    cache_dir: Path | None = None

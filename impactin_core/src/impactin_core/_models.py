@@ -1,0 +1,241 @@
+"""Data models shared by the runtime and every connector.
+
+Values are frozen attrs classes. Fields that hold personal data or secrets
+have ``repr=False`` so that a stray ``repr()`` in a log or a traceback never
+shows them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "CORE_API_VERSION",
+    "PERSONAL_FIELDS",
+    "Credentials",
+    "DeliveryStatus",
+    "PlatformInfo",
+    "PlatformRequest",
+    "PlatformSettings",
+    "RateLimit",
+    "RecordKind",
+    "SendOutcome",
+    "WebhookEvent",
+    "ImpactRecord",
+]
+
+#: Version of the hook and model contract that connectors declare they target.
+CORE_API_VERSION = 1
+
+#: Fields of ``ImpactRecord`` that identify or contact an employee.
+PERSONAL_FIELDS = frozenset(
+    {"employee_id", "employee_email", "employee_name", "employee_phone"}
+)
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+
+
+class RecordKind(str, enum.Enum):
+    """What an employee did: gave time or gave money."""
+
+    VOLUNTEER_TIME = "volunteer_time"
+    DONATION = "donation"
+
+
+class DeliveryStatus(str, enum.Enum):
+    """Life cycle of one record's delivery to one platform."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DELIVERED = "delivered"
+    DEAD_LETTERED = "dead_lettered"
+    BLOCKED = "blocked"
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not str(value).strip():
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+@attrs.frozen(kw_only=True)
+class ImpactRecord:
+    """One volunteering or giving activity of one employee.
+
+    Amounts are integers in the currency's minor unit (cents for USD), so a
+    donation of 20.00 USD is ``amount_minor=2000, currency="USD"``.
+    """
+
+    source_id: str = attrs.field(validator=_non_empty)
+    tenant: str = attrs.field(validator=_non_empty)
+    kind: RecordKind = attrs.field(converter=RecordKind)
+    activity_date: dt.date
+    employee_id: str = attrs.field(repr=False, validator=_non_empty)
+    employee_email: str | None = attrs.field(default=None, repr=False)
+    employee_name: str | None = attrs.field(default=None, repr=False)
+    employee_phone: str | None = attrs.field(default=None, repr=False)
+    hours: float | None = attrs.field(default=None)
+    amount_minor: int | None = attrs.field(default=None)
+    currency: str | None = attrs.field(default=None)
+    cause: str | None = None
+    organization_name: str | None = None
+    organization_id: str | None = None
+    location: str | None = None
+    description: str | None = attrs.field(default=None, repr=False)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @hours.validator
+    def _check_hours(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if self.kind is RecordKind.VOLUNTEER_TIME:
+            if value is None or not 0 < value <= 24:
+                raise ValueError(
+                    "hours must be a number above 0 and at most 24 for "
+                    "volunteer_time records"
+                )
+
+    @amount_minor.validator
+    def _check_amount(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if self.kind is RecordKind.DONATION:
+            if value is None or isinstance(value, bool) or value <= 0:
+                raise ValueError(
+                    "amount_minor must be a positive integer (minor units, "
+                    "cents for USD) for donation records"
+                )
+
+    @currency.validator
+    def _check_currency(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if self.kind is RecordKind.DONATION and (
+            value is None or not _CURRENCY.match(value)
+        ):
+            raise ValueError(
+                "currency must be an ISO 4217 code such as 'USD' for donation records"
+            )
+
+    @employee_email.validator
+    def _check_email(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and "@" not in value:
+            raise ValueError("employee_email must be an email address")
+
+
+@attrs.frozen
+class RateLimit:
+    """A quota of ``calls`` per ``period`` seconds."""
+
+    calls: int = attrs.field(validator=attrs.validators.gt(0))
+    period: float = attrs.field(validator=attrs.validators.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class PlatformInfo:
+    """What a connector declares about its platform when it registers."""
+
+    id: str = attrs.field(validator=attrs.validators.matches_re(_PLATFORM_ID))
+    name: str
+    kinds: frozenset[RecordKind] = attrs.field(converter=frozenset)
+    auth_kinds: tuple[str, ...] = attrs.field(converter=tuple)
+    transports: tuple[str, ...] = attrs.field(converter=tuple, default=("rest",))
+    batch_limit: int = 1
+    rate_limit: RateLimit = RateLimit(60, 60.0)
+    #: ``ImpactRecord`` fields the platform needs to receive in clear.
+    personal_fields: frozenset[str] = attrs.field(converter=frozenset, factory=frozenset)
+    #: Personal fields a tenant may additionally allow through.
+    widenable_fields: frozenset[str] = attrs.field(
+        converter=frozenset, factory=frozenset
+    )
+    webhook_scheme: str | None = None
+    #: True when the platform honours the idempotency key the connector sends,
+    #: so an ambiguous failure of a POST may be repeated.
+    honours_idempotency_key: bool = False
+    #: ``"module:function"`` of the simulator factory, see ``impactin_core.sandbox``.
+    simulator: str | None = None
+    core_api: int = CORE_API_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class PlatformSettings:
+    """One tenant's settings for one platform, with secrets already resolved.
+
+    ``secrets`` maps a connector's credential names (``client_id``,
+    ``api_key``) to their values; it is never shown in ``repr``.
+    """
+
+    tenant: str
+    platform: str
+    base_url: str
+    enabled: bool = True
+    protocol: str = "rest"
+    secrets: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def secret(self, name: str) -> str:
+        """Return the secret ``name`` or raise a ConfigError naming the fix."""
+        from ._errors import ConfigError
+
+        try:
+            return self.secrets[name]
+        except KeyError:
+            key = f"tenants.{self.tenant}.platforms.{self.platform}.credentials.{name}"
+            message = (
+                f"Tenant {self.tenant!r} has no {name!r} credential for "
+                f"{self.platform!r}; set {key} to the name of an environment "
+                "variable that holds it."
+            )
+            raise ConfigError(message, key=key) from None
+
+
+@attrs.frozen(kw_only=True)
+class PlatformRequest:
+    """One call (or one short sequence of calls) a connector will make.
+
+    ``payload`` is JSON-compatible data; the runtime redacts and scans it
+    before the send. ``personal_paths`` lists the dotted payload paths where
+    the platform's declared personal fields are expected, so the leak scan
+    allows them there and nowhere else.
+    """
+
+    platform: str
+    tenant: str
+    operation: str
+    idempotency_key: str
+    source_ids: tuple[str, ...] = attrs.field(converter=tuple)
+    payload: dict[str, Any] = attrs.field(repr=False)
+    personal_paths: frozenset[str] = attrs.field(converter=frozenset, factory=frozenset)
+    #: The connector states that repeating this call cannot create a duplicate.
+    safe_to_repeat: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Credentials:
+    """What ``impactin_authenticate`` returns for one send."""
+
+    kind: str
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    username: str | None = attrs.field(default=None, repr=False)
+    password: str | None = attrs.field(default=None, repr=False)
+    expires_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SendOutcome:
+    """A successful send: the platform accepted the request."""
+
+    status_code: int
+    response_id: str | None = None
+    #: True when the platform reported the request as a repeat it already had.
+    duplicate: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class WebhookEvent:
+    """An inbound event whose signature was verified."""
+
+    platform: str
+    event_id: str | None
+    timestamp: int | None
+    payload: Any = attrs.field(repr=False)

@@ -1,0 +1,333 @@
+"""Personal-data minimization, pseudonymization, scrubbing and the leak scan.
+
+The runtime minimizes each record before a connector maps it: personal
+fields the platform needs stay in clear, ``employee_id`` becomes a keyed
+pseudonym unless the platform needs it, other personal fields are dropped,
+and free text is scrubbed. After mapping, the leak scan reads every string
+of the outbound payload and blocks the send when it finds personal data
+outside the paths the connector declared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from ._models import PERSONAL_FIELDS, ImpactRecord, PlatformInfo
+
+__all__ = [
+    "Finding",
+    "RedactionPolicy",
+    "leak_scan",
+    "minimize_record",
+    "normalize_text",
+    "pseudonymize",
+    "sanitize_text",
+    "scrub_text",
+]
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
+
+_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+_SSN = re.compile(rf"(?<!\d)\d{{3}}[\s{_DASHES}]\d{{2}}[\s{_DASHES}]\d{{4}}(?!\d)")
+_NINO = re.compile(
+    r"(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Z0-9])"
+)
+_CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
+_IBAN = re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?:\s?[A-Z0-9]){11,30}(?![A-Z0-9])")
+_DOB = re.compile(
+    r"(?i)\b(?:d\.?o\.?b\.?|date\s+of\s+birth|born(?:\s+on)?)\s*[:\-]?\s*"
+    r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}"
+)
+# Phone candidates: an optional +, then digits with common separators.
+_PHONE_CANDIDATE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d(?!\w)")
+_NATIONAL_REGIONS = ("GB", "DE", "FR", "KR", "AU", "IN", "IE", "NL", "ES", "IT")
+
+
+@attrs.frozen
+class Finding:
+    """A piece of personal data found at a payload path; never the value."""
+
+    path: str
+    kind: str
+
+
+@attrs.frozen(kw_only=True)
+class RedactionPolicy:
+    """Which personal fields a platform receives, for one tenant.
+
+    ``keep`` are sent in clear; ``pseudonymize`` are replaced by a keyed
+    hash made with ``key`` (a per-tenant secret); every other personal field
+    is dropped.
+    """
+
+    platform: str
+    tenant: str
+    keep: frozenset[str]
+    pseudonymize: frozenset[str]
+    key: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def for_platform(
+        cls,
+        platform: PlatformInfo,
+        tenant: str,
+        key: bytes,
+        *,
+        deny: Iterable[str] = (),
+        allow: Iterable[str] = (),
+    ) -> RedactionPolicy:
+        """Build a tenant's policy from what the connector declares.
+
+        ``deny`` removes fields from the connector's needs; ``allow`` adds
+        fields the connector lists as widenable and raises ``ValueError`` for
+        any other.
+        """
+        allow = frozenset(allow)
+        not_widenable = allow - platform.widenable_fields - platform.personal_fields
+        if not_widenable:
+            message = (
+                f"Tenant {tenant!r} allows {sorted(not_widenable)} for "
+                f"{platform.id!r}, but the connector only lets tenants allow "
+                f"{sorted(platform.widenable_fields) or 'no extra fields'}; "
+                "remove them from the policy."
+            )
+            raise ValueError(message)
+        keep = (platform.personal_fields | allow) - frozenset(deny)
+        pseudo = frozenset({"employee_id"}) - keep
+        return cls(
+            platform=platform.id, tenant=tenant, keep=keep, pseudonymize=pseudo, key=key
+        )
+
+
+def normalize_text(value: str) -> str:
+    """Return ``value`` in NFKC with zero-width characters and %-escapes undone."""
+    text = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH)
+    if "%" in text:
+        text = urllib.parse.unquote(text)
+    return text
+
+
+def _normalize_identity(value: str, *, is_email: bool) -> str:
+    text = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH).strip()
+    return text.casefold() if is_email else text
+
+
+def pseudonymize(value: str, key: bytes, *, is_email: bool = False) -> str:
+    """Return a stable keyed pseudonym of ``value`` (HMAC-SHA256, hex).
+
+    The value is trimmed and NFKC-normalized first, and case-folded when it
+    is an email, so trivially different spellings map to one pseudonym.
+    """
+    normalized = _normalize_identity(value, is_email=is_email)
+    digest = hmac.new(key, normalized.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"psn_{digest[:32]}"
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        number = int(char)
+        if index % 2 == 1:
+            number *= 2
+            if number > 9:
+                number -= 9
+        total += number
+    return total % 10 == 0
+
+
+def _iban_valid(candidate: str) -> bool:
+    compact = candidate.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    digits = "".join(str(int(char, 36)) for char in rearranged)
+    return int(digits) % 97 == 1
+
+
+def _is_phone(candidate: str, digits: str) -> bool:
+    import phonenumbers
+
+    if candidate.startswith("+"):
+        attempts: tuple[str | None, ...] = (None,)
+    elif digits.startswith("0"):
+        # A leading trunk prefix marks a national number outside North America.
+        attempts = _NATIONAL_REGIONS
+    elif len(digits) == 10:
+        attempts = ("US",)
+    else:
+        return False
+    for region in attempts:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if region is None and phonenumbers.is_possible_number(number):
+            return True
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
+
+
+def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
+    for match in _PHONE_CANDIDATE.finditer(text):
+        candidate = match.group()
+        digits = re.sub(r"\D", "", candidate)
+        if 7 <= len(digits) <= 15 and _is_phone(candidate, digits):
+            yield match.span()
+
+
+def _spans(text: str) -> Iterator[tuple[int, int, str]]:
+    for match in _EMAIL.finditer(text):
+        yield (*match.span(), "email")
+    for match in _SSN.finditer(text):
+        yield (*match.span(), "us_ssn")
+    for match in _NINO.finditer(text):
+        yield (*match.span(), "uk_nino")
+    for match in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if _luhn_valid(digits):
+            yield (*match.span(), "payment_card")
+    for match in _IBAN.finditer(text):
+        if _iban_valid(match.group()):
+            yield (*match.span(), "iban")
+    for match in _DOB.finditer(text):
+        yield (*match.span(), "date_of_birth")
+    for start, end in _phone_spans(text):
+        yield (start, end, "phone")
+
+
+def detect(text: str) -> list[str]:
+    """Return the kinds of personal data found in ``text``."""
+    normalized = normalize_text(text)
+    return sorted({kind for _, _, kind in _spans(normalized)})
+
+
+def scrub_text(text: str, names: Iterable[str] = ()) -> tuple[str, int]:
+    """Replace personal data in free text by ``[kind]`` markers.
+
+    ``names`` are values known to be personal (the employee's own name or
+    id), removed wherever they occur, case-insensitively. Returns the new
+    text and the number of replacements.
+    """
+    result = normalize_text(text)
+    count = 0
+    for name in names:
+        name = name.strip()
+        if len(name) < 2:
+            continue
+        pattern = re.compile(re.escape(normalize_text(name)), re.IGNORECASE)
+        result, found = pattern.subn("[name]", result)
+        count += found
+    spans = sorted(_spans(result), key=lambda span: (span[0], -span[1]))
+    pieces: list[str] = []
+    cursor = 0
+    for start, end, kind in spans:
+        if start < cursor:
+            continue
+        pieces.append(result[cursor:start])
+        pieces.append(f"[{kind}]")
+        cursor = end
+        count += 1
+    pieces.append(result[cursor:])
+    return "".join(pieces), count
+
+
+def sanitize_text(text: str, known_values: Iterable[str] = ()) -> str:
+    """Return ``text`` safe for a log or an error message."""
+    return scrub_text(text, known_values)[0]
+
+
+def _scrub_value(value: Any, names: list[str]) -> tuple[Any, int]:
+    if isinstance(value, str):
+        return scrub_text(value, names)
+    if isinstance(value, Mapping):
+        total = 0
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            cleaned[key], count = _scrub_value(item, names)
+            total += count
+        return cleaned, total
+    if isinstance(value, (list, tuple)):
+        items = []
+        total = 0
+        for item in value:
+            new_item, count = _scrub_value(item, names)
+            items.append(new_item)
+            total += count
+        return items, total
+    return value, 0
+
+
+def minimize_record(
+    record: ImpactRecord, policy: RedactionPolicy
+) -> tuple[ImpactRecord, int]:
+    """Return the record as the platform may see it, and the fields changed."""
+    changes: dict[str, Any] = {}
+    names = [
+        value
+        for value in (record.employee_name, record.employee_id, record.employee_email)
+        if value
+    ]
+    for field in sorted(PERSONAL_FIELDS):
+        value = getattr(record, field)
+        if value is None or field in policy.keep:
+            continue
+        if field in policy.pseudonymize:
+            is_email = field == "employee_email"
+            changes[field] = pseudonymize(value, policy.key, is_email=is_email)
+        else:
+            changes[field] = None
+    count = len(changes)
+    for field in ("description", "location", "cause", "organization_name"):
+        value = getattr(record, field)
+        if value:
+            cleaned, found = scrub_text(value, names)
+            if found:
+                changes[field] = cleaned
+                count += found
+    metadata, found = _scrub_value(dict(record.metadata), names)
+    if found:
+        changes["metadata"] = metadata
+        count += found
+    return attrs.evolve(record, **changes), count
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+
+
+def _strip_indexes(path: str) -> str:
+    return re.sub(r"\[\d+\]", "", path)
+
+
+def leak_scan(payload: Any, allowed_paths: Iterable[str] = ()) -> list[Finding]:
+    """Return personal data found in ``payload`` outside ``allowed_paths``.
+
+    Paths are dotted, list indexes ignored (``donor.email`` matches
+    ``donor.email`` in every element of a list).
+    """
+    allowed = frozenset(allowed_paths)
+    findings: list[Finding] = []
+    for path, text in _walk(payload, ""):
+        if _strip_indexes(path) in allowed:
+            continue
+        for kind in detect(text):
+            findings.append(Finding(path, kind))
+    return findings
