@@ -36,7 +36,7 @@ from ._models import (
     WebhookEvent,
 )
 from ._redaction import RedactionPolicy, leak_scan, pseudonymize, sanitize_text
-from ._tokens import OAuthToken, TokenCache
+from ._tokens import MemoryTokenStore, OAuthToken, TokenCache, TokenStore
 from .hookspecs import hookimpl
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "IdempotencyConflict",
     "ImpactInError",
     "ImpactRecord",
+    "MemoryTokenStore",
     "OAuthToken",
     "PermanentError",
     "PersonalDataLeak",
@@ -69,6 +70,7 @@ __all__ = [
     "SendOutcome",
     "StoreError",
     "TokenCache",
+    "TokenStore",
     "UnsupportedKind",
     "WebhookEvent",
     "WebhookRejected",

@@ -12,7 +12,7 @@ import attrs
 
 from ._errors import AuthenticationError
 
-__all__ = ["OAuthToken", "TokenCache", "TokenStore"]
+__all__ = ["MemoryTokenStore", "OAuthToken", "TokenCache", "TokenStore"]
 
 logger = logging.getLogger("impactin.tokens")
 
@@ -112,3 +112,19 @@ def reauthentication_error(tenant: str, platform: str) -> AuthenticationError:
         "'impactin tokens refresh'."
     )
     return AuthenticationError(message, platform=platform, tenant=tenant)
+
+
+class MemoryTokenStore:
+    """A ``TokenStore`` kept in a dict, for tests and short-lived scripts."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[str, str], OAuthToken] = {}
+
+    def load_token(self, tenant: str, platform: str) -> OAuthToken | None:
+        return self._tokens.get((tenant, platform))
+
+    def save_token(self, tenant: str, platform: str, token: OAuthToken) -> None:
+        self._tokens[(tenant, platform)] = token
+
+    def delete_token(self, tenant: str, platform: str) -> None:
+        self._tokens.pop((tenant, platform), None)
