@@ -88,11 +88,15 @@ def raise_for_response(
         "tenant": tenant,
         "status_code": status,
     }
+    delay = parse_retry_after(response.headers.get("retry-after"), now)
+    # 429 and 503 say the server refused the request without acting on it
+    # (RFC 6585 section 4, RFC 9110 section 15.6.4), so repeating it cannot
+    # create a duplicate. Other 5xx answers may come after the work was done.
     if status == 429:
-        delay = parse_retry_after(response.headers.get("retry-after"), now)
-        raise RateLimited(message, retry_after=delay, **context)
+        raise RateLimited(message, retry_after=delay, sent=False, **context)
+    if status == 503:
+        raise RetryableError(message, retry_after=delay, sent=False, **context)
     if status >= 500:
-        delay = parse_retry_after(response.headers.get("retry-after"), now)
         raise RetryableError(message, retry_after=delay, **context)
     if status == 401:
         raise AuthenticationError(message, **context)

@@ -143,7 +143,9 @@ class PlatformInfo:
     batch_limit: int = 1
     rate_limit: RateLimit = RateLimit(60, 60.0)
     #: ``ImpactRecord`` fields the platform needs to receive in clear.
-    personal_fields: frozenset[str] = attrs.field(converter=frozenset, factory=frozenset)
+    personal_fields: frozenset[str] = attrs.field(
+        converter=frozenset, factory=frozenset
+    )
     #: Personal fields a tenant may additionally allow through.
     widenable_fields: frozenset[str] = attrs.field(
         converter=frozenset, factory=frozenset

@@ -85,8 +85,10 @@ class TokenCache:
             return stale
         async with self._lock(tenant, platform):
             stored = self._store.load_token(tenant, platform)
-            if stored is not None and not force and stored.is_fresh(
-                self._clock(), self._leeway
+            if (
+                stored is not None
+                and not force
+                and stored.is_fresh(self._clock(), self._leeway)
             ):
                 return stored
             token = await fetch(stored)

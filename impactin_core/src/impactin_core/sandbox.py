@@ -173,7 +173,9 @@ async def _send_json(
         (b"content-length", str(len(data)).encode()),
         *(headers or []),
     ]
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": all_headers}
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -302,7 +304,9 @@ class SandboxServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                message = f"The sandbox on port {self.port} did not start in {timeout} s."
+                message = (
+                    f"The sandbox on port {self.port} did not start in {timeout} s."
+                )
                 raise RuntimeError(message)
             time.sleep(0.01)
         return self
@@ -328,3 +332,5 @@ class Simulator:
     journal: Journal
     #: Credential names and the values the simulator accepts, for demos.
     credentials: dict[str, str] = attrs.field(factory=dict, repr=False)
+    #: Connector options needed to talk to this simulator, for demos.
+    options: dict[str, Any] = attrs.field(factory=dict)

@@ -1,0 +1,632 @@
+"""The ``impactin`` command line.
+
+Heavy modules (the pipeline, httpx, the simulators) are imported inside the
+commands that use them, so ``impactin --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ._errors import ImpactInError
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._pipeline import Runtime
+    from ._stats import RunReport
+
+__all__ = ["main"]
+
+CONFIG_ENV = "IMPACTIN_CONFIG"
+DEFAULT_CONFIG = "impactin.toml"
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _load_config(path: str | None) -> Config:
+    from ._config import load_config
+
+    return load_config(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _runtime(ctx: click.Context) -> Runtime:
+    from ._pipeline import Runtime
+
+    return Runtime(_load_config(ctx.obj["config"]))
+
+
+class _Group(click.Group):
+    """Show ImpactInError as a one-line message instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImpactInError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    help=f"Configuration file (TOML). Default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}.",
+)
+@click.option(
+    "-v", "--verbose", count=True, help="Log INFO (-v) or DEBUG (-vv) to stderr."
+)
+@click.version_option(package_name="impactin-core")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, verbose: int) -> None:
+    """Deliver CSR records to Benevity, Goodera and Workday, once each."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from ._logging import install_filter
+
+    install_filter()
+
+
+# -- demo and delivery --------------------------------------------------------
+
+
+def _summary_table(report: RunReport, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = (
+        "platform",
+        "delivered",
+        "duplicates skipped",
+        "quarantined",
+        "retried",
+        "dead-lettered",
+        "blocked",
+        "deferred",
+        "fields redacted",
+        "p50 latency",
+        "p95 latency",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "platform" else "right")
+    for platform, stats in sorted(report.platforms.items()):
+        table.add_row(
+            platform,
+            str(stats.delivered),
+            str(stats.duplicates),
+            str(stats.quarantined),
+            str(stats.retried),
+            str(stats.dead_lettered),
+            str(stats.blocked),
+            str(stats.deferred),
+            str(stats.redacted),
+            _seconds(stats.p50),
+            _seconds(stats.p95),
+        )
+    if report.unrouted_quarantined:
+        table.add_row(
+            "(no platform)", "", "", str(report.unrouted_quarantined), *[""] * 7
+        )
+    return table
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms"
+
+
+def _count_rows(path: Path) -> int | None:
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return None
+    with path.open("rb") as file:
+        return sum(1 for line in file if line.strip())
+
+
+def _run_with_progress(
+    runtime: Runtime, rows: Iterable[Any], label: str, total: int | None
+) -> RunReport:
+    from rich.progress import Progress
+
+    from ._stats import RunReport
+
+    with Progress(transient=True, console=_console()) as progress:
+        task = progress.add_task(label, total=total)
+
+        def counted() -> Iterator[Any]:
+            for row in rows:
+                progress.advance(task)
+                yield row
+
+        report = RunReport(run_id=os.urandom(16).hex())
+        runtime.submit(counted(), run_id=report.run_id, report=report)
+        due = len(runtime.store.due_deliveries(runtime.clock()))
+        send = progress.add_task("delivering", total=due)
+        asyncio.run(runtime.process(report, on_done=lambda: progress.advance(send)))
+    return report
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False),
+    default="impactin-demo",
+    show_default=True,
+    help="Folder for the demo's store and keys; a second run there skips every record.",
+)
+@click.option("--faults/--no-faults", default=True, help="Inject 5xx and 429 answers.")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Print spans to the console (needs opentelemetry-sdk).",
+)
+def demo(folder: str, faults: bool, trace: bool) -> None:
+    """Deliver the bundled dataset to the three simulators on 127.0.0.1."""
+    from ._demo import DEMO_FAULTS, demo_config, demo_dataset, running_simulators
+    from ._input import read_records
+    from ._pipeline import Runtime
+    from ._plugins import PluginHost
+    from ._config import EnvSecrets
+
+    if trace:
+        from ._tracing_setup import console_tracing
+
+        console_tracing()
+    console = _console()
+    plugins = PluginHost.from_entry_points()
+    platforms = sorted(
+        name for name, p in plugins.platforms.items() if p.info.simulator
+    )
+    if not platforms:
+        raise click.ClickException(
+            "No connector with a simulator is installed; pip install impactin-benevity "
+            "impactin-goodera impactin-workday."
+        )
+    base = Path(folder)
+    plan = DEMO_FAULTS if faults else None
+    with running_simulators(plugins, platforms, plan) as servers:
+        for name, (server, _) in servers.items():
+            console.print(f"Simulator {name} listening on {server.url}")
+        environ: dict[str, str] = {}
+        config = demo_config(base, servers, environ)
+        runtime = Runtime(config, plugins=plugins, secrets=EnvSecrets(environ))
+        try:
+            dataset = demo_dataset()
+            rows = read_records(dataset, tenant=None)
+            report = _run_with_progress(runtime, rows, "reading", _count_rows(dataset))
+        finally:
+            runtime.close()
+    console.print(_summary_table(report, f"Demo run {report.run_id[:12]}"))
+    console.print(
+        f"Store: {config.store_path}. Run the demo again to see every record skipped."
+    )
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--tenant",
+    help="Tenant of rows that name none; rows of other tenants are rejected.",
+)
+@click.option(
+    "--input", "input_name", help="Column mapping [inputs.NAME] to read the file with."
+)
+@click.pass_context
+def deliver(
+    ctx: click.Context, file: str, tenant: str | None, input_name: str | None
+) -> None:
+    """Deliver a CSV or JSON Lines FILE."""
+    from ._input import mappings_from_config, read_records
+
+    runtime = _runtime(ctx)
+    try:
+        mapping = None
+        if input_name is not None:
+            mappings = mappings_from_config(runtime.config.inputs)
+            if input_name not in mappings:
+                known = ", ".join(sorted(mappings)) or "none"
+                raise click.BadParameter(
+                    f"no [inputs.{input_name}] section (configured: {known})",
+                    param_hint="--input",
+                )
+            mapping = mappings[input_name]
+        path = Path(file)
+        rows = read_records(path, tenant=tenant, mapping=mapping)
+        report = _run_with_progress(runtime, rows, "reading", _count_rows(path))
+    finally:
+        runtime.close()
+    _console().print(_summary_table(report, f"Run {report.run_id[:12]}"))
+
+
+@main.command()
+@click.option(
+    "--all", "include_future", is_flag=True, help="Also deliveries deferred to later."
+)
+@click.pass_context
+def resume(ctx: click.Context, include_future: bool) -> None:
+    """Deliver what earlier runs left pending or in flight."""
+    runtime = _runtime(ctx)
+    try:
+        report = asyncio.run(runtime.resume(include_future=include_future))
+    finally:
+        runtime.close()
+    _console().print(_summary_table(report, "Resumed"))
+
+
+# -- deliveries ---------------------------------------------------------------
+
+
+@main.group()
+def deliveries() -> None:
+    """List, show, replay and export deliveries."""
+
+
+def _parse_when(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date such as 2026-01-31"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
+
+
+_FILTERS = [
+    click.option("--tenant"),
+    click.option("--platform"),
+    click.option(
+        "--status", help="pending, in_flight, delivered, dead_lettered or blocked."
+    ),
+    click.option("--correlation-id"),
+    click.option("--evidence-hash"),
+    click.option(
+        "--since", help="Created at or after this ISO 8601 date or time (UTC)."
+    ),
+    click.option("--until", help="Created before this ISO 8601 date or time (UTC)."),
+]
+
+
+def _with_filters(function: Any) -> Any:
+    for option in reversed(_FILTERS):
+        function = option(function)
+    return function
+
+
+def _filters(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tenant": options["tenant"],
+        "platform": options["platform"],
+        "status": options["status"],
+        "correlation_id": options["correlation_id"],
+        "evidence_hash": options["evidence_hash"],
+    }
+
+
+def _time(value: float | None) -> str:
+    if value is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@deliveries.command("list")
+@_with_filters
+@click.option("--limit", default=50, show_default=True, help="Rows per page.")
+@click.option("--page", default=1, show_default=True, help="Page number, from 1.")
+@click.pass_context
+def deliveries_list(ctx: click.Context, limit: int, page: int, **options: Any) -> None:
+    """List deliveries, newest first."""
+    from rich.table import Table
+
+    runtime = _runtime(ctx)
+    try:
+        rows = runtime.store.list_deliveries(
+            filters=_filters(options),
+            since=_parse_when(options["since"]),
+            until=_parse_when(options["until"]),
+            limit=limit,
+            offset=(page - 1) * limit,
+        )
+    finally:
+        runtime.close()
+    table = Table()
+    for column in (
+        "id",
+        "created (UTC)",
+        "tenant",
+        "platform",
+        "kind",
+        "status",
+        "attempts",
+        "error",
+    ):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["id"][:12],
+            _time(row["created_at"]),
+            row["tenant"],
+            row["platform"],
+            row["kind"],
+            row["status"],
+            str(row["attempts"]),
+            (row["error_kind"] or ""),
+        )
+    _console().print(table)
+
+
+@deliveries.command("show")
+@click.argument("delivery_id")
+@click.pass_context
+def deliveries_show(ctx: click.Context, delivery_id: str) -> None:
+    """Show one delivery (an id or a unique prefix) and its attempts."""
+    runtime = _runtime(ctx)
+    try:
+        row = runtime.store.get_delivery(delivery_id)
+        if row is None:
+            raise click.ClickException(
+                f"No single delivery matches {delivery_id!r}; list them with "
+                "'impactin deliveries list'."
+            )
+        attempts = runtime.store.attempts(row["id"])
+    finally:
+        runtime.close()
+    console = _console()
+    for name, value in row.items():
+        if name.endswith("_at"):
+            value = _time(value)
+        console.print(f"[bold]{name}[/bold]: {value if value is not None else '-'}")
+    console.print("[bold]attempts[/bold]:")
+    for attempt in attempts:
+        console.print(
+            f"  #{attempt['number']} {_time(attempt['started_at'])} {attempt['outcome']} "
+            f"status={attempt['status_code'] or '-'} {attempt['duration_s'] * 1000:.0f} ms"
+            + (f" {attempt['error']}" if attempt["error"] else "")
+        )
+
+
+@deliveries.command("retry")
+@click.argument("delivery_ids", nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Replay every dead-lettered delivery.")
+@click.pass_context
+def deliveries_retry(
+    ctx: click.Context, delivery_ids: tuple[str, ...], all_failed: bool
+) -> None:
+    """Replay dead-lettered or blocked deliveries, linked to the originals."""
+    if not delivery_ids and not all_failed:
+        raise click.UsageError("Name delivery ids or pass --all-failed.")
+    runtime = _runtime(ctx)
+    try:
+        ids = list(delivery_ids)
+        if all_failed:
+            failed = runtime.store.list_deliveries(
+                filters={"status": "dead_lettered"}, limit=None
+            )
+            ids += [row["id"] for row in failed]
+        report = asyncio.run(runtime.retry(ids))
+    finally:
+        runtime.close()
+    _console().print(_summary_table(report, f"Replayed {len(ids)} deliveries"))
+
+
+@deliveries.command("export")
+@_with_filters
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv"]), default="csv", show_default=True
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w"),
+    default="-",
+    help="Default: standard output.",
+)
+@click.pass_context
+def deliveries_export(
+    ctx: click.Context, fmt: str, output: Any, **options: Any
+) -> None:
+    """Export deliveries matching the filters, streamed in pages."""
+    runtime = _runtime(ctx)
+    try:
+        writer: Any = None
+        offset = 0
+        while True:
+            rows = runtime.store.list_deliveries(
+                filters=_filters(options),
+                since=_parse_when(options["since"]),
+                until=_parse_when(options["until"]),
+                limit=1000,
+                offset=offset,
+            )
+            if not rows:
+                break
+            if writer is None:
+                writer = csv.DictWriter(output, fieldnames=list(rows[0]))
+                writer.writeheader()
+            writer.writerows(rows)
+            offset += len(rows)
+    finally:
+        runtime.close()
+
+
+# -- quarantine -----------------------------------------------------------------
+
+
+@main.group()
+def quarantine() -> None:
+    """Rows that failed validation, with their reasons."""
+
+
+@quarantine.command("list")
+@click.option(
+    "--all", "include_resolved", is_flag=True, help="Include re-submitted rows."
+)
+@click.pass_context
+def quarantine_list(ctx: click.Context, include_resolved: bool) -> None:
+    """List quarantined rows and why."""
+    from rich.table import Table
+
+    runtime = _runtime(ctx)
+    try:
+        rows = runtime.store.quarantined(include_resolved=include_resolved)
+    finally:
+        runtime.close()
+    table = Table()
+    for column in ("id", "tenant", "source id", "line", "field", "reason"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["id"][:12],
+            row["tenant"] or "-",
+            row["source_id"] or "-",
+            str(row["line"] or "-"),
+            row["field"] or "-",
+            row["reason"],
+        )
+    _console().print(table)
+
+
+# -- plugins, sandbox, keys ---------------------------------------------------
+
+
+@main.command()
+def plugins() -> None:
+    """List installed connectors, their versions and load errors."""
+    from rich.table import Table
+
+    from ._models import CORE_API_VERSION
+    from ._plugins import PluginHost
+
+    host = PluginHost.from_entry_points()
+    table = Table(title=f"impactin connectors (core API {CORE_API_VERSION})")
+    for column in (
+        "platform",
+        "distribution",
+        "version",
+        "core API",
+        "kinds",
+        "transports",
+    ):
+        table.add_column(column)
+    for platform_id, registered in sorted(host.platforms.items()):
+        info = registered.info
+        table.add_row(
+            platform_id,
+            registered.distribution or registered.plugin_name,
+            registered.version or "-",
+            str(info.core_api),
+            ", ".join(sorted(kind.value for kind in info.kinds)),
+            ", ".join(info.transports),
+        )
+    console = _console()
+    console.print(table)
+    for error in host.load_errors:
+        console.print(
+            f"[red]Skipped {error.name} ({error.distribution or '-'}): {error.reason}[/red]"
+        )
+
+
+@main.command()
+@click.argument("platform")
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    help="Port on 127.0.0.1; 0 picks a free one.",
+)
+@click.option(
+    "--error-rate", default=0.0, help="Share of requests answered with 503 (0 to 1)."
+)
+@click.option("--throttle-rate", default=0.0, help="Share answered with 429 (0 to 1).")
+@click.option(
+    "--retry-after", default="1", show_default=True, help="Retry-After value on 429."
+)
+def sandbox(
+    platform: str, port: int, error_rate: float, throttle_rate: float, retry_after: str
+) -> None:
+    """Serve the simulator of PLATFORM on 127.0.0.1 until interrupted."""
+    import uvicorn
+
+    from ._demo import load_simulator
+    from ._plugins import PluginHost
+    from .sandbox import FaultPlan
+
+    host = PluginHost.from_entry_points()
+    plan = FaultPlan(
+        error_rate=error_rate, throttle_rate=throttle_rate, retry_after=retry_after
+    )
+    simulator = load_simulator(host, platform, plan)
+    console = _console()
+    console.print(
+        f"Simulator of {platform} on http://127.0.0.1:{port or '(free port)'}"
+    )
+    names = ", ".join(sorted(simulator.credentials)) or "none"
+    console.print(
+        f"It accepts the sandbox credentials for: {names} (see the connector docs)."
+    )
+    uvicorn.run(simulator.app, host="127.0.0.1", port=port, log_level="info")
+
+
+@main.command()
+def keygen() -> None:
+    """Print a new store key (Fernet) for the store key_env variable."""
+    from ._crypto import generate_key
+
+    click.echo(generate_key())
+
+
+@main.command()
+@click.pass_context
+def health(ctx: click.Context) -> None:
+    """Show the outbox backlog, circuit states and tokens."""
+    from rich.table import Table
+
+    runtime = _runtime(ctx)
+    try:
+        counts = runtime.store.count_by_status()
+        tokens = runtime.store.token_rows()
+        breakers = runtime.breakers.states()
+    finally:
+        runtime.close()
+    table = Table(title="Deliveries by status")
+    statuses = ("pending", "in_flight", "delivered", "dead_lettered", "blocked")
+    for column in ("tenant", "platform", *statuses):
+        table.add_column(column)
+    for (platform, tenant), by_status in sorted(counts.items()):
+        table.add_row(
+            tenant, platform, *(str(by_status.get(status, 0)) for status in statuses)
+        )
+    console = _console()
+    console.print(table)
+    for state in breakers:
+        console.print(
+            f"circuit {state.name}: {state.state} ({state.failure_count} failures)"
+        )
+    for token in tokens:
+        console.print(
+            f"token {token['tenant']}/{token['platform']}: expires {_time(token['expires_at'])}"
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""Configuration: one TOML file with tenants, platforms, policies and inputs.
+
+Secrets never appear in the file. Credentials are names of environment
+variables (or of entries in another secrets provider) that hold the value::
+
+    [tenants.acme]
+    key_env = "IMPACTIN_ACME_KEY"
+
+    [tenants.acme.platforms.benevity]
+    base_url = "https://sandbox.benevity.example"
+    credentials = { client_id = "ACME_BENEVITY_ID", client_secret = "ACME_BENEVITY_SECRET" }
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from ._errors import ConfigError
+from ._models import PlatformSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "BreakerPolicy",
+    "Config",
+    "EnvSecrets",
+    "PlatformConfig",
+    "RetryPolicy",
+    "SecretsProvider",
+    "TenantConfig",
+    "load_config",
+]
+
+
+class SecretsProvider(Protocol):
+    """Where credential and key values come from."""
+
+    def get(self, name: str) -> str | None: ...
+
+
+class EnvSecrets:
+    """Secrets read from environment variables."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def get(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return value if value else None
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        message = f"{attribute.name} must be a number above 0, not {value!r}"
+        raise ValueError(message)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Backoff with full jitter: wait uniform(0, min(max_delay, base * 2**n))."""
+
+    max_attempts: int = attrs.field(default=6, validator=_positive)
+    base_delay: float = attrs.field(default=0.5, validator=_positive)
+    max_delay: float = attrs.field(default=30.0, validator=_positive)
+    #: Seconds from the first attempt after which a delivery stops retrying.
+    deadline: float = attrs.field(default=300.0, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class BreakerPolicy:
+    """Open after ``threshold`` consecutive retryable failures for ``reset_timeout`` s."""
+
+    threshold: int = attrs.field(default=5, validator=_positive)
+    reset_timeout: float = attrs.field(default=60.0, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class PlatformConfig:
+    """One tenant's settings for one platform, before secrets are resolved."""
+
+    platform: str
+    base_url: str
+    enabled: bool = True
+    protocol: str = "rest"
+    credentials: Mapping[str, str] = attrs.field(factory=dict)
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+    #: ``(calls, period)`` overriding the connector's default quota.
+    rate_limit: tuple[int, float] | None = None
+    #: Personal fields the tenant keeps from this platform.
+    deny_fields: frozenset[str] = frozenset()
+    #: Personal fields the tenant lets through beyond the connector's needs.
+    allow_fields: frozenset[str] = frozenset()
+    webhook_secrets: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class TenantConfig:
+    """A tenant and its platforms."""
+
+    id: str
+    key_env: str
+    platforms: Mapping[str, PlatformConfig]
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The whole configuration file, parsed and checked."""
+
+    store_path: Path
+    store_key_env: str
+    tenants: Mapping[str, TenantConfig]
+    inputs: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    concurrency: int = 8
+    source: Path | None = None
+
+    def tenant(self, tenant: str) -> TenantConfig:
+        try:
+            return self.tenants[tenant]
+        except KeyError:
+            known = ", ".join(sorted(self.tenants)) or "none"
+            message = (
+                f"Tenant {tenant!r} is not configured (configured: {known}); "
+                f"add a [tenants.{tenant}] section."
+            )
+            raise ConfigError(message, key=f"tenants.{tenant}") from None
+
+    def settings(
+        self, tenant: str, platform: str, secrets: SecretsProvider
+    ) -> PlatformSettings:
+        """Resolve one tenant's platform settings, secrets included."""
+        config = self.tenant(tenant).platforms[platform]
+        resolved: dict[str, str] = {}
+        for name, env_name in config.credentials.items():
+            value = secrets.get(env_name)
+            if value is None:
+                key = f"tenants.{tenant}.platforms.{platform}.credentials.{name}"
+                message = (
+                    f"Tenant {tenant!r} has no {name!r} credential for "
+                    f"{platform!r}: the environment variable {env_name} named by "
+                    f"{key} is not set; set it."
+                )
+                raise ConfigError(message, key=key)
+            resolved[name] = value
+        return PlatformSettings(
+            tenant=tenant,
+            platform=platform,
+            base_url=config.base_url,
+            enabled=config.enabled,
+            protocol=config.protocol,
+            secrets=resolved,
+            options=config.options,
+        )
+
+
+class _Reader:
+    """Typed access to a TOML table that names the full key in errors."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str) -> None:
+        self.data = data
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str, fix: str) -> ConfigError:
+        key = self.key(name)
+        return ConfigError(f"{key} {problem}; {fix}.", key=key)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if not isinstance(value, kind) or (
+            isinstance(value, bool) and kind in (int, float, (int, float))
+        ):
+            expected = kind.__name__ if isinstance(kind, type) else "a number"
+            raise self.fail(
+                name,
+                f"is {value!r}",
+                f"set it to a {expected}",
+            )
+        return value
+
+    def require(self, name: str, kind: type, fix: str) -> Any:
+        if name not in self.data:
+            raise self.fail(name, "is missing", fix)
+        return self.get(name, kind)
+
+    def table(self, name: str) -> _Reader:
+        value = self.get(name, dict, {})
+        return _Reader(value, self.key(name))
+
+
+def _policy(reader: _Reader, cls: type[Any]) -> Any:
+    fields = {field.name for field in attrs.fields(cls)}
+    unknown = set(reader.data) - fields
+    if unknown:
+        raise reader.fail(
+            sorted(unknown)[0], "is not a known setting", f"use one of {sorted(fields)}"
+        )
+    values = {name: reader.get(name, (int, float)) for name in reader.data}
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{reader.prefix}: {exc}.", key=reader.prefix) from exc
+
+
+def _platform(reader: _Reader, platform: str) -> PlatformConfig:
+    base_url = reader.require(
+        "base_url", str, "set it to the platform's API address, for example https://..."
+    )
+    if not base_url.startswith(("http://", "https://")):
+        raise reader.fail(
+            "base_url", f"is {base_url!r}", "use an http:// or https:// URL"
+        )
+    credentials = reader.table("credentials").data
+    for name, value in credentials.items():
+        if not isinstance(value, str) or not value.isidentifier():
+            raise reader.fail(
+                f"credentials.{name}",
+                "must be the name of an environment variable, not a literal secret",
+                "store the secret in an environment variable and put its name here",
+            )
+    protocol = reader.get("protocol", str, "rest")
+    if protocol not in ("rest", "soap"):
+        raise reader.fail("protocol", f"is {protocol!r}", "use 'rest' or 'soap'")
+    rate = reader.table("rate_limit")
+    rate_limit = None
+    if rate.data:
+        calls = rate.require("calls", int, "set the number of calls per period")
+        period = rate.require("period", (int, float), "set the period in seconds")  # type: ignore[arg-type]
+        if calls <= 0 or period <= 0:
+            raise rate.fail("calls", "and period must be above 0", "fix the quota")
+        rate_limit = (calls, float(period))
+    policy = reader.table("redaction")
+    return PlatformConfig(
+        platform=platform,
+        base_url=base_url.rstrip("/"),
+        enabled=reader.get("enabled", bool, True),
+        protocol=protocol,
+        credentials=dict(credentials),
+        options=dict(reader.table("options").data),
+        retry=_policy(reader.table("retry"), RetryPolicy),
+        breaker=_policy(reader.table("breaker"), BreakerPolicy),
+        rate_limit=rate_limit,
+        deny_fields=frozenset(policy.get("deny", list, [])),
+        allow_fields=frozenset(policy.get("allow", list, [])),
+        webhook_secrets=tuple(reader.get("webhook_secret_envs", list, [])),
+    )
+
+
+def _tenant(reader: _Reader, tenant: str) -> TenantConfig:
+    key_env = reader.require(
+        "key_env",
+        str,
+        "set it to the name of an environment variable holding the tenant's "
+        "secret key (used for pseudonyms and idempotency keys)",
+    )
+    platforms = reader.table("platforms")
+    if not platforms.data:
+        raise reader.fail(
+            "platforms", "is empty", f"add a [tenants.{tenant}.platforms.NAME] section"
+        )
+    parsed = {
+        name: _platform(platforms.table(name), name) for name in sorted(platforms.data)
+    }
+    return TenantConfig(id=tenant, key_env=key_env, platforms=parsed)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
+) -> Config:
+    """Check a configuration read from TOML and return it."""
+    root = _Reader(data, "")
+    store = root.table("store")
+    store_path = Path(store.get("path", str, "impactin.db"))
+    if not store_path.is_absolute():
+        store_path = base_dir / store_path
+    tenants_reader = root.table("tenants")
+    if not tenants_reader.data:
+        raise root.fail(
+            "tenants", "is missing", "add at least one [tenants.NAME] section"
+        )
+    tenants = {
+        name: _tenant(tenants_reader.table(name), name)
+        for name in sorted(tenants_reader.data)
+    }
+    runtime = root.table("runtime")
+    concurrency = runtime.get("concurrency", int, 8)
+    if concurrency < 1:
+        raise runtime.fail("concurrency", f"is {concurrency}", "use 1 or more")
+    return Config(
+        store_path=store_path,
+        store_key_env=store.get("key_env", str, "IMPACTIN_STORE_KEY"),
+        tenants=tenants,
+        inputs=dict(root.table("inputs").data),
+        concurrency=concurrency,
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and check the TOML configuration file at ``path``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        message = (
+            f"The configuration file {str(file)!r} does not exist; pass --config "
+            "or set IMPACTIN_CONFIG to an existing file."
+        )
+        raise ConfigError(message) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = f"The configuration file {str(file)!r} is not valid TOML: {exc}."
+        raise ConfigError(message) from exc
+    return parse_config(data, base_dir=file.resolve().parent, source=file)

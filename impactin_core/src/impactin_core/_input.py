@@ -1,0 +1,1081 @@
+"""Read CSV and JSON Lines files into ``ImpactRecord`` values, one row at a time.
+
+A file is either canonical (columns or JSON keys named like the fields of
+``ImpactRecord``) or described by a ``ColumnMapping`` built from an
+``[inputs.<name>]`` table of the configuration. ``read_records`` streams the
+file and yields exactly one ``ParsedRow`` or ``RejectedRow`` per data row, so
+an invalid row is reported with its reason and never dropped.
+
+Rejection reasons name the field, the problem and the fix. They quote the
+offending value only for fields that cannot hold personal data (kind, date,
+hours, amount, currency).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Generator, Iterator, Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError
+
+from ._errors import ConfigError
+from ._models import ImpactRecord, RecordKind
+
+__all__ = [
+    "ColumnMapping",
+    "IdentityFunction",
+    "ParsedRow",
+    "RejectedRow",
+    "converter",
+    "currency_digits",
+    "mappings_from_config",
+    "read_records",
+]
+
+#: ``identity(row_number, raw_row)`` returns extra record fields for a row,
+#: such as the employee's id and email. ``row_number`` counts data rows from 1.
+IdentityFunction = Callable[[int, Mapping[str, Any]], Mapping[str, Any]]
+
+FileFormat = Literal["csv", "jsonl"]
+AmountFormat = Literal["decimal", "minor"]
+
+_FIELDS = tuple(field.name for field in attrs.fields(ImpactRecord))
+_MAPPABLE_FIELDS = frozenset(_FIELDS) - {"metadata"}
+_REQUIRED_FIELDS = ("source_id", "tenant", "kind", "activity_date", "employee_id")
+_TEXT_FIELDS = frozenset(
+    {
+        "source_id",
+        "tenant",
+        "employee_id",
+        "employee_email",
+        "employee_name",
+        "employee_phone",
+        "currency",
+        "cause",
+        "organization_name",
+        "organization_id",
+        "location",
+        "description",
+    }
+)
+# Fields whose values never identify a person, so a reason may quote them.
+_QUOTABLE_FIELDS = frozenset(
+    {"kind", "activity_date", "hours", "amount_minor", "currency"}
+)
+_SUFFIX_FORMATS: Mapping[str, FileFormat] = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_CONFIG_KEYS = frozenset(
+    {
+        "format",
+        "kind",
+        "kind_column",
+        "kind_values",
+        "encoding",
+        "delimiter",
+        "columns",
+        "formats",
+        "defaults",
+        "lists",
+        "metadata",
+    }
+)
+_FORMAT_KEYS = frozenset(
+    {"activity_date", "amount", "decimal_separator", "thousands_separator"}
+)
+
+# ISO 4217 minor-unit digits of the currencies that do not use 2.
+_CURRENCY_DIGITS: Mapping[str, int] = {
+    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW"], 0),
+    **dict.fromkeys(["PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF"], 0),
+    **dict.fromkeys(["XPF"], 0),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
+}
+
+
+def currency_digits(currency: str | None) -> int:
+    """Return the number of minor-unit digits of an ISO 4217 currency (2 if unknown)."""
+    if currency is None:
+        return 2
+    return _CURRENCY_DIGITS.get(currency.upper(), 2)
+
+
+@attrs.frozen
+class ParsedRow:
+    """A data row that became a valid record; ``line`` is where the row starts."""
+
+    line: int
+    record: ImpactRecord
+
+
+@attrs.frozen
+class RejectedRow:
+    """A data row that failed validation, with a reason naming the fix.
+
+    ``raw`` is the row as read (column name to cell), kept for the
+    quarantine. It may hold personal data, so it is not shown in ``repr``.
+    """
+
+    line: int
+    source_id: str | None
+    field: str | None
+    reason: str
+    raw: dict[str, Any] = attrs.field(repr=False)
+
+
+class _RowRejected(Exception):
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------
+# Column mapping
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ColumnMapping:
+    """How the columns of one kind of input file become ``ImpactRecord`` fields.
+
+    Column names are stored stripped of surrounding spaces and are compared
+    with header names stripped the same way. ``defaults`` hold parsed values
+    used when a field has no column or its cell is empty.
+    """
+
+    key: str
+    format: FileFormat | None = None
+    kind: RecordKind | None = None
+    kind_column: str | None = None
+    kind_values: Mapping[str, RecordKind] = attrs.field(factory=dict)
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    columns: Mapping[str, str] = attrs.field(factory=dict)
+    date_formats: tuple[str, ...] = ("%Y-%m-%d",)
+    amount_format: AmountFormat = "minor"
+    decimal_separator: str = "."
+    thousands_separator: str = ","
+    defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    lists: Mapping[str, str] = attrs.field(factory=dict)
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any], *, key: str) -> ColumnMapping:
+        """Build a mapping from an ``[inputs.<name>]`` table as read from TOML.
+
+        Raises ``ConfigError`` naming the full key of the first missing or
+        malformed setting.
+        """
+        _require_table(data, key)
+        unknown = sorted(set(data) - _CONFIG_KEYS)
+        if unknown:
+            message = (
+                f"{key}.{unknown[0]} is not a known setting; use one of "
+                f"{', '.join(sorted(_CONFIG_KEYS))}."
+            )
+            raise ConfigError(message, key=f"{key}.{unknown[0]}")
+        columns = _config_columns(data, key)
+        kind, kind_column, kind_values = _config_kind(data, key)
+        lists = _config_lists(data, key, columns)
+        formats = _config_formats(data, key, columns)
+        mapping = cls(
+            key=key,
+            format=_config_format(data, key),
+            kind=kind,
+            kind_column=kind_column,
+            kind_values=kind_values,
+            encoding=_config_encoding(data, key),
+            delimiter=_config_delimiter(data, key),
+            columns=columns,
+            lists=lists,
+            metadata=_config_metadata(data, key, lists),
+            **formats,
+        )
+        defaults = _config_defaults(data, key, mapping)
+        return attrs.evolve(mapping, defaults=defaults)
+
+    @classmethod
+    def canonical(cls, header: list[str]) -> ColumnMapping:
+        """Build the mapping of a CSV file whose header names record fields.
+
+        A ``metadata.<name>`` column goes into ``record.metadata[<name>]``.
+        Amounts are in minor units and dates in ISO 8601 (``2024-03-01``).
+        """
+        columns: dict[str, str] = {}
+        metadata: dict[str, str] = {}
+        for name in header:
+            if name in _MAPPABLE_FIELDS and name != "kind":
+                columns[name] = name
+            elif name.startswith("metadata.") and len(name) > len("metadata."):
+                metadata[name.removeprefix("metadata.")] = name
+            elif name != "kind":
+                message = (
+                    f"Column {name!r} is not an ImpactRecord field; rename it to "
+                    f"'metadata.{name}' to keep it in the record's metadata, or "
+                    "read the file with a column mapping."
+                )
+                raise ConfigError(message)
+        kind_column = "kind" if "kind" in header else None
+        return cls(
+            key="input", kind_column=kind_column, columns=columns, metadata=metadata
+        )
+
+    def column_of(self, field: str) -> str | None:
+        """Return the column that feeds ``field``, if any."""
+        if field == "kind":
+            return self.kind_column
+        return self.columns.get(field)
+
+
+def mappings_from_config(
+    inputs: Mapping[str, Any], *, key: str = "inputs"
+) -> dict[str, ColumnMapping]:
+    """Build every mapping of an ``[inputs]`` table, keyed by its name."""
+    _require_table(inputs, key)
+    return {
+        name: ColumnMapping.from_config(table, key=f"{key}.{name}")
+        for name, table in inputs.items()
+    }
+
+
+def _require_table(data: Any, key: str) -> None:
+    if not isinstance(data, Mapping):
+        message = (
+            f"{key} must be a table, not {type(data).__name__}; write it as [{key}]."
+        )
+        raise ConfigError(message, key=key)
+
+
+def _config_string(data: Mapping[str, Any], name: str, key: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        message = f"{key}.{name} must be a non-empty string."
+        raise ConfigError(message, key=f"{key}.{name}")
+    return value
+
+
+def _config_format(data: Mapping[str, Any], key: str) -> FileFormat | None:
+    value = _config_string(data, "format", key)
+    if value is None:
+        return None
+    if value == "csv":
+        return "csv"
+    if value == "jsonl":
+        return "jsonl"
+    message = f"{key}.format is {value!r}; set it to 'csv' or 'jsonl'."
+    raise ConfigError(message, key=f"{key}.format")
+
+
+def _config_encoding(data: Mapping[str, Any], key: str) -> str:
+    value = _config_string(data, "encoding", key) or "utf-8"
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        message = (
+            f"{key}.encoding {value!r} is not a known text encoding; use a "
+            "Python codec name such as 'utf-8' or 'cp1252'."
+        )
+        raise ConfigError(message, key=f"{key}.encoding") from None
+    return value
+
+
+def _config_delimiter(data: Mapping[str, Any], key: str) -> str:
+    value = data.get("delimiter", ",")
+    if not isinstance(value, str) or len(value) != 1:
+        message = f"{key}.delimiter must be one character such as ',' or ';'."
+        raise ConfigError(message, key=f"{key}.delimiter")
+    return value
+
+
+def _config_column_table(
+    data: Mapping[str, Any], name: str, key: str
+) -> dict[str, str]:
+    table = data.get(name, {})
+    _require_table(table, f"{key}.{name}")
+    result: dict[str, str] = {}
+    for entry, column in table.items():
+        if not isinstance(column, str) or not column.strip():
+            message = (
+                f"{key}.{name}.{entry} must be the name of a column, as a "
+                "non-empty string."
+            )
+            raise ConfigError(message, key=f"{key}.{name}.{entry}")
+        result[entry] = column.strip()
+    return result
+
+
+def _config_columns(data: Mapping[str, Any], key: str) -> dict[str, str]:
+    if "columns" not in data:
+        message = (
+            f"{key}.columns is missing; add a [{key}.columns] table that maps "
+            "record fields to column names."
+        )
+        raise ConfigError(message, key=f"{key}.columns")
+    columns = _config_column_table(data, "columns", key)
+    for field in columns:
+        if field == "kind":
+            message = f"{key}.columns.kind is not used; set {key}.kind_column instead."
+            raise ConfigError(message, key=f"{key}.columns.kind")
+        if field not in _MAPPABLE_FIELDS:
+            hint = " (amounts map to amount_minor)" if field == "amount" else ""
+            message = (
+                f"{key}.columns.{field} is not an ImpactRecord field{hint}; use "
+                f"one of {', '.join(sorted(_MAPPABLE_FIELDS - {'kind'}))}, or "
+                f"copy the column into {key}.metadata."
+            )
+            raise ConfigError(message, key=f"{key}.columns.{field}")
+    if "source_id" not in columns:
+        message = (
+            f"{key}.columns.source_id is missing; map it to the column that "
+            "identifies a row."
+        )
+        raise ConfigError(message, key=f"{key}.columns.source_id")
+    return columns
+
+
+def _config_kind(
+    data: Mapping[str, Any], key: str
+) -> tuple[RecordKind | None, str | None, dict[str, RecordKind]]:
+    constant = _config_string(data, "kind", key)
+    column = _config_string(data, "kind_column", key)
+    if (constant is None) == (column is None):
+        message = (
+            f"Set exactly one of {key}.kind ('volunteer_time' or 'donation') "
+            f"and {key}.kind_column (the column that holds the kind)."
+        )
+        raise ConfigError(message, key=f"{key}.kind")
+    values = data.get("kind_values", {})
+    _require_table(values, f"{key}.kind_values")
+    kind_values = {
+        label.strip().casefold(): _config_record_kind(
+            value, f"{key}.kind_values.{label}"
+        )
+        for label, value in values.items()
+    }
+    if constant is not None:
+        return _config_record_kind(constant, f"{key}.kind"), None, kind_values
+    return None, (column or "").strip(), kind_values
+
+
+def _config_record_kind(value: Any, key: str) -> RecordKind:
+    try:
+        return RecordKind(value)
+    except ValueError:
+        message = f"{key} is {value!r}; set it to 'volunteer_time' or 'donation'."
+        raise ConfigError(message, key=key) from None
+
+
+def _config_formats(
+    data: Mapping[str, Any], key: str, columns: Mapping[str, str]
+) -> dict[str, Any]:
+    table = data.get("formats", {})
+    _require_table(table, f"{key}.formats")
+    unknown = sorted(set(table) - _FORMAT_KEYS)
+    if unknown:
+        message = (
+            f"{key}.formats.{unknown[0]} is not a known format; use one of "
+            f"{', '.join(sorted(_FORMAT_KEYS))}."
+        )
+        raise ConfigError(message, key=f"{key}.formats.{unknown[0]}")
+    decimal_separator = table.get("decimal_separator", ".")
+    default_thousands = "," if decimal_separator == "." else ""
+    thousands_separator = table.get("thousands_separator", default_thousands)
+    _check_separators(decimal_separator, thousands_separator, f"{key}.formats")
+    return {
+        "date_formats": _config_date_formats(table, key),
+        "amount_format": _config_amount_format(table, key, columns),
+        "decimal_separator": decimal_separator,
+        "thousands_separator": thousands_separator,
+    }
+
+
+def _config_date_formats(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = table.get("activity_date", "%Y-%m-%d")
+    formats = (value,) if isinstance(value, str) else value
+    if (
+        not isinstance(formats, (list, tuple))
+        or not formats
+        or not all(isinstance(item, str) and "%" in item for item in formats)
+    ):
+        message = (
+            f"{key}.formats.activity_date must be a strptime format such as "
+            "'%d/%m/%Y', or a list of them tried in order."
+        )
+        raise ConfigError(message, key=f"{key}.formats.activity_date")
+    return tuple(formats)
+
+
+def _config_amount_format(
+    table: Mapping[str, Any], key: str, columns: Mapping[str, str]
+) -> AmountFormat:
+    value = table.get("amount")
+    if value is None and "amount_minor" in columns:
+        # Guessing wrong scales every amount by 100, so the setting is required.
+        message = (
+            f"{key}.formats.amount is missing; set it to 'decimal' when column "
+            f"{columns['amount_minor']!r} holds major units (20.00) or 'minor' "
+            "when it holds minor units (2000)."
+        )
+        raise ConfigError(message, key=f"{key}.formats.amount")
+    if value is None or value == "minor":
+        return "minor"
+    if value == "decimal":
+        return "decimal"
+    message = f"{key}.formats.amount is {value!r}; set it to 'decimal' or 'minor'."
+    raise ConfigError(message, key=f"{key}.formats.amount")
+
+
+def _check_separators(
+    decimal_separator: Any, thousands_separator: Any, key: str
+) -> None:
+    if not isinstance(decimal_separator, str) or len(decimal_separator) != 1:
+        message = f"{key}.decimal_separator must be one character, '.' or ','."
+        raise ConfigError(message, key=f"{key}.decimal_separator")
+    if (
+        not isinstance(thousands_separator, str)
+        or len(thousands_separator) > 1
+        or thousands_separator == decimal_separator
+    ):
+        message = (
+            f"{key}.thousands_separator must be one character other than the "
+            "decimal separator, or '' for none."
+        )
+        raise ConfigError(message, key=f"{key}.thousands_separator")
+
+
+def _config_lists(
+    data: Mapping[str, Any], key: str, columns: Mapping[str, str]
+) -> dict[str, str]:
+    table = data.get("lists", {})
+    _require_table(table, f"{key}.lists")
+    lists: dict[str, str] = {}
+    for field, separator in table.items():
+        entry = f"{key}.lists.{field}"
+        if field not in columns or field not in _TEXT_FIELDS:
+            message = (
+                f"{entry} must name a text field mapped in {key}.columns, "
+                "such as cause."
+            )
+            raise ConfigError(message, key=entry)
+        if not isinstance(separator, str) or not separator:
+            message = f"{entry} must be the separator between values, such as ','."
+            raise ConfigError(message, key=entry)
+        lists[field] = separator
+    return lists
+
+
+def _config_metadata(
+    data: Mapping[str, Any], key: str, lists: Mapping[str, str]
+) -> dict[str, str]:
+    metadata = _config_column_table(data, "metadata", key)
+    for name in metadata:
+        if name in lists:
+            message = (
+                f"{key}.metadata.{name} clashes with the list of {key}.lists.{name}, "
+                "which is stored under the same metadata key; rename it."
+            )
+            raise ConfigError(message, key=f"{key}.metadata.{name}")
+    return metadata
+
+
+def _config_defaults(
+    data: Mapping[str, Any], key: str, mapping: ColumnMapping
+) -> dict[str, Any]:
+    table = data.get("defaults", {})
+    _require_table(table, f"{key}.defaults")
+    defaults: dict[str, Any] = {}
+    for field, value in table.items():
+        entry = f"{key}.defaults.{field}"
+        if field not in _MAPPABLE_FIELDS or field == "kind":
+            message = (
+                f"{entry} is not an ImpactRecord field that takes a default; "
+                f"use one of {', '.join(sorted(_MAPPABLE_FIELDS - {'kind'}))}."
+            )
+            raise ConfigError(message, key=entry)
+        try:
+            defaults[field] = _parse_field(field, value, mapping, defaults, None)
+        except _RowRejected as exc:
+            raise ConfigError(f"{entry} is invalid: {exc.reason}", key=entry) from None
+    return defaults
+
+
+# ---------------------------------------------------------------------------
+# Field parsers shared by the mapping and the defaults
+# ---------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """Return ``value`` trimmed, or None for an empty cell."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def _describe(field: str, value: Any, column: str | None) -> str:
+    parts = [field]
+    if field in _QUOTABLE_FIELDS and value is not None:
+        parts.append(repr(value))
+    if column is not None:
+        parts.append(f"in column {column!r}")
+    return " ".join(parts)
+
+
+def _parse_field(
+    field: str,
+    value: Any,
+    mapping: ColumnMapping,
+    parsed: Mapping[str, Any],
+    column: str | None,
+) -> Any:
+    if field == "activity_date":
+        return _parse_date(value, mapping, column)
+    if field == "hours":
+        return float(_parse_number(field, value, mapping, column))
+    if field == "amount_minor":
+        return _parse_amount(value, mapping, parsed.get("currency"), column)
+    if field == "currency":
+        return _parse_text(field, value, column).upper()
+    return _parse_text(field, value, column)
+
+
+def _parse_text(field: str, value: Any, column: str | None) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    reason = f"{_describe(field, None, column)} is not text; give it as a string."
+    raise _RowRejected(field, reason)
+
+
+def _parse_date(value: Any, mapping: ColumnMapping, column: str | None) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        for date_format in mapping.date_formats:
+            try:
+                return dt.datetime.strptime(value.strip(), date_format).date()
+            except ValueError:
+                continue
+    formats = " or ".join(repr(item) for item in mapping.date_formats)
+    reason = (
+        f"{_describe('activity_date', value, column)} does not match the date "
+        f"format {formats}; fix the value or add its format to "
+        f"{mapping.key}.formats.activity_date."
+    )
+    raise _RowRejected("activity_date", reason)
+
+
+def _parse_number(
+    field: str, value: Any, mapping: ColumnMapping, column: str | None
+) -> Decimal:
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(str(value)) if math.isfinite(value) else None
+    elif isinstance(value, str):
+        number = _decimal_from_text(value, mapping)
+    else:
+        number = None
+    if number is None:
+        separators = f"decimal separator {mapping.decimal_separator!r}"
+        if mapping.thousands_separator:
+            separators += f" and thousands separator {mapping.thousands_separator!r}"
+        reason = (
+            f"{_describe(field, value, column)} is not a number; write it with "
+            f"digits, the {separators}, or change {mapping.key}.formats."
+        )
+        raise _RowRejected(field, reason)
+    if number < 0:
+        reason = (
+            f"{_describe(field, value, column)} is negative; give a positive "
+            "value, because refunds and corrections are not records."
+        )
+        raise _RowRejected(field, reason)
+    return number
+
+
+def _decimal_from_text(text: str, mapping: ColumnMapping) -> Decimal | None:
+    compact = text.strip()
+    if mapping.thousands_separator:
+        compact = compact.replace(mapping.thousands_separator, "")
+    compact = compact.replace(mapping.decimal_separator, ".")
+    if not compact or not all(char.isdigit() or char in ".+-" for char in compact):
+        return None
+    try:
+        number = Decimal(compact)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _parse_amount(
+    value: Any, mapping: ColumnMapping, currency: Any, column: str | None
+) -> int:
+    number = _parse_number("amount_minor", value, mapping, column)
+    code = currency if isinstance(currency, str) else None
+    digits = currency_digits(code)
+    minor = number * (10**digits) if mapping.amount_format == "decimal" else number
+    if minor != minor.to_integral_value():
+        if mapping.amount_format == "decimal":
+            allowed = code or "the currency"
+            problem = f"has more decimal places than {allowed} allows ({digits})"
+        else:
+            problem = "is not a whole number of minor units"
+        reason = (
+            f"{_describe('amount_minor', value, column)} {problem}; round it in "
+            f"the source, or check {mapping.key}.formats.amount."
+        )
+        raise _RowRejected("amount_minor", reason)
+    return int(minor)
+
+
+def _parse_kind(value: Any, mapping: ColumnMapping, column: str | None) -> RecordKind:
+    if isinstance(value, str):
+        label = value.strip().casefold()
+        if label in mapping.kind_values:
+            return mapping.kind_values[label]
+        for kind in RecordKind:
+            if label == kind.value:
+                return kind
+    known = sorted({kind.value for kind in RecordKind} | set(mapping.kind_values))
+    reason = (
+        f"{_describe('kind', value, column)} is not a known kind; use one of "
+        f"{', '.join(repr(item) for item in known)} or add the value to "
+        f"{mapping.key}.kind_values."
+    )
+    raise _RowRejected("kind", reason)
+
+
+# ---------------------------------------------------------------------------
+# cattrs converter for canonical records
+# ---------------------------------------------------------------------------
+
+
+def _structure_text(value: Any, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError("expected a string")
+
+
+def _structure_float(value: Any, _: type) -> float:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if is_number and math.isfinite(value):
+        return float(value)
+    raise ValueError("expected a finite number")
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError("expected a whole number of minor units")
+
+
+def _structure_date(value: Any, _: type) -> dt.date:
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError("expected an ISO 8601 date such as '2024-03-01'")
+
+
+def _structure_kind(value: Any, _: type) -> RecordKind:
+    try:
+        return RecordKind(value)
+    except ValueError:
+        raise ValueError("expected 'volunteer_time' or 'donation'") from None
+
+
+def _structure_metadata(value: Any, _: type) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ValueError("expected a JSON object")
+
+
+def _make_converter() -> cattrs.Converter:
+    result = cattrs.Converter(forbid_extra_keys=True)
+    result.register_structure_hook(str, _structure_text)
+    result.register_structure_hook(float, _structure_float)
+    result.register_structure_hook(int, _structure_int)
+    result.register_structure_hook(dt.date, _structure_date)
+    result.register_structure_hook(RecordKind, _structure_kind)
+    result.register_structure_hook_func(
+        lambda type_: type_ == Mapping[str, Any], _structure_metadata
+    )
+    result.register_unstructure_hook(dt.date, dt.date.isoformat)
+    return result
+
+
+#: Converts canonical dictionaries (JSON Lines rows) to and from ``ImpactRecord``.
+#: Its hooks reject what a lenient conversion would silently change:
+#: fractional minor units, booleans as numbers, non-ISO dates.
+converter = _make_converter()
+
+
+# ---------------------------------------------------------------------------
+# Reading files
+# ---------------------------------------------------------------------------
+
+
+def read_records(
+    path: str | Path,
+    *,
+    tenant: str | None,
+    mapping: ColumnMapping | None = None,
+    identity: IdentityFunction | None = None,
+) -> Iterator[ParsedRow | RejectedRow]:
+    """Stream the rows of a CSV or JSON Lines file as parsed or rejected rows.
+
+    ``tenant`` fills rows that name no tenant, and a row naming another
+    tenant is rejected. With ``tenant=None`` every row must name its own.
+    Blank lines are skipped. The file is read one row at a time, so memory
+    does not grow with its size. ``ConfigError`` is raised when iteration
+    starts if a mapped column is missing from the header, and later if the
+    file cannot be decoded.
+    """
+    path = Path(path)
+    file_format = _file_format(path, mapping)
+    encoding = mapping.encoding if mapping is not None else "utf-8"
+    key = mapping.key if mapping is not None else "input"
+    row_number = 0
+    rows: Generator[tuple[int, dict[str, Any]] | RejectedRow, None, None] | None = None
+    try:
+        if file_format == "csv":
+            delimiter = mapping.delimiter if mapping is not None else ","
+            rows, mapping = _read_csv(path, encoding, delimiter, mapping)
+        else:
+            rows = _read_jsonl(path, encoding)
+        for item in rows:
+            row_number += 1
+            if isinstance(item, RejectedRow):
+                yield item
+                continue
+            line, raw = item
+            extra = identity(row_number, raw) if identity is not None else {}
+            if mapping is None:
+                yield _build_canonical(line, raw, tenant, extra)
+            else:
+                yield _build_mapped(line, raw, tenant, extra, mapping)
+    except UnicodeDecodeError as exc:
+        message = (
+            f"{path} is not valid {encoding} text after data row {row_number}; "
+            f"set {key}.encoding to the file's encoding."
+        )
+        raise ConfigError(message, key=f"{key}.encoding") from exc
+    finally:
+        if rows is not None:
+            rows.close()
+
+
+def _file_format(path: Path, mapping: ColumnMapping | None) -> FileFormat:
+    if mapping is not None and mapping.format is not None:
+        return mapping.format
+    file_format = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if file_format is None:
+        key = mapping.key if mapping is not None else "input"
+        message = (
+            f"Cannot tell the format of {path} from its suffix; name it .csv or "
+            f".jsonl, or set {key}.format to 'csv' or 'jsonl'."
+        )
+        raise ConfigError(message, key=f"{key}.format")
+    return file_format
+
+
+def _open_text(path: Path, encoding: str) -> TextIO:
+    # utf-8-sig reads plain UTF-8 too and drops a leading byte order mark.
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"
+    return path.open(encoding=encoding, newline="")
+
+
+def _read_jsonl(
+    path: Path, encoding: str
+) -> Generator[tuple[int, dict[str, Any]] | RejectedRow, None, None]:
+    with _open_text(path, encoding) as stream:
+        for line, text in enumerate(stream, start=1):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                reason = (
+                    f"Line {line} is not valid JSON ({exc.msg} at column "
+                    f"{exc.colno}); fix the line or remove it."
+                )
+                yield RejectedRow(line, None, None, reason, {"text": text})
+                continue
+            if not isinstance(value, dict):
+                reason = (
+                    f"Line {line} holds a JSON {type(value).__name__}, but each "
+                    "line must be one JSON object; wrap the record in {...}."
+                )
+                yield RejectedRow(line, None, None, reason, {"text": text})
+                continue
+            yield line, value
+
+
+def _read_csv(
+    path: Path, encoding: str, delimiter: str, mapping: ColumnMapping | None
+) -> tuple[
+    Generator[tuple[int, dict[str, Any]] | RejectedRow, None, None], ColumnMapping
+]:
+    stream = _open_text(path, encoding)
+    try:
+        reader = csv.reader(stream, delimiter=delimiter)
+        header = [name.strip() for name in next(reader, [])]
+        if mapping is None:
+            mapping = ColumnMapping.canonical(header)
+        _check_header(path, header, mapping)
+    except BaseException:
+        stream.close()
+        raise
+    return _csv_rows(stream, reader, header), mapping
+
+
+def _check_header(path: Path, header: list[str], mapping: ColumnMapping) -> None:
+    wanted = {f"columns.{field}": column for field, column in mapping.columns.items()}
+    wanted.update(
+        {f"metadata.{name}": column for name, column in mapping.metadata.items()}
+    )
+    if mapping.kind_column is not None:
+        wanted["kind_column"] = mapping.kind_column
+    for entry, column in wanted.items():
+        count = header.count(column)
+        if count == 1:
+            continue
+        problem = "has no such column" if count == 0 else f"has {count} such columns"
+        found = ", ".join(repr(name) for name in header) or "no header at all"
+        message = (
+            f"{mapping.key}.{entry} names column {column!r}, but {path} "
+            f"{problem}; the header has {found}. Fix the name in {mapping.key}."
+        )
+        raise ConfigError(message, key=f"{mapping.key}.{entry}")
+
+
+def _csv_rows(
+    stream: TextIO, reader: Any, header: list[str]
+) -> Generator[tuple[int, dict[str, Any]] | RejectedRow, None, None]:
+    with stream:
+        while True:
+            line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                message = f"Cannot read the CSV row that starts on line {line}: {exc}."
+                raise ConfigError(message) from exc
+            if not cells:
+                continue
+            raw = dict(zip(header, cells, strict=False))
+            if len(cells) != len(header):
+                raw["_extra_cells"] = cells[len(header) :]
+                reason = (
+                    f"Row has {len(cells)} cells but the header has {len(header)} "
+                    "columns; check the quoting of this row."
+                )
+                yield RejectedRow(line, _clean(raw.get("source_id")), None, reason, raw)
+                continue
+            yield line, raw
+
+
+# ---------------------------------------------------------------------------
+# Building records
+# ---------------------------------------------------------------------------
+
+
+def _apply_tenant(values: dict[str, Any], tenant: str | None) -> None:
+    row_tenant = values.get("tenant")
+    if row_tenant is None:
+        if tenant is not None:
+            values["tenant"] = tenant
+        return
+    if tenant is not None and row_tenant != tenant:
+        reason = (
+            f"tenant of this row is not {tenant!r}, the tenant being read; "
+            "split the file by tenant or read it without a tenant."
+        )
+        raise _RowRejected("tenant", reason)
+
+
+def _field_of(message: str) -> str | None:
+    first = message.split(" ", 1)[0]
+    return first if first in _FIELDS else None
+
+
+def _check_required(values: Mapping[str, Any], hint: Callable[[str], str]) -> None:
+    for field in _REQUIRED_FIELDS:
+        if values.get(field) is None:
+            raise _RowRejected(field, f"{field} is missing; {hint(field)}.")
+
+
+def _build_canonical(
+    line: int, raw: dict[str, Any], tenant: str | None, extra: Mapping[str, Any]
+) -> ParsedRow | RejectedRow:
+    values = {name: _clean(value) for name, value in {**raw, **extra}.items()}
+    source_id = values.get("source_id")
+    source_id = source_id if isinstance(source_id, str) else None
+    try:
+        unknown = sorted(set(values) - set(_FIELDS))
+        if unknown:
+            reason = (
+                f"{unknown[0]} is not an ImpactRecord field; rename it to a "
+                "field name or move it into metadata."
+            )
+            raise _RowRejected(None, reason)
+        _apply_tenant(values, tenant)
+        _check_required(values, lambda field: f"add {field!r} to the line")
+        present = {name: value for name, value in values.items() if value is not None}
+        record = converter.structure(present, ImpactRecord)
+    except _RowRejected as exc:
+        return RejectedRow(line, source_id, exc.field, exc.reason, raw)
+    except ClassValidationError as exc:
+        field, reason = _explain_structure_error(exc, values)
+        return RejectedRow(line, source_id, field, reason, raw)
+    except ValueError as exc:
+        reason = f"{exc}; fix the value on this line."
+        return RejectedRow(line, source_id, _field_of(str(exc)), reason, raw)
+    return ParsedRow(line, record)
+
+
+def _explain_structure_error(
+    exc: ClassValidationError, values: Mapping[str, Any]
+) -> tuple[str | None, str]:
+    with_notes, without_notes = exc.group_exceptions()
+    if with_notes:
+        error, note = with_notes[0]
+        field = str(note.name)
+        problem = f"{_describe(field, values.get(field), None)} is invalid: {error}"
+        return field, f"{problem}; fix the value on this line."
+    # attrs validators run in ImpactRecord.__init__, after cattrs has
+    # structured every field, so their errors arrive without a field note.
+    # Their messages start with the field name and never quote the value.
+    if without_notes:
+        message = str(without_notes[0])
+        field = _field_of(message)
+        if field in _QUOTABLE_FIELDS:
+            message += f" (the line has {values.get(field)!r})"
+        return field, f"{message}; fix the value on this line."
+    return None, "The line does not form a record; check its field names and types."
+
+
+def _build_mapped(
+    line: int,
+    raw: dict[str, Any],
+    tenant: str | None,
+    extra: Mapping[str, Any],
+    mapping: ColumnMapping,
+) -> ParsedRow | RejectedRow:
+    source_id = _clean(raw.get(mapping.columns["source_id"]))
+    source_id = str(source_id) if source_id is not None else None
+    values: dict[str, Any] = {}
+    try:
+        metadata = _mapped_values(raw, extra, mapping, values)
+        _apply_tenant(values, tenant)
+        _check_required(values, lambda field: _missing_hint(field, mapping))
+        record = ImpactRecord(**values, metadata=metadata)
+    except _RowRejected as exc:
+        return RejectedRow(line, source_id, exc.field, exc.reason, raw)
+    except ValueError as exc:
+        field = _field_of(str(exc))
+        where = (
+            _describe(field, values.get(field), mapping.column_of(field))
+            if field
+            else ""
+        )
+        reason = f"{exc}; fix {where or 'the row'} in the source file."
+        return RejectedRow(line, source_id, field, reason, raw)
+    return ParsedRow(line, record)
+
+
+def _missing_hint(field: str, mapping: ColumnMapping) -> str:
+    column = mapping.column_of(field)
+    if field == "kind" and column is None:
+        return f"set {mapping.key}.kind or {mapping.key}.kind_column"
+    if column is not None:
+        default = f"{mapping.key}.defaults.{field}"
+        return f"column {column!r} is empty, so fill it or set {default}"
+    return (
+        f"no column, default or identity provides it, so map it in "
+        f"{mapping.key}.columns.{field}"
+    )
+
+
+def _mapped_values(
+    raw: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    mapping: ColumnMapping,
+    values: dict[str, Any],
+) -> dict[str, Any]:
+    """Fill ``values`` with the parsed fields of one row and return its metadata."""
+    metadata = {
+        name: _clean(raw.get(column))
+        for name, column in mapping.metadata.items()
+        if _clean(raw.get(column)) is not None
+    }
+    cells = _mapped_cells(raw, mapping, metadata)
+    for field, value in extra.items():
+        if field not in _MAPPABLE_FIELDS:
+            reason = f"identity returned {field!r}, which is not an ImpactRecord field."
+            raise _RowRejected(None, reason)
+        if _clean(value) is not None:
+            cells[field] = (_clean(value), None)
+    values["kind"] = _mapped_kind(raw, mapping)
+    for field, value in mapping.defaults.items():
+        if field not in cells:
+            values[field] = value
+    # Currency first, because the amount's minor-unit digits depend on it.
+    for field in sorted(cells, key=lambda name: name != "currency"):
+        cell, column = cells[field]
+        values[field] = _parse_field(field, cell, mapping, values, column)
+    return metadata
+
+
+def _mapped_cells(
+    raw: Mapping[str, Any], mapping: ColumnMapping, metadata: dict[str, Any]
+) -> dict[str, tuple[Any, str | None]]:
+    """Return the non-empty cells of mapped columns, splitting list columns."""
+    cells: dict[str, tuple[Any, str | None]] = {}
+    for field, column in mapping.columns.items():
+        cell = _clean(raw.get(column))
+        if cell is not None and field in mapping.lists:
+            items = [item.strip() for item in str(cell).split(mapping.lists[field])]
+            metadata[field] = [item for item in items if item]
+            cell = metadata[field][0] if metadata[field] else None
+        if cell is not None:
+            cells[field] = (cell, column)
+    return cells
+
+
+def _mapped_kind(raw: Mapping[str, Any], mapping: ColumnMapping) -> RecordKind | None:
+    if mapping.kind is not None:
+        return mapping.kind
+    column = mapping.kind_column
+    cell = _clean(raw.get(column)) if column is not None else None
+    if cell is None:
+        return None
+    return _parse_kind(cell, mapping, column)

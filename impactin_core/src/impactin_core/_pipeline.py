@@ -1,0 +1,820 @@
+"""The delivery pipeline.
+
+One record's delivery to one platform goes through these steps:
+
+1. accept: rows that fail validation are quarantined with their reason;
+2. persist: the idempotency key is claimed and the delivery written to the
+   outbox in one transaction, before any call;
+3. deduplicate: a key already delivered within its TTL is skipped;
+4. map, redact and leak-scan: personal data beyond the platform's needs
+   blocks the send;
+5. evidence: SHA-256 of the bytes sent;
+6. guard: rate limiter, circuit breaker, timeout;
+7. authenticate, send, classify;
+8. retry with backoff, full jitter and ``Retry-After`` within a deadline,
+   or dead-letter;
+9. record the outcome, attempts and audit fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import attrs
+import httpx
+from opentelemetry import trace
+
+from ._config import Config, EnvSecrets, PlatformConfig, SecretsProvider
+from ._context import AuthContext, SendContext
+from ._converter import converter
+from ._crypto import Sealer
+from ._errors import (
+    AuthenticationError,
+    CircuitOpen,
+    ConfigError,
+    DeliveryError,
+    PermanentError,
+    PersonalDataLeak,
+    RateLimited,
+    RecordInvalid,
+    RetryableError,
+)
+from ._models import ImpactRecord, PlatformInfo, PlatformRequest, PlatformSettings
+from ._plugins import PluginHost
+from ._redaction import RedactionPolicy, leak_scan, minimize_record
+from ._reliability import BreakerBoard, WindowLimiter, backoff_delay
+from ._stats import RunReport
+from ._store import Store, new_delivery_id
+from ._telemetry import (
+    Instruments,
+    current_trace_id,
+    inject_traceparent,
+    safe_attributes,
+    tracer,
+)
+from ._tokens import TokenCache
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("impactin.runtime")
+
+#: Seconds an idempotency key stays claimed after its delivery.
+DEFAULT_KEY_TTL = 24 * 3600.0
+
+_evidence: contextvars.ContextVar[list[bytes] | None] = contextvars.ContextVar(
+    "impactin_evidence", default=None
+)
+
+
+async def _on_request(request: httpx.Request) -> None:
+    inject_traceparent(request.headers)
+    sink = _evidence.get()
+    if sink is not None:
+        sink.append(request.content)
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+@attrs.define
+class _Attempt:
+    number: int = 0
+    refreshed: bool = False
+    started: float = 0.0
+
+
+class Runtime:
+    """Deliver records to the configured platforms through their connectors.
+
+    ``clock`` and ``sleep`` are injectable so that tests of backoff,
+    deadlines and token expiry run without waiting.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        plugins: PluginHost | None = None,
+        secrets: SecretsProvider | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        key_ttl: float = DEFAULT_KEY_TTL,
+    ) -> None:
+        self.config = config
+        self.plugins = plugins or PluginHost.from_entry_points()
+        self.secrets = secrets or EnvSecrets()
+        if store is None:
+            sealer = Sealer.from_setting(
+                self.secrets.get(config.store_key_env), key_name=config.store_key_env
+            )
+            store = Store(config.store_path, sealer)
+        self.store = store
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.transport = transport
+        self.key_ttl = key_ttl
+        self.tokens = TokenCache(store, clock=clock)
+        self.instruments = Instruments()
+        self.breakers = BreakerBoard(on_event=self._on_breaker_change)
+        self._limiters: dict[tuple[str, str], WindowLimiter] = {}
+        self._settings: dict[tuple[str, str], PlatformSettings] = {}
+
+    # -- configuration lookups ---------------------------------------------
+
+    def tenant_key(self, tenant: str) -> bytes:
+        env_name = self.config.tenant(tenant).key_env
+        value = self.secrets.get(env_name)
+        if value is None:
+            key = f"tenants.{tenant}.key_env"
+            message = (
+                f"Tenant {tenant!r} has no secret key: the environment variable "
+                f"{env_name} named by {key} is not set; set it to a long random value."
+            )
+            raise ConfigError(message, key=key)
+        return value.encode("utf-8")
+
+    def platform_config(self, tenant: str, platform: str) -> PlatformConfig:
+        return self.config.tenant(tenant).platforms[platform]
+
+    def settings(self, tenant: str, platform: str) -> PlatformSettings:
+        key = (tenant, platform)
+        if key not in self._settings:
+            self._settings[key] = self.config.settings(tenant, platform, self.secrets)
+        return self._settings[key]
+
+    def routes(self, record: ImpactRecord) -> list[str]:
+        """Return the enabled platforms of the record's tenant that accept its kind."""
+        tenant = self.config.tenant(record.tenant)
+        return [
+            name
+            for name, platform in tenant.platforms.items()
+            if platform.enabled
+            and name in self.plugins.platforms
+            and record.kind in self.plugins.platforms[name].info.kinds
+        ]
+
+    def limiter(self, tenant: str, platform: PlatformInfo) -> WindowLimiter:
+        key = (tenant, platform.id)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            override = self.platform_config(tenant, platform.id).rate_limit
+            calls, period = override or (
+                platform.rate_limit.calls,
+                platform.rate_limit.period,
+            )
+            limiter = self._limiters[key] = WindowLimiter(
+                calls, period, sleep=self.sleep
+            )
+        return limiter
+
+    # -- keys ----------------------------------------------------------------
+
+    def idempotency_key(self, record: ImpactRecord, platform: str) -> str:
+        """Return the record's key on one platform: a keyed hash of its identity.
+
+        The key covers platform, tenant and source id, so one activity has
+        one key however its fields are ordered, and two activities of one
+        employee on one day differ by their source ids.
+        """
+        message = "\x1f".join((platform, record.tenant, record.source_id)).encode(
+            "utf-8"
+        )
+        digest = hmac.new(self.tenant_key(record.tenant), message, hashlib.sha256)
+        return f"ik_{digest.hexdigest()[:40]}"
+
+    @staticmethod
+    def content_hash(record: ImpactRecord) -> str:
+        return hashlib.sha256(canonical_json(converter.unstructure(record))).hexdigest()
+
+    # -- accept and persist ----------------------------------------------------
+
+    def submit(self, rows: Iterable[Any], *, run_id: str, report: RunReport) -> None:
+        """Validate, route and persist rows; nothing is sent yet."""
+        from ._input import ParsedRow, RejectedRow
+
+        for row in rows:
+            if isinstance(row, RejectedRow):
+                self._quarantine_row(row, run_id=run_id, report=report)
+                continue
+            record = row.record if isinstance(row, ParsedRow) else row
+            self.enqueue(record, run_id=run_id, report=report)
+
+    def _quarantine_row(self, row: Any, *, run_id: str, report: RunReport) -> None:
+        tenant = str(row.raw.get("tenant") or "")
+        self.store.quarantine(
+            run_id=run_id,
+            tenant=tenant,
+            source_id=row.source_id,
+            line=row.line,
+            field=row.field,
+            reason=row.reason,
+            raw=row.raw,
+            now=self.clock(),
+        )
+        report.quarantined(self._platforms_for_raw(row.raw))
+
+    def _platforms_for_raw(self, raw: dict[str, Any]) -> list[str]:
+        tenant = self.config.tenants.get(str(raw.get("tenant") or ""))
+        if tenant is None:
+            return []
+        kind = raw.get("kind")
+        return [
+            name
+            for name in tenant.platforms
+            if name in self.plugins.platforms
+            and kind in {k.value for k in self.plugins.platforms[name].info.kinds}
+        ]
+
+    def enqueue(self, record: ImpactRecord, *, run_id: str, report: RunReport) -> None:
+        """Persist one record's deliveries, one per platform that accepts it."""
+        routes = self.routes(record)
+        now = self.clock()
+        if not routes:
+            configured = (
+                ", ".join(self.config.tenant(record.tenant).platforms) or "none"
+            )
+            reason = (
+                f"No enabled platform of tenant {record.tenant!r} accepts "
+                f"{record.kind.value!r} records (configured: {configured}); enable "
+                "a platform that supports this kind or drop the record."
+            )
+            self._quarantine_record(
+                record, "kind", reason, run_id=run_id, report=report
+            )
+            return
+        unstructured = converter.unstructure(record)
+        content = self.content_hash(record)
+        correlation_id = uuid.uuid4().hex
+        for platform in routes:
+            delivery = {
+                "id": new_delivery_id(),
+                "run_id": run_id,
+                "correlation_id": correlation_id,
+                "tenant": record.tenant,
+                "platform": platform,
+                "kind": record.kind.value,
+                "source_id": record.source_id,
+                "idempotency_key": self.idempotency_key(record, platform),
+                "content_hash": content,
+            }
+            claim = self.store.enqueue(
+                delivery, unstructured, ttl=self.key_ttl, now=now
+            )
+            if claim.state == "duplicate":
+                report.platform(platform).duplicates += 1
+                self.instruments.idempotency_hits.add(1, {"platform": platform})
+                logger.info(
+                    "Skipped source %s for tenant %s on %s: already delivered as %s",
+                    record.source_id,
+                    record.tenant,
+                    platform,
+                    claim.delivery_id,
+                )
+            elif claim.state == "conflict":
+                reason = (
+                    f"Source id {record.source_id!r} was already sent to {platform!r} "
+                    f"(delivery {claim.delivery_id}) with different content; give the "
+                    "changed activity a new source id, or wait until the key expires."
+                )
+                self._quarantine_record(
+                    record,
+                    "source_id",
+                    reason,
+                    run_id=run_id,
+                    report=report,
+                    platform=platform,
+                )
+            elif claim.state == "unfinished":
+                report.platform(platform).resumed += 1
+            else:
+                report.platform(platform).queued += 1
+
+    def _quarantine_record(
+        self,
+        record: ImpactRecord,
+        field: str,
+        reason: str,
+        *,
+        run_id: str,
+        report: RunReport,
+        platform: str | None = None,
+    ) -> None:
+        self.store.quarantine(
+            run_id=run_id,
+            tenant=record.tenant,
+            source_id=record.source_id,
+            line=None,
+            field=field,
+            reason=reason,
+            raw=converter.unstructure(record),
+            now=self.clock(),
+        )
+        report.quarantined([platform] if platform else self.routes(record) or [])
+
+    # -- process the outbox ------------------------------------------------------
+
+    async def process(
+        self,
+        report: RunReport,
+        *,
+        include_future: bool = False,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        """Deliver every due delivery in the outbox, ``concurrency`` at a time."""
+        due = self.store.due_deliveries(self.clock(), include_future=include_future)
+        if not due:
+            return
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for row in due:
+            queue.put_nowait(row)
+        async with self._client() as client:
+
+            async def worker() -> None:
+                while True:
+                    try:
+                        row = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    await self.run_delivery(row, client, report)
+                    if on_done is not None:
+                        on_done()
+
+            workers = min(self.config.concurrency, len(due))
+            await asyncio.gather(*(worker() for _ in range(workers)))
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=self.transport,
+            timeout=httpx.Timeout(30.0),
+            event_hooks={"request": [_on_request]},
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    async def run_delivery(
+        self, row: dict[str, Any], client: httpx.AsyncClient, report: RunReport
+    ) -> None:
+        """Take one outbox row to a final state, or leave it pending for later."""
+        platform = self.plugins.platform(row["platform"]).info
+        attributes = {
+            "tenant_id": row["tenant"],
+            "platform": row["platform"],
+            "delivery_id": row["id"],
+            "correlation_id": row["correlation_id"],
+        }
+        with tracer.start_as_current_span(
+            "impactin.delivery", attributes=safe_attributes(attributes)
+        ) as span:
+            trace_id = current_trace_id()
+            self.store.update_delivery(row["id"], status="in_flight", trace_id=trace_id)
+            stats = report.platform(platform.id)
+            try:
+                request, redacted = self._prepare(platform, row)
+            except ConfigError:
+                # A setting is wrong for every delivery: stop the run and
+                # keep this one pending so 'impactin resume' picks it up.
+                self.store.update_delivery(row["id"], status="pending")
+                raise
+            except RecordInvalid as exc:
+                self._block(row, "invalid", str(exc), report)
+                return
+            except PersonalDataLeak as exc:
+                self.instruments.pii_blocked.add(1, {"platform": platform.id})
+                self._block(row, "personal_data", str(exc), report)
+                return
+            stats.redacted += redacted
+            self.store.update_delivery(row["id"], redacted_count=redacted)
+            await self._send_with_retries(platform, row, request, client, report, span)
+
+    def _prepare(
+        self, platform: PlatformInfo, row: dict[str, Any]
+    ) -> tuple[PlatformRequest, int]:
+        record = converter.structure(self.store.load_record(row["id"]), ImpactRecord)
+        config = self.platform_config(row["tenant"], platform.id)
+        policy = RedactionPolicy.for_platform(
+            platform,
+            row["tenant"],
+            self.tenant_key(row["tenant"]),
+            deny=config.deny_fields,
+            allow=config.allow_fields,
+        )
+        minimized, redacted = minimize_record(record, policy)
+        settings = self.settings(row["tenant"], platform.id)
+        requests = self.plugins.hook(platform.id, "impactin_map")(
+            platform=platform,
+            records=[minimized],
+            settings=settings,
+            idempotency_keys=[row["idempotency_key"]],
+        )
+        if not requests:
+            message = f"The {platform.id} connector mapped source {row['source_id']!r} to no request."
+            raise RecordInvalid(message, source_id=row["source_id"])
+        request: PlatformRequest = requests[0]
+        changed = self.plugins.hook(platform.id, "impactin_redact")(
+            platform=platform, request=request, policy=policy
+        )
+        redacted += sum(count for count in changed if count)
+        findings = leak_scan(request.payload, request.personal_paths)
+        if findings:
+            found = ", ".join(
+                f"{finding.kind} at {finding.path}" for finding in findings
+            )
+            message = (
+                f"The send of source {row['source_id']!r} to {platform.id!r} was blocked: "
+                f"personal data the platform does not need was found ({found}); "
+                "remove it from the input or tighten the mapping."
+            )
+            raise PersonalDataLeak(
+                message,
+                findings=[(finding.path, finding.kind) for finding in findings],
+                platform=platform.id,
+            )
+        return request, redacted
+
+    def _block(
+        self, row: dict[str, Any], kind: str, reason: str, report: RunReport
+    ) -> None:
+        logger.error(
+            "Blocked delivery %s for tenant %s on %s: %s",
+            row["id"],
+            row["tenant"],
+            row["platform"],
+            kind,
+        )
+        self.store.finish_delivery(
+            row["id"],
+            row["idempotency_key"],
+            delivered=False,
+            status="blocked",
+            error_kind=kind,
+            error=reason,
+            finished_at=self.clock(),
+        )
+        report.platform(row["platform"]).blocked += 1
+        self.instruments.deliveries.add(
+            1, {"platform": row["platform"], "status": "blocked"}
+        )
+
+    async def _send_with_retries(
+        self,
+        platform: PlatformInfo,
+        row: dict[str, Any],
+        request: PlatformRequest,
+        client: httpx.AsyncClient,
+        report: RunReport,
+        span: Any,
+    ) -> None:
+        config = self.platform_config(row["tenant"], platform.id)
+        policy = config.retry
+        stats = report.platform(platform.id)
+        attempt = _Attempt(started=self.clock())
+        deadline = attempt.started + policy.deadline
+        while True:
+            attempt.number += 1
+            try:
+                outcome, evidence = await self._attempt(
+                    platform, row, request, client, attempt
+                )
+            except AuthenticationError as exc:
+                if not attempt.refreshed:
+                    attempt.refreshed = True
+                    continue
+                self._dead_letter(row, "authentication", str(exc), attempt, report)
+                return
+            except PermanentError as exc:
+                self._dead_letter(row, "permanent", str(exc), attempt, report)
+                return
+            except CircuitOpen as exc:
+                self._defer(
+                    row, str(exc), self.breakers.reopens_at(row["tenant"], platform.id)
+                )
+                stats.deferred += 1
+                return
+            except RetryableError as exc:
+                decision = self._retry_decision(
+                    platform, row, request, exc, attempt, deadline
+                )
+                if decision is None:
+                    continue
+                kind, delay_or_reason = decision
+                if kind == "wait":
+                    assert isinstance(delay_or_reason, float)
+                    stats.retried += 1
+                    self.instruments.retries.add(1, {"platform": platform.id})
+                    span.add_event(
+                        "retry_attempt",
+                        safe_attributes(
+                            {"attempt": attempt.number, "delay_s": delay_or_reason}
+                        ),
+                    )
+                    logger.warning(
+                        "Retrying delivery %s for tenant %s on %s in %.2f s (attempt %d): %s",
+                        row["id"],
+                        row["tenant"],
+                        platform.id,
+                        delay_or_reason,
+                        attempt.number,
+                        type(exc).__name__,
+                    )
+                    await self.sleep(delay_or_reason)
+                    continue
+                if kind == "defer":
+                    assert isinstance(delay_or_reason, float)
+                    self._defer(row, str(exc), self.clock() + delay_or_reason)
+                    stats.deferred += 1
+                    return
+                self._dead_letter(
+                    row, "exhausted", str(delay_or_reason), attempt, report
+                )
+                return
+            self._succeed(row, outcome, evidence, attempt, report)
+            return
+
+    def _retry_decision(
+        self,
+        platform: PlatformInfo,
+        row: dict[str, Any],
+        request: PlatformRequest,
+        exc: RetryableError,
+        attempt: _Attempt,
+        deadline: float,
+    ) -> tuple[str, float | str] | None:
+        config = self.platform_config(row["tenant"], platform.id)
+        repeatable = (
+            not exc.sent
+            or platform.honours_idempotency_key
+            or request.safe_to_repeat
+            or bool(config.options.get("replay_safe"))
+        )
+        if not repeatable:
+            reason = (
+                f"{exc} The request may have reached {platform.id!r}, which does not "
+                "honour idempotency keys, so it was not repeated; check the platform, "
+                "then replay with 'impactin deliveries retry'."
+            )
+            return ("dead", reason)
+        if attempt.number >= config.retry.max_attempts:
+            reason = f"{exc} Gave up after {attempt.number} attempts."
+            return ("dead", reason)
+        now = self.clock()
+        delay = exc.retry_after
+        if delay is None:
+            delay = backoff_delay(attempt.number, config.retry, self.rng)
+        elif isinstance(exc, RateLimited):
+            self.limiter(row["tenant"], platform).pause(delay)
+        if now + delay > deadline:
+            if exc.retry_after is not None and exc.retry_after > config.retry.deadline:
+                return ("defer", float(delay))
+            reason = (
+                f"{exc} The retry deadline of {config.retry.deadline:g} s passed after "
+                f"{attempt.number} attempts."
+            )
+            return ("dead", reason)
+        return ("wait", float(delay))
+
+    async def _attempt(
+        self,
+        platform: PlatformInfo,
+        row: dict[str, Any],
+        request: PlatformRequest,
+        client: httpx.AsyncClient,
+        attempt: _Attempt,
+    ) -> tuple[Any, bytes]:
+        started = self.clock()
+        attributes = {
+            "tenant_id": row["tenant"],
+            "platform": platform.id,
+            "delivery_id": row["id"],
+            "correlation_id": row["correlation_id"],
+            "attempt": attempt.number,
+        }
+        with tracer.start_as_current_span(
+            "impactin.attempt", attributes=safe_attributes(attributes)
+        ) as span:
+            sink: list[bytes] = []
+            token = _evidence.set(sink)
+            outcome_name = "success"
+            status_code: int | None = None
+            error: DeliveryError | None = None
+            try:
+                if await self.limiter(row["tenant"], platform).acquire():
+                    span.add_event("rate_limit_hit")
+                    self.instruments.rate_limit_hits.add(1, {"platform": platform.id})
+                result = await self._guarded_send(
+                    platform, row, request, client, attempt
+                )
+                status_code = result.status_code
+                return result, b"".join(sink)
+            except DeliveryError as exc:
+                error = exc
+                outcome_name = _outcome_name(exc)
+                status_code = exc.status_code
+                raise
+            finally:
+                _evidence.reset(token)
+                span.set_attribute("outcome", outcome_name)
+                self.store.add_attempt(
+                    {
+                        "delivery_id": row["id"],
+                        "number": attempt.number,
+                        "started_at": started,
+                        "duration_s": self.clock() - started,
+                        "outcome": outcome_name,
+                        "status_code": status_code,
+                        "retry_after": getattr(error, "retry_after", None),
+                        "error": str(error) if error else None,
+                        "trace_id": current_trace_id(),
+                    }
+                )
+                self.store.update_delivery(row["id"], attempts=attempt.number)
+                logger.info(
+                    "Delivery %s attempt %d for tenant %s on %s: %s",
+                    row["id"],
+                    attempt.number,
+                    row["tenant"],
+                    platform.id,
+                    outcome_name,
+                )
+
+    async def _guarded_send(
+        self,
+        platform: PlatformInfo,
+        row: dict[str, Any],
+        request: PlatformRequest,
+        client: httpx.AsyncClient,
+        attempt: _Attempt,
+    ) -> Any:
+        config = self.platform_config(row["tenant"], platform.id)
+        breaker = await self.breakers.before(row["tenant"], platform.id, config.breaker)
+        outcome = "neutral"
+        try:
+            settings = self.settings(row["tenant"], platform.id)
+            auth = AuthContext(
+                client=client,
+                tokens=self.tokens,
+                clock=self.clock,
+                force_refresh=attempt.refreshed,
+            )
+            credentials = await self.plugins.hook(platform.id, "impactin_authenticate")(
+                platform=platform, settings=settings, context=auth
+            )
+            context = SendContext(client=client, settings=settings)
+            result = await self.plugins.hook(platform.id, "impactin_send")(
+                platform=platform,
+                request=request,
+                credentials=credentials,
+                context=context,
+            )
+            outcome = "success"
+            return result
+        except RetryableError:
+            outcome = "failure"
+            raise
+        finally:
+            await self.breakers.after(breaker, outcome)
+
+    # -- final states ------------------------------------------------------------
+
+    def _succeed(
+        self,
+        row: dict[str, Any],
+        outcome: Any,
+        evidence: bytes,
+        attempt: _Attempt,
+        report: RunReport,
+    ) -> None:
+        now = self.clock()
+        latency = now - attempt.started
+        self.store.finish_delivery(
+            row["id"],
+            row["idempotency_key"],
+            delivered=True,
+            status="delivered",
+            finished_at=now,
+            latency_s=latency,
+            response_id=outcome.response_id,
+            evidence_hash=hashlib.sha256(evidence).hexdigest(),
+            error_kind=None,
+            error=None,
+            next_attempt_at=None,
+        )
+        stats = report.platform(row["platform"])
+        stats.delivered += 1
+        stats.latencies.append(latency)
+        labels = {"platform": row["platform"], "status": "delivered"}
+        self.instruments.deliveries.add(1, labels)
+        self.instruments.latency.record(latency, {"platform": row["platform"]})
+
+    def _dead_letter(
+        self,
+        row: dict[str, Any],
+        kind: str,
+        reason: str,
+        attempt: _Attempt,
+        report: RunReport,
+    ) -> None:
+        logger.error(
+            "Dead-lettered delivery %s for tenant %s on %s after %d attempts: %s",
+            row["id"],
+            row["tenant"],
+            row["platform"],
+            attempt.number,
+            kind,
+        )
+        self.store.finish_delivery(
+            row["id"],
+            row["idempotency_key"],
+            delivered=False,
+            status="dead_lettered",
+            error_kind=kind,
+            error=reason,
+            finished_at=self.clock(),
+            latency_s=self.clock() - attempt.started,
+        )
+        report.platform(row["platform"]).dead_lettered += 1
+        labels = {"platform": row["platform"], "status": "dead_lettered"}
+        self.instruments.deliveries.add(1, labels)
+
+    def _defer(self, row: dict[str, Any], reason: str, when: float | None) -> None:
+        logger.warning(
+            "Deferred delivery %s for tenant %s on %s: %s",
+            row["id"],
+            row["tenant"],
+            row["platform"],
+            reason,
+        )
+        self.store.update_delivery(
+            row["id"],
+            status="pending",
+            next_attempt_at=when,
+            error_kind="deferred",
+            error=reason,
+        )
+
+    def _on_breaker_change(self, name: str, state: str) -> None:
+        tenant, _, platform = name.partition("/")
+        logger.warning("Circuit of tenant %s on %s is now %s", tenant, platform, state)
+        if state == "opened":
+            self.instruments.breaker_state.add(1, {"platform": platform})
+            trace.get_current_span().add_event("circuit_opened", {"platform": platform})
+        elif state == "closed":
+            self.instruments.breaker_state.add(-1, {"platform": platform})
+
+    # -- entry points for hosts and the command line ---------------------------
+
+    async def deliver(
+        self,
+        rows: Iterable[Any],
+        *,
+        on_done: Callable[[], None] | None = None,
+    ) -> RunReport:
+        """Submit rows (``ImpactRecord`` or reader rows) and deliver them."""
+        report = RunReport(run_id=uuid.uuid4().hex)
+        self.submit(rows, run_id=report.run_id, report=report)
+        await self.process(report, on_done=on_done)
+        return report
+
+    async def resume(self, *, include_future: bool = False) -> RunReport:
+        """Deliver what a previous run left pending or in flight."""
+        report = RunReport(run_id=uuid.uuid4().hex)
+        await self.process(report, include_future=include_future)
+        return report
+
+    async def retry(self, delivery_ids: Iterable[str]) -> RunReport:
+        """Replay finished, undelivered deliveries as new ones linked to them."""
+        report = RunReport(run_id=uuid.uuid4().hex)
+        for delivery_id in delivery_ids:
+            self.store.replay(delivery_id, run_id=report.run_id, now=self.clock())
+        await self.process(report)
+        return report
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _outcome_name(exc: DeliveryError) -> str:
+    if isinstance(exc, CircuitOpen):
+        return "circuit_open"
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, RetryableError):
+        return "retryable"
+    if isinstance(exc, AuthenticationError):
+        return "authentication"
+    return "permanent"

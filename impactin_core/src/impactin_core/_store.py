@@ -1,0 +1,620 @@
+"""The embedded state store: one SQLite file in WAL mode through sqlite-utils.
+
+It holds the outbox and delivery log, delivery attempts, idempotency keys,
+quarantined rows, OAuth tokens and webhook event ids. Records and tokens are
+encrypted with the store key before they are written, so the file holds no
+personal value and no token in clear.
+
+Every write is one transaction. Claims of idempotency keys use
+``INSERT OR IGNORE`` inside ``BEGIN IMMEDIATE``, so concurrent processes
+produce exactly one winner per key.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import sqlite_utils
+
+from ._crypto import Sealer
+from ._errors import StoreError
+from ._tokens import OAuthToken
+
+__all__ = ["Claim", "Store"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    parent_id TEXT,
+    tenant TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    record_ct BLOB NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    latency_s REAL,
+    response_id TEXT,
+    error_kind TEXT,
+    error TEXT,
+    evidence_hash TEXT,
+    redacted_count INTEGER,
+    trace_id TEXT
+);
+CREATE INDEX deliveries_status ON deliveries (status, next_attempt_at);
+CREATE INDEX deliveries_tenant ON deliveries (tenant, platform, created_at);
+CREATE INDEX deliveries_correlation ON deliveries (correlation_id);
+CREATE INDEX deliveries_evidence ON deliveries (evidence_hash);
+CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT NOT NULL REFERENCES deliveries (id),
+    number INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    status_code INTEGER,
+    retry_after REAL,
+    delay_s REAL,
+    error TEXT,
+    trace_id TEXT
+);
+CREATE INDEX attempts_delivery ON attempts (delivery_id);
+CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX idempotency_expiry ON idempotency_keys (expires_at);
+CREATE TABLE quarantine (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    source_id TEXT,
+    line INTEGER,
+    field TEXT,
+    reason TEXT NOT NULL,
+    raw_ct BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    resolved_at REAL
+);
+CREATE TABLE tokens (
+    tenant TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    token_ct BLOB NOT NULL,
+    obtained_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    has_refresh_token INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, platform)
+);
+CREATE TABLE webhook_events (
+    platform TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (platform, event_id)
+);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+
+
+@attrs.frozen
+class Claim:
+    """What claiming an idempotency key found.
+
+    ``state`` is ``"new"`` (this caller owns it), ``"duplicate"`` (delivered
+    within its TTL, same content), ``"conflict"`` (same key, other content)
+    or ``"unfinished"`` (claimed earlier and not delivered yet).
+    """
+
+    state: str
+    delivery_id: str
+
+
+class Store:
+    """The SQLite store. One instance per process; it is thread-safe."""
+
+    def __init__(self, path: str | Path, sealer: Sealer) -> None:
+        self.path = Path(path)
+        self.sealer = sealer
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    # -- connections -------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            message = (
+                f"Cannot open the store {str(self.path)!r}: {exc}; check the path."
+            )
+            raise StoreError(message) from exc
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        database = getattr(self._local, "db", None)
+        if database is None:
+            conn = self._connect()
+            with self._lock:
+                self._connections.append(conn)
+            database = self._local.db = sqlite_utils.Database(conn)
+        return database
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run statements in one ``BEGIN IMMEDIATE`` transaction."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER NOT NULL, applied_at REAL NOT NULL)"
+            )
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                message = (
+                    f"The store {str(self.path)!r} has schema version {current}, newer "
+                    f"than this impactin ({SCHEMA_VERSION}); upgrade impactin-core."
+                )
+                raise StoreError(message)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?)", (version, time.time())
+                )
+
+    @property
+    def schema_version(self) -> int:
+        row = self.db.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0])
+
+    # -- sealed JSON -------------------------------------------------------
+
+    def seal_json(self, value: Any) -> bytes:
+        return self.sealer.seal(json.dumps(value, sort_keys=True).encode("utf-8"))
+
+    def open_json(self, token: bytes) -> Any:
+        return json.loads(self.sealer.open(token))
+
+    # -- idempotency and the outbox ----------------------------------------
+
+    def enqueue(
+        self,
+        delivery: Mapping[str, Any],
+        record: Mapping[str, Any],
+        *,
+        ttl: float,
+        now: float,
+    ) -> Claim:
+        """Claim the delivery's idempotency key and, if new, add it to the outbox.
+
+        Both happen in one transaction, so a crash leaves either both or
+        neither. A key whose TTL has passed is claimed afresh.
+        """
+        key = delivery["idempotency_key"]
+        sealed = self.seal_json(record)
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE key = ? AND expires_at <= ?",
+                (key, now),
+            )
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    delivery["tenant"],
+                    delivery["platform"],
+                    delivery["content_hash"],
+                    delivery["id"],
+                    "claimed",
+                    now,
+                    now + ttl,
+                ),
+            ).rowcount
+            if not inserted:
+                row = conn.execute(
+                    "SELECT content_hash, delivery_id, state FROM idempotency_keys "
+                    "WHERE key = ?",
+                    (key,),
+                ).fetchone()
+                if row["content_hash"] != delivery["content_hash"]:
+                    return Claim("conflict", row["delivery_id"])
+                if row["state"] == "delivered":
+                    return Claim("duplicate", row["delivery_id"])
+                return Claim("unfinished", row["delivery_id"])
+            columns = {
+                **delivery,
+                "record_ct": sealed,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+                "next_attempt_at": now,
+            }
+            names = ", ".join(columns)
+            marks = ", ".join("?" for _ in columns)
+            conn.execute(
+                f"INSERT INTO deliveries ({names}) VALUES ({marks})",
+                tuple(columns.values()),
+            )
+        return Claim("new", delivery["id"])
+
+    def replay(self, parent_id: str, *, run_id: str, now: float) -> str:
+        """Copy a finished delivery into a new pending one linked to it."""
+        parent = self.get_delivery(parent_id)
+        if parent is None:
+            message = f"Delivery {parent_id!r} does not exist; list them with 'impactin deliveries list'."
+            raise StoreError(message)
+        if parent["status"] not in ("dead_lettered", "blocked"):
+            message = (
+                f"Delivery {parent_id!r} is {parent['status']}; only dead-lettered or "
+                "blocked deliveries can be replayed."
+            )
+            raise StoreError(message)
+        parent_id = parent["id"]
+        raw = self.db.conn.execute(
+            "SELECT record_ct FROM deliveries WHERE id = ?", (parent_id,)
+        ).fetchone()[0]
+        new_id = new_delivery_id()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO deliveries (id, run_id, correlation_id, parent_id, tenant, "
+                "platform, kind, source_id, idempotency_key, content_hash, record_ct, "
+                "status, attempts, next_attempt_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                (
+                    new_id,
+                    run_id,
+                    parent["correlation_id"],
+                    parent_id,
+                    parent["tenant"],
+                    parent["platform"],
+                    parent["kind"],
+                    parent["source_id"],
+                    parent["idempotency_key"],
+                    parent["content_hash"],
+                    raw,
+                    now,
+                    now,
+                    now,
+                ),
+            )
+            conn.execute(
+                "UPDATE idempotency_keys SET delivery_id = ?, state = 'claimed' "
+                "WHERE key = ?",
+                (new_id, parent["idempotency_key"]),
+            )
+        return new_id
+
+    def load_record(self, delivery_id: str) -> dict[str, Any]:
+        row = self.db.conn.execute(
+            "SELECT record_ct FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()
+        result: dict[str, Any] = self.open_json(row[0])
+        return result
+
+    def update_delivery(self, delivery_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE deliveries SET {assignments} WHERE id = ?",
+                (*fields.values(), delivery_id),
+            )
+
+    def finish_delivery(
+        self, delivery_id: str, key: str, *, delivered: bool, **fields: Any
+    ) -> None:
+        """Record a delivery's final state and release or settle its key."""
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE deliveries SET {assignments} WHERE id = ?",
+                (*fields.values(), delivery_id),
+            )
+            conn.execute(
+                "UPDATE idempotency_keys SET state = ? WHERE key = ? AND delivery_id = ?",
+                ("delivered" if delivered else "failed", key, delivery_id),
+            )
+
+    def add_attempt(self, attempt: Mapping[str, Any]) -> None:
+        with self.transaction():
+            self.db["attempts"].insert(dict(attempt))
+
+    def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
+        return list(
+            self.db["attempts"].rows_where(
+                "delivery_id = ?", [delivery_id], order_by="number"
+            )
+        )
+
+    def due_deliveries(
+        self, now: float, *, include_future: bool = False, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Deliveries not finished: pending, or in flight when a process died."""
+        where = "status IN ('pending', 'in_flight')"
+        args: list[Any] = []
+        if not include_future:
+            where += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            args.append(now)
+        if tenant is not None:
+            where += " AND tenant = ?"
+            args.append(tenant)
+        return list(
+            self.db["deliveries"].rows_where(
+                where, args, order_by="created_at", select=_LIST_COLUMNS
+            )
+        )
+
+    def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        rows = list(
+            self.db["deliveries"].rows_where(
+                "id = ? OR id LIKE ?",
+                [delivery_id, f"{delivery_id}%"],
+                select=_LIST_COLUMNS,
+                limit=2,
+            )
+        )
+        return rows[0] if len(rows) == 1 else None
+
+    def list_deliveries(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for name, value in (filters or {}).items():
+            if value is not None:
+                clauses.append(f"{name} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("created_at < ?")
+            args.append(until)
+        where = " AND ".join(clauses) or "1 = 1"
+        return list(
+            self.db["deliveries"].rows_where(
+                where,
+                args,
+                order_by="created_at DESC, id",
+                select=_LIST_COLUMNS,
+                limit=limit,
+                offset=offset or None,
+            )
+        )
+
+    def count_by_status(
+        self, run_id: str | None = None
+    ) -> dict[tuple[str, str], dict[str, int]]:
+        sql = "SELECT platform, tenant, status, COUNT(*) FROM deliveries"
+        args: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += " WHERE run_id = ?"
+            args = (run_id,)
+        sql += " GROUP BY platform, tenant, status"
+        result: dict[tuple[str, str], dict[str, int]] = {}
+        for platform, tenant, status, count in self.db.conn.execute(sql, args):
+            result.setdefault((platform, tenant), {})[status] = count
+        return result
+
+    def purge_expired_keys(self, now: float) -> int:
+        with self.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at <= ? AND state != 'claimed'",
+                (now,),
+            ).rowcount
+
+    # -- quarantine --------------------------------------------------------
+
+    def quarantine(
+        self,
+        *,
+        run_id: str,
+        tenant: str,
+        source_id: str | None,
+        line: int | None,
+        field: str | None,
+        reason: str,
+        raw: Mapping[str, Any],
+        now: float,
+    ) -> str:
+        row_id = new_delivery_id()
+        with self.transaction():
+            self.db["quarantine"].insert(
+                {
+                    "id": row_id,
+                    "run_id": run_id,
+                    "tenant": tenant,
+                    "source_id": source_id,
+                    "line": line,
+                    "field": field,
+                    "reason": reason,
+                    "raw_ct": self.seal_json(dict(raw)),
+                    "created_at": now,
+                    "resolved_at": None,
+                }
+            )
+        return row_id
+
+    def quarantined(
+        self, *, run_id: str | None = None, include_resolved: bool = False
+    ) -> list[dict[str, Any]]:
+        clauses = [] if include_resolved else ["resolved_at IS NULL"]
+        args: list[Any] = []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            args.append(run_id)
+        where = " AND ".join(clauses) or "1 = 1"
+        columns = "id, run_id, tenant, source_id, line, field, reason, created_at, resolved_at"
+        return list(
+            self.db["quarantine"].rows_where(
+                where, args, order_by="created_at", select=columns
+            )
+        )
+
+    def quarantined_raw(self, row_id: str) -> dict[str, Any]:
+        row = self.db.conn.execute(
+            "SELECT raw_ct FROM quarantine WHERE id = ?", (row_id,)
+        ).fetchone()
+        if row is None:
+            message = f"Quarantined row {row_id!r} does not exist; list them with 'impactin quarantine list'."
+            raise StoreError(message)
+        result: dict[str, Any] = self.open_json(row[0])
+        return result
+
+    def resolve_quarantined(self, row_id: str, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE quarantine SET resolved_at = ? WHERE id = ?", (now, row_id)
+            )
+
+    # -- tokens (the TokenStore protocol) -----------------------------------
+
+    def load_token(self, tenant: str, platform: str) -> OAuthToken | None:
+        row = self.db.conn.execute(
+            "SELECT token_ct FROM tokens WHERE tenant = ? AND platform = ?",
+            (tenant, platform),
+        ).fetchone()
+        if row is None:
+            return None
+        return OAuthToken(**self.open_json(row[0]))
+
+    def save_token(self, tenant: str, platform: str, token: OAuthToken) -> None:
+        sealed = self.seal_json(attrs.asdict(token))
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    tenant,
+                    platform,
+                    sealed,
+                    token.obtained_at,
+                    token.expires_at,
+                    int(token.refresh_token is not None),
+                    time.time(),
+                ),
+            )
+
+    def delete_token(self, tenant: str, platform: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM tokens WHERE tenant = ? AND platform = ?",
+                (tenant, platform),
+            )
+
+    def token_rows(self) -> list[dict[str, Any]]:
+        columns = (
+            "tenant, platform, obtained_at, expires_at, has_refresh_token, updated_at"
+        )
+        return list(
+            self.db["tokens"].rows_where(select=columns, order_by="tenant, platform")
+        )
+
+    def rotate_key(self) -> int:
+        """Re-encrypt every sealed value under the newest store key."""
+        count = 0
+        with self.transaction() as conn:
+            for table, column, key_columns in _SEALED_COLUMNS:
+                keys = ", ".join(key_columns)
+                rows = conn.execute(f"SELECT {keys}, {column} FROM {table}").fetchall()
+                for row in rows:
+                    where = " AND ".join(f"{name} = ?" for name in key_columns)
+                    conn.execute(
+                        f"UPDATE {table} SET {column} = ? WHERE {where}",
+                        (
+                            self.sealer.rotate(row[column]),
+                            *[row[name] for name in key_columns],
+                        ),
+                    )
+                    count += 1
+        return count
+
+    # -- webhooks (the ReplayStore protocol) --------------------------------
+
+    def seen(self, platform: str, event_id: str, now: float) -> bool:
+        with self.transaction() as conn:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO webhook_events VALUES (?, ?, ?)",
+                (platform, event_id, now),
+            ).rowcount
+        return not inserted
+
+
+_LIST_COLUMNS = (
+    "id, run_id, correlation_id, parent_id, tenant, platform, kind, source_id, "
+    "idempotency_key, content_hash, status, attempts, next_attempt_at, created_at, "
+    "updated_at, finished_at, latency_s, response_id, error_kind, error, "
+    "evidence_hash, redacted_count, trace_id"
+)
+
+_SEALED_COLUMNS: Sequence[tuple[str, str, tuple[str, ...]]] = (
+    ("deliveries", "record_ct", ("id",)),
+    ("quarantine", "raw_ct", ("id",)),
+    ("tokens", "token_ct", ("tenant", "platform")),
+)
+
+
+def new_delivery_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,43 @@
+"""Console span export for ``impactin demo --trace`` (needs opentelemetry-sdk)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+__all__ = ["console_tracing"]
+
+
+def console_tracing() -> None:
+    """Install an SDK tracer provider exporting to the console, or OTLP when set.
+
+    With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set and the OTLP exporter installed,
+    spans go there instead.
+    """
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            ConsoleSpanExporter,
+        )
+    except ImportError as exc:
+        message = "--trace needs the OpenTelemetry SDK; pip install opentelemetry-sdk."
+        raise click.ClickException(message) from exc
+    provider = TracerProvider()
+    exporter: object = ConsoleSpanExporter()
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter,
+            )
+        except ImportError as exc:
+            message = (
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is missing; "
+                "pip install opentelemetry-exporter-otlp-proto-http."
+            )
+            raise click.ClickException(message) from exc
+        exporter = OTLPSpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # type: ignore[arg-type]
+    trace.set_tracer_provider(provider)
