@@ -281,15 +281,14 @@ class Runtime:
                 report.platform(platform).duplicates += 1
                 self.instruments.idempotency_hits.add(1, {"platform": platform})
                 logger.info(
-                    "Skipped source %s for tenant %s on %s: already delivered as %s",
-                    record.source_id,
+                    "Skipped a record of tenant %s on %s: already delivered as %s",
                     record.tenant,
                     platform,
                     claim.delivery_id,
                 )
             elif claim.state == "conflict":
                 reason = (
-                    f"Source id {record.source_id!r} was already sent to {platform!r} "
+                    f"This source id was already sent to {platform!r} "
                     f"(delivery {claim.delivery_id}) with different content; give the "
                     "changed activity a new source id, or wait until the key expires."
                 )
@@ -423,7 +422,7 @@ class Runtime:
             idempotency_keys=[row["idempotency_key"]],
         )
         if not requests:
-            message = f"The {platform.id} connector mapped source {row['source_id']!r} to no request."
+            message = f"The {platform.id} connector mapped delivery {row['id']} to no request."
             raise RecordInvalid(message, source_id=row["source_id"])
         request: PlatformRequest = requests[0]
         changed = self.plugins.hook(platform.id, "impactin_redact")(
@@ -436,7 +435,7 @@ class Runtime:
                 f"{finding.kind} at {finding.path}" for finding in findings
             )
             message = (
-                f"The send of source {row['source_id']!r} to {platform.id!r} was blocked: "
+                f"The send of delivery {row['id']} to {platform.id!r} was blocked: "
                 f"personal data the platform does not need was found ({found}); "
                 "remove it from the input or tighten the mapping."
             )

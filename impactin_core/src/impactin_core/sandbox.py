@@ -43,7 +43,8 @@ class FaultPlan:
     """Faults a simulator injects, each drawn per request with its rate.
 
     ``script`` forces the outcomes of the next requests in order, before the
-    rates apply: ``"500"``, ``"503"``, ``"429"``, ``"drop"`` (connection
+    rates apply: an HTTP status such as ``"503"`` or ``"400"`` (``"429"``
+    carries ``retry_after``), ``"drop"`` (connection
     closed before the request is handled), ``"drop_after"`` (handled, then
     the connection is closed before the answer), ``"slow"`` and ``"ok"``.
     """
@@ -136,14 +137,14 @@ class _FaultMiddleware:
         plan = self.state.plan
         if plan.latency_seconds:
             await asyncio.sleep(plan.latency_seconds)
-        if outcome in ("500", "503", "error"):
-            status = plan.error_status if outcome == "error" else int(outcome)
-            await _send_json(send, status, {"message": "Injected server error"})
-        elif outcome == "429":
+        if outcome == "429":
             headers = []
             if plan.retry_after is not None:
                 headers.append((b"retry-after", plan.retry_after.encode()))
             await _send_json(send, 429, {"message": "Too Many Requests"}, headers)
+        elif outcome == "error" or outcome.isdigit():
+            status = plan.error_status if outcome == "error" else int(outcome)
+            await _send_json(send, status, {"message": f"Injected HTTP {status}"})
         elif outcome == "drop":
             await _drop(send)
         elif outcome == "drop_after":

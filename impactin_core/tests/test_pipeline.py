@@ -1,0 +1,370 @@
+"""The delivery pipeline against the echo simulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from echo_connector import EchoPlugin
+
+from impactin_core import ImpactRecord, RecordKind
+from impactin_core._config import EnvSecrets, parse_config
+from impactin_core._crypto import generate_key
+from impactin_core._pipeline import Runtime
+from impactin_core._plugins import PluginHost
+from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator
+
+Echo = tuple[SandboxServer, Simulator]
+
+
+class FakeTime:
+    """A clock that only moves when the runtime sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_runtime(
+    tmp_path: Path,
+    url: str,
+    *,
+    retry: dict[str, Any] | None = None,
+    breaker: dict[str, Any] | None = None,
+    clock: FakeTime | None = None,
+    options: dict[str, Any] | None = None,
+) -> Runtime:
+    environ = {
+        "STORE_KEY": generate_key(),
+        "ACME_KEY": "acme-secret-key",
+        "ECHO_KEY": "echo-sandbox-key",
+    }
+    data = {
+        "store": {"path": "state.db", "key_env": "STORE_KEY"},
+        "tenants": {
+            "acme": {
+                "key_env": "ACME_KEY",
+                "platforms": {
+                    "echo": {
+                        "base_url": url,
+                        "credentials": {"api_key": "ECHO_KEY"},
+                        "retry": retry or {"base_delay": 0.5, "max_attempts": 5},
+                        "breaker": breaker or {"threshold": 50},
+                        "options": options or {},
+                    }
+                },
+            }
+        },
+    }
+    config = parse_config(data, base_dir=tmp_path)
+    host = PluginHost()
+    host.register(EchoPlugin(), name="echo")
+    host.finish()
+    clock = clock or FakeTime()
+    return Runtime(
+        config,
+        plugins=host,
+        secrets=EnvSecrets(environ),
+        clock=clock.time,
+        sleep=clock.sleep,
+    )
+
+
+def record(source_id: str = "a-1", **changes: Any) -> ImpactRecord:
+    values: dict[str, Any] = {
+        "source_id": source_id,
+        "tenant": "acme",
+        "kind": RecordKind.DONATION,
+        "activity_date": dt.date(2026, 3, 1),
+        "employee_id": "E-004217",
+        "employee_email": "maria.lopez@example.org",
+        "employee_name": "Maria Lopez",
+        "amount_minor": 2500,
+        "currency": "USD",
+        "description": "Gift for the food bank",
+    }
+    values.update(changes)
+    return ImpactRecord(**values)
+
+
+def set_faults(server: SandboxServer, **plan: Any) -> None:
+    response = httpx.put(f"{server.url}/_sandbox/faults", json=plan)
+    assert response.status_code == 200, response.text
+
+
+async def test_deliver_one_record(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    report = await runtime.deliver([record()])
+
+    assert report.platforms["echo"].delivered == 1
+    assert len(simulator.journal.entries) == 1
+    row = runtime.store.list_deliveries()[0]
+    assert row["status"] == "delivered"
+    assert row["response_id"] == "echo-1"
+
+
+async def test_evidence_hash_is_sha256_of_sent_bytes(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    await runtime.deliver([record()])
+
+    sent = simulator.journal.entries[0]["raw"].encode("utf-8")
+    row = runtime.store.list_deliveries()[0]
+    assert row["evidence_hash"] == hashlib.sha256(sent).hexdigest()
+
+
+async def test_second_run_skips_duplicates(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    await runtime.deliver([record("a-1"), record("a-2")])
+
+    report = await runtime.deliver([record("a-2"), record("a-1")])
+
+    assert report.platforms["echo"].duplicates == 2
+    assert report.platforms["echo"].delivered == 0
+    assert len(simulator.journal.entries) == 2
+
+
+async def test_changed_content_is_a_conflict(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    await runtime.deliver([record("a-1")])
+
+    report = await runtime.deliver([record("a-1", amount_minor=9900)])
+
+    assert report.platforms["echo"].quarantined == 1
+    reasons = [row["reason"] for row in runtime.store.quarantined()]
+    assert "different content" in reasons[0]
+
+
+async def test_two_activities_same_day_get_two_keys(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    first = runtime.idempotency_key(record("a-1"), "echo")
+    second = runtime.idempotency_key(record("a-2"), "echo")
+
+    assert first != second
+
+
+async def test_retries_503_then_delivers(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    clock = FakeTime()
+    runtime = make_runtime(tmp_path, server.url, clock=clock)
+    set_faults(server, script=["503", "503"])
+
+    report = await runtime.deliver([record()])
+
+    assert report.platforms["echo"].delivered == 1
+    assert report.platforms["echo"].retried == 2
+    assert len(clock.sleeps) == 2
+    assert len(runtime.store.attempts(runtime.store.list_deliveries()[0]["id"])) == 3
+
+
+async def test_retry_after_is_honoured(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, _ = echo_simulator
+    clock = FakeTime()
+    runtime = make_runtime(tmp_path, server.url, clock=clock)
+    set_faults(server, script=["429"], retry_after="7")
+
+    await runtime.deliver([record()])
+
+    assert 7.0 in clock.sleeps
+
+
+async def test_always_429_ends_at_deadline(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    clock = FakeTime()
+    retry = {"max_attempts": 1000, "base_delay": 1, "max_delay": 8, "deadline": 60}
+    runtime = make_runtime(tmp_path, server.url, clock=clock, retry=retry)
+    set_faults(server, throttle_rate=1.0, retry_after="5")
+
+    report = await runtime.deliver([record()])
+
+    row = runtime.store.list_deliveries()[0]
+    assert report.platforms["echo"].dead_lettered == 1
+    assert row["status"] == "dead_lettered"
+    assert "deadline of 60 s" in row["error"]
+    assert sum(clock.sleeps) <= 60
+
+
+async def test_retry_after_beyond_deadline_defers(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    clock = FakeTime()
+    runtime = make_runtime(tmp_path, server.url, clock=clock, retry={"deadline": 60})
+    set_faults(server, script=["429"], retry_after="86400")
+
+    report = await runtime.deliver([record()])
+
+    row = runtime.store.list_deliveries()[0]
+    assert report.platforms["echo"].deferred == 1
+    assert row["status"] == "pending"
+    assert row["next_attempt_at"] >= clock.now + 86_000
+    assert clock.sleeps == []
+
+
+async def test_permanent_error_is_not_retried(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    set_faults(server, script=["400"])
+
+    report = await runtime.deliver([record("a-2")])
+
+    row = runtime.store.list_deliveries(filters={"source_id": "a-2"})[0]
+    assert report.platforms["echo"].dead_lettered == 1
+    assert row["attempts"] == 1
+    assert row["error_kind"] == "permanent"
+
+
+async def test_dead_letter_replay_links_parent(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, retry={"max_attempts": 2})
+    set_faults(server, error_rate=1.0, error_status=500)
+    await runtime.deliver([record()])
+    failed = runtime.store.list_deliveries()[0]
+    set_faults(server)
+
+    report = await runtime.retry([failed["id"]])
+
+    assert failed["status"] == "dead_lettered"
+    assert report.platforms["echo"].delivered == 1
+    replay = runtime.store.list_deliveries(filters={"parent_id": failed["id"]})[0]
+    assert replay["status"] == "delivered"
+    assert len(simulator.journal.entries) == 1
+
+
+async def test_resume_finishes_in_flight(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    from impactin_core._stats import RunReport
+
+    runtime.submit([record()], run_id="crashed", report=RunReport(run_id="crashed"))
+    delivery = runtime.store.list_deliveries()[0]
+    runtime.store.update_delivery(delivery["id"], status="in_flight")
+
+    report = await runtime.resume()
+
+    assert report.platforms["echo"].delivered == 1
+    assert len(simulator.journal.entries) == 1
+
+
+async def test_replayed_send_after_lost_answer_is_single(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A connection dropped after the platform acted is retried with the same key."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    set_faults(server, script=["drop_after"])
+
+    report = await runtime.deliver([record()])
+
+    assert report.platforms["echo"].delivered == 1
+    assert len(simulator.journal.entries) == 1
+    assert sum(simulator.journal.repeats.values()) == 1
+
+
+async def test_personal_data_is_minimized(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    noisy = record(
+        description="Call Maria Lopez on 07700 900123 or maria.lopez@example.org",
+        metadata={"contact": {"phone": "+44 7700 900123"}},
+    )
+
+    await runtime.deliver([noisy])
+
+    body = simulator.journal.entries[0]["body"]
+    sent = json.dumps(body)
+    assert body["email"] == "maria.lopez@example.org"
+    assert body["employee"].startswith("psn_")
+    assert "07700" not in sent
+    assert "Maria" not in sent
+    assert "7700 900123" not in sent
+
+
+async def test_leak_scan_blocks_undeclared_field(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    # The source id reaches the payload unscrubbed, so an email there is a leak.
+    leaky = record(source_id="dana@example.com")
+
+    report = await runtime.deliver([leaky])
+
+    row = runtime.store.list_deliveries()[0]
+    assert report.platforms["echo"].blocked == 1
+    assert row["error_kind"] == "personal_data"
+    assert "email at source" in row["error"]
+    assert "dana@example.com" not in row["error"]
+    assert simulator.journal.entries == []
+
+
+async def test_store_file_holds_no_personal_value(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    await runtime.deliver([record()])
+    runtime.close()
+
+    raw = b"".join(path.read_bytes() for path in tmp_path.glob("state.db*"))
+
+    assert b"maria.lopez" not in raw
+    assert b"E-004217" not in raw
+    assert b"Maria Lopez" not in raw
+
+
+async def test_unsupported_kind_is_quarantined(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    runtime.config.tenants["acme"].platforms["echo"]  # noqa: B018 - must exist
+    object.__setattr__(
+        runtime.config.tenants["acme"].platforms["echo"], "enabled", False
+    )
+
+    report = await runtime.deliver([record()])
+
+    reason = runtime.store.quarantined()[0]["reason"]
+    assert report.unrouted_quarantined == 1
+    assert "'donation'" in reason
+
+
+async def test_circuit_opens_and_defers(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(
+        tmp_path,
+        server.url,
+        retry={"max_attempts": 10, "deadline": 1000},
+        breaker={"threshold": 3, "reset_timeout": 600},
+    )
+    set_faults(server, error_rate=1.0, error_status=503)
+
+    report = await runtime.deliver([record()])
+
+    row = runtime.store.list_deliveries()[0]
+    assert report.platforms["echo"].deferred == 1
+    assert row["status"] == "pending"
+    assert runtime.breakers.states()[0].state == "opened"
+    assert simulator.journal.request_count == 3
