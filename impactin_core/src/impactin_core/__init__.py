@@ -1,84 +1,128 @@
-"""impactin: deliver CSR records to the platforms companies use."""
+"""impactin: deliver CSR records to the platforms companies use.
+
+Names are imported on first use (PEP 562), so that importing the package,
+and starting the ``impactin`` command, does not load httpx, SQLite or the
+OpenTelemetry API until they are needed.
+"""
 
 from __future__ import annotations
 
-from ._context import AuthContext, SendContext
-from ._errors import (
-    AuthenticationError,
-    CircuitOpen,
-    ConfigError,
-    DeliveryError,
-    IdempotencyConflict,
-    ImpactInError,
-    PermanentError,
-    PersonalDataLeak,
-    PluginError,
-    RateLimited,
-    RecordInvalid,
-    RetryableError,
-    StoreError,
-    UnsupportedKind,
-    WebhookRejected,
-)
-from ._http import parse_retry_after, raise_for_response, request_with_mapping
-from ._models import (
-    CORE_API_VERSION,
-    PERSONAL_FIELDS,
-    Credentials,
-    DeliveryStatus,
-    ImpactRecord,
-    PlatformInfo,
-    PlatformRequest,
-    PlatformSettings,
-    RateLimit,
-    RecordKind,
-    SendOutcome,
-    WebhookEvent,
-)
-from ._redaction import RedactionPolicy, leak_scan, pseudonymize, sanitize_text
-from ._tokens import MemoryTokenStore, OAuthToken, TokenCache, TokenStore
-from .hookspecs import hookimpl
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "CORE_API_VERSION",
-    "PERSONAL_FIELDS",
-    "AuthContext",
-    "AuthenticationError",
-    "CircuitOpen",
-    "ConfigError",
-    "Credentials",
-    "DeliveryError",
-    "DeliveryStatus",
-    "IdempotencyConflict",
-    "ImpactInError",
-    "ImpactRecord",
-    "MemoryTokenStore",
-    "OAuthToken",
-    "PermanentError",
-    "PersonalDataLeak",
-    "PlatformInfo",
-    "PlatformRequest",
-    "PlatformSettings",
-    "PluginError",
-    "RateLimit",
-    "RateLimited",
-    "RecordInvalid",
-    "RecordKind",
-    "RedactionPolicy",
-    "RetryableError",
-    "SendContext",
-    "SendOutcome",
-    "StoreError",
-    "TokenCache",
-    "TokenStore",
-    "UnsupportedKind",
-    "WebhookEvent",
-    "WebhookRejected",
-    "hookimpl",
-    "leak_scan",
-    "parse_retry_after",
-    "pseudonymize",
-    "raise_for_response",
-    "request_with_mapping",
-    "sanitize_text",
-]
+if TYPE_CHECKING:
+    from ._config import Config, EnvSecrets, SecretsProvider, load_config
+    from ._context import AuthContext, SendContext
+    from ._errors import (
+        AuthenticationError,
+        CircuitOpen,
+        ConfigError,
+        DeliveryError,
+        IdempotencyConflict,
+        ImpactInError,
+        PermanentError,
+        PersonalDataLeak,
+        PluginError,
+        RateLimited,
+        RecordInvalid,
+        RetryableError,
+        StoreError,
+        UnsupportedKind,
+        WebhookRejected,
+    )
+    from ._http import parse_retry_after, raise_for_response, request_with_mapping
+    from ._input import ColumnMapping, ParsedRow, RejectedRow, read_records
+    from ._models import (
+        CORE_API_VERSION,
+        PERSONAL_FIELDS,
+        Credentials,
+        DeliveryStatus,
+        ImpactRecord,
+        PlatformInfo,
+        PlatformRequest,
+        PlatformSettings,
+        RateLimit,
+        RecordKind,
+        SendOutcome,
+        WebhookEvent,
+    )
+    from ._pipeline import Runtime
+    from ._redaction import RedactionPolicy, leak_scan, pseudonymize, sanitize_text
+    from ._stats import PlatformStats, RunReport
+    from ._tokens import MemoryTokenStore, OAuthToken, TokenCache, TokenStore
+    from .hookspecs import hookimpl
+    from .webhooks import (
+        MemoryReplayStore,
+        ReplayStore,
+        sign_github,
+        sign_standard_webhooks,
+        sign_stripe,
+        verify_with_scheme,
+    )
+
+_EXPORTS = {
+    "._config": ("Config", "EnvSecrets", "SecretsProvider", "load_config"),
+    "._context": ("AuthContext", "SendContext"),
+    "._errors": (
+        "AuthenticationError",
+        "CircuitOpen",
+        "ConfigError",
+        "DeliveryError",
+        "IdempotencyConflict",
+        "ImpactInError",
+        "PermanentError",
+        "PersonalDataLeak",
+        "PluginError",
+        "RateLimited",
+        "RecordInvalid",
+        "RetryableError",
+        "StoreError",
+        "UnsupportedKind",
+        "WebhookRejected",
+    ),
+    "._http": ("parse_retry_after", "raise_for_response", "request_with_mapping"),
+    "._input": ("ColumnMapping", "ParsedRow", "RejectedRow", "read_records"),
+    "._models": (
+        "CORE_API_VERSION",
+        "PERSONAL_FIELDS",
+        "Credentials",
+        "DeliveryStatus",
+        "ImpactRecord",
+        "PlatformInfo",
+        "PlatformRequest",
+        "PlatformSettings",
+        "RateLimit",
+        "RecordKind",
+        "SendOutcome",
+        "WebhookEvent",
+    ),
+    "._pipeline": ("Runtime",),
+    "._redaction": ("RedactionPolicy", "leak_scan", "pseudonymize", "sanitize_text"),
+    "._stats": ("PlatformStats", "RunReport"),
+    "._tokens": ("MemoryTokenStore", "OAuthToken", "TokenCache", "TokenStore"),
+    ".hookspecs": ("hookimpl",),
+    ".webhooks": (
+        "MemoryReplayStore",
+        "ReplayStore",
+        "sign_github",
+        "sign_standard_webhooks",
+        "sign_stripe",
+        "verify_with_scheme",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'impactin_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
