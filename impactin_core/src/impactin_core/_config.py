@@ -90,7 +90,8 @@ class PlatformConfig:
     platform: str
     base_url: str
     enabled: bool = True
-    protocol: str = "rest"
+    #: ``rest`` or ``soap``; None uses the connector's first transport.
+    protocol: str | None = None
     credentials: Mapping[str, str] = attrs.field(factory=dict)
     options: Mapping[str, Any] = attrs.field(factory=dict)
     retry: RetryPolicy = RetryPolicy()
@@ -157,7 +158,7 @@ class Config:
             platform=platform,
             base_url=config.base_url,
             enabled=config.enabled,
-            protocol=config.protocol,
+            protocol=config.protocol or "rest",
             secrets=resolved,
             options=config.options,
         )
@@ -232,8 +233,8 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
                 "must be the name of an environment variable, not a literal secret",
                 "store the secret in an environment variable and put its name here",
             )
-    protocol = reader.get("protocol", str, "rest")
-    if protocol not in ("rest", "soap"):
+    protocol = reader.get("protocol", str)
+    if protocol not in (None, "rest", "soap"):
         raise reader.fail("protocol", f"is {protocol!r}", "use 'rest' or 'soap'")
     rate = reader.table("rate_limit")
     rate_limit = None

@@ -27,6 +27,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError
 
+from ._converter import converter as shared_converter
 from ._errors import ConfigError
 from ._models import ImpactRecord, RecordKind
 
@@ -35,7 +36,6 @@ __all__ = [
     "IdentityFunction",
     "ParsedRow",
     "RejectedRow",
-    "converter",
     "currency_digits",
     "mappings_from_config",
     "read_records",
@@ -149,7 +149,7 @@ class _RowRejected(Exception):
 
 @attrs.frozen(kw_only=True)
 class ColumnMapping:
-    """How the columns of one kind of input file become ``ImpactRecord`` fields.
+    """Rules that turn the columns of one kind of input file into record fields.
 
     Column names are stored stripped of surrounding spaces and are compared
     with header names stripped the same way. ``defaults`` hold parsed values
@@ -717,7 +717,7 @@ def _structure_metadata(value: Any, _: type) -> Mapping[str, Any]:
 
 
 def _make_converter() -> cattrs.Converter:
-    result = cattrs.Converter(forbid_extra_keys=True)
+    result = shared_converter.copy()
     result.register_structure_hook(str, _structure_text)
     result.register_structure_hook(float, _structure_float)
     result.register_structure_hook(int, _structure_int)
@@ -730,10 +730,10 @@ def _make_converter() -> cattrs.Converter:
     return result
 
 
-#: Converts canonical dictionaries (JSON Lines rows) to and from ``ImpactRecord``.
-#: Its hooks reject what a lenient conversion would silently change:
-#: fractional minor units, booleans as numbers, non-ISO dates.
-converter = _make_converter()
+#: The shared converter with stricter hooks for untrusted input: they reject
+#: what a lenient conversion would silently change, such as fractional minor
+#: units, booleans given as numbers and non-ISO dates.
+_converter = _make_converter()
 
 
 # ---------------------------------------------------------------------------
@@ -857,13 +857,13 @@ def _read_csv(
 
 
 def _check_header(path: Path, header: list[str], mapping: ColumnMapping) -> None:
-    wanted = {f"columns.{field}": column for field, column in mapping.columns.items()}
-    wanted.update(
+    expected = {f"columns.{field}": column for field, column in mapping.columns.items()}
+    expected.update(
         {f"metadata.{name}": column for name, column in mapping.metadata.items()}
     )
     if mapping.kind_column is not None:
-        wanted["kind_column"] = mapping.kind_column
-    for entry, column in wanted.items():
+        expected["kind_column"] = mapping.kind_column
+    for entry, column in expected.items():
         count = header.count(column)
         if count == 1:
             continue
@@ -937,8 +937,8 @@ def _build_canonical(
     line: int, raw: dict[str, Any], tenant: str | None, extra: Mapping[str, Any]
 ) -> ParsedRow | RejectedRow:
     values = {name: _clean(value) for name, value in {**raw, **extra}.items()}
-    source_id = values.get("source_id")
-    source_id = source_id if isinstance(source_id, str) else None
+    source_cell = values.get("source_id")
+    source_id = source_cell if isinstance(source_cell, str) else None
     try:
         unknown = sorted(set(values) - set(_FIELDS))
         if unknown:
@@ -950,7 +950,7 @@ def _build_canonical(
         _apply_tenant(values, tenant)
         _check_required(values, lambda field: f"add {field!r} to the line")
         present = {name: value for name, value in values.items() if value is not None}
-        record = converter.structure(present, ImpactRecord)
+        record = _converter.structure(present, ImpactRecord)
     except _RowRejected as exc:
         return RejectedRow(line, source_id, exc.field, exc.reason, raw)
     except ClassValidationError as exc:
@@ -976,10 +976,10 @@ def _explain_structure_error(
     # Their messages start with the field name and never quote the value.
     if without_notes:
         message = str(without_notes[0])
-        field = _field_of(message)
-        if field in _QUOTABLE_FIELDS:
-            message += f" (the line has {values.get(field)!r})"
-        return field, f"{message}; fix the value on this line."
+        checked = _field_of(message)
+        if checked in _QUOTABLE_FIELDS:
+            message += f" (the line has {values.get(checked)!r})"
+        return checked, f"{message}; fix the value on this line."
     return None, "The line does not form a record; check its field names and types."
 
 
@@ -990,8 +990,8 @@ def _build_mapped(
     extra: Mapping[str, Any],
     mapping: ColumnMapping,
 ) -> ParsedRow | RejectedRow:
-    source_id = _clean(raw.get(mapping.columns["source_id"]))
-    source_id = str(source_id) if source_id is not None else None
+    source_cell = _clean(raw.get(mapping.columns["source_id"]))
+    source_id = str(source_cell) if source_cell is not None else None
     values: dict[str, Any] = {}
     try:
         metadata = _mapped_values(raw, extra, mapping, values)

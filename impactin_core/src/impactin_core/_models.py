@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -37,6 +37,18 @@ CORE_API_VERSION = 1
 PERSONAL_FIELDS = frozenset(
     {"employee_id", "employee_email", "employee_name", "employee_phone"}
 )
+
+def _kind_set(values: Iterable[RecordKind | str]) -> frozenset[RecordKind]:
+    return frozenset(RecordKind(value) for value in values)
+
+
+def _name_set(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
+def _name_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
@@ -137,18 +149,18 @@ class PlatformInfo:
 
     id: str = attrs.field(validator=attrs.validators.matches_re(_PLATFORM_ID))
     name: str
-    kinds: frozenset[RecordKind] = attrs.field(converter=frozenset)
-    auth_kinds: tuple[str, ...] = attrs.field(converter=tuple)
-    transports: tuple[str, ...] = attrs.field(converter=tuple, default=("rest",))
+    kinds: frozenset[RecordKind] = attrs.field(converter=_kind_set)
+    auth_kinds: tuple[str, ...] = attrs.field(converter=_name_tuple)
+    transports: tuple[str, ...] = attrs.field(converter=_name_tuple, default=("rest",))
     batch_limit: int = 1
     rate_limit: RateLimit = RateLimit(60, 60.0)
     #: ``ImpactRecord`` fields the platform needs to receive in clear.
     personal_fields: frozenset[str] = attrs.field(
-        converter=frozenset, factory=frozenset
+        converter=_name_set, factory=frozenset
     )
     #: Personal fields a tenant may additionally allow through.
     widenable_fields: frozenset[str] = attrs.field(
-        converter=frozenset, factory=frozenset
+        converter=_name_set, factory=frozenset
     )
     webhook_scheme: str | None = None
     #: True when the platform honours the idempotency key the connector sends,
@@ -205,9 +217,9 @@ class PlatformRequest:
     tenant: str
     operation: str
     idempotency_key: str
-    source_ids: tuple[str, ...] = attrs.field(converter=tuple)
+    source_ids: tuple[str, ...] = attrs.field(converter=_name_tuple)
     payload: dict[str, Any] = attrs.field(repr=False)
-    personal_paths: frozenset[str] = attrs.field(converter=frozenset, factory=frozenset)
+    personal_paths: frozenset[str] = attrs.field(converter=_name_set, factory=frozenset)
     #: The connector states that repeating this call cannot create a duplicate.
     safe_to_repeat: bool = False
 

@@ -156,7 +156,11 @@ class Runtime:
     def settings(self, tenant: str, platform: str) -> PlatformSettings:
         key = (tenant, platform)
         if key not in self._settings:
-            self._settings[key] = self.config.settings(tenant, platform, self.secrets)
+            settings = self.config.settings(tenant, platform, self.secrets)
+            if self.platform_config(tenant, platform).protocol is None:
+                transports = self.plugins.platform(platform).info.transports
+                settings = attrs.evolve(settings, protocol=transports[0])
+            self._settings[key] = settings
         return self._settings[key]
 
     def routes(self, record: ImpactRecord) -> list[str]:
@@ -673,7 +677,11 @@ class Runtime:
             credentials = await self.plugins.hook(platform.id, "impactin_authenticate")(
                 platform=platform, settings=settings, context=auth
             )
-            context = SendContext(client=client, settings=settings)
+            context = SendContext(
+                client=client,
+                settings=settings,
+                cache_dir=self.config.store_path.parent / "impactin-cache",
+            )
             result = await self.plugins.hook(platform.id, "impactin_send")(
                 platform=platform,
                 request=request,

@@ -4,7 +4,7 @@ Run ``python -m impactin_core._sample OUTPUT`` to write it. The generator is
 seeded, so every run writes the same bytes and a test can compare the
 committed file with a fresh generation.
 
-The dataset holds 400 records in canonical field names for three tenants
+The dataset contains 400 records in canonical field names for three tenants
 (acme, globex, initech). Employees, organizations and contact details are
 fictional: emails use the example.com, example.org and example.net domains,
 and phone numbers come from ranges reserved for fiction (UK 07700 900xxx,

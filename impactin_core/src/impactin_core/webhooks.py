@@ -327,7 +327,7 @@ def _parse_unix_time(text: str, name: str) -> int:
 
 
 def _parse_standard_signatures(text: str) -> list[bytes]:
-    """Return the decoded ``v1`` signatures; entries of other versions are skipped."""
+    """Return the decoded ``v1`` signatures, skipping entries of other versions."""
     candidates: list[bytes] = []
     for entry in text.split():
         version, comma, encoded = entry.partition(",")
@@ -343,7 +343,8 @@ def _parse_standard_signatures(text: str) -> list[bytes]:
         except binascii.Error:
             _reject("malformed_header", "A v1 webhook-signature is not valid base64.")
         if len(decoded) != _SHA256_SIZE:
-            message = f"A v1 webhook-signature is not a {_SHA256_SIZE}-byte HMAC-SHA256 digest."
+            size = _SHA256_SIZE
+            message = f"A v1 webhook-signature is not a {size}-byte HMAC-SHA256."
             _reject("malformed_header", message)
         candidates.append(decoded)
     if not candidates:
@@ -355,7 +356,7 @@ def _parse_standard_signatures(text: str) -> list[bytes]:
 def _parse_stripe_header(text: str) -> tuple[str, list[bytes]]:
     """Return the ``t`` value and the decoded ``v1`` signatures.
 
-    Entries with other keys, such as Stripe's test-mode ``v0``, are skipped.
+    Entries with other keys, such as ``v0``, are skipped.
     """
     timestamps: list[str] = []
     candidates: list[bytes] = []
@@ -372,7 +373,8 @@ def _parse_stripe_header(text: str) -> tuple[str, list[bytes]]:
                 _reject("malformed_header", message)
             candidates.append(bytes.fromhex(value))
     if len(timestamps) != 1:
-        message = f"The Stripe-Signature header has {len(timestamps)} t entries, not exactly 1."
+        count = len(timestamps)
+        message = f"The Stripe-Signature header has {count} t entries, not exactly 1."
         _reject("malformed_header", message)
     if not candidates:
         _reject("malformed_header", "The Stripe-Signature header has no v1 signature.")

@@ -1,0 +1,144 @@
+"""Configuration parsing: every bad setting names its key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from impactin_core import ConfigError, EnvSecrets, load_config
+from impactin_core._config import parse_config
+
+VALID = """
+[store]
+path = "state.db"
+key_env = "STORE_KEY"
+
+[tenants.acme]
+key_env = "ACME_KEY"
+
+[tenants.acme.platforms.benevity]
+base_url = "https://benevity.example/"
+credentials = { client_id = "ACME_ID", client_secret = "ACME_SECRET" }
+options = { foundation_id = "f-1" }
+retry = { max_attempts = 3, deadline = 30 }
+breaker = { threshold = 2, reset_timeout = 10 }
+rate_limit = { calls = 100, period = 60 }
+
+[tenants.acme.platforms.workday]
+base_url = "https://workday.example"
+protocol = "soap"
+enabled = false
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "impactin.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def platform(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"base_url": "https://x.example"}
+    data.update(changes)
+    return {"tenants": {"acme": {"key_env": "K", "platforms": {"benevity": data}}}}
+
+
+def test_valid_file_parses(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+
+    benevity = config.tenants["acme"].platforms["benevity"]
+    assert config.store_path == tmp_path / "state.db"
+    assert benevity.base_url == "https://benevity.example"
+    assert benevity.retry.max_attempts == 3
+    assert benevity.breaker.threshold == 2
+    assert benevity.rate_limit == (100, 60.0)
+    assert config.tenants["acme"].platforms["workday"].enabled is False
+
+
+def test_settings_resolve_secrets(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    secrets = EnvSecrets({"ACME_ID": "id-1", "ACME_SECRET": "s3cret"})
+
+    settings = config.settings("acme", "benevity", secrets)
+
+    assert settings.secret("client_secret") == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_unset_secret_names_variable(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+
+    with pytest.raises(ConfigError) as caught:
+        config.settings("acme", "benevity", EnvSecrets({"ACME_ID": "id-1"}))
+
+    assert caught.value.key == "tenants.acme.platforms.benevity.credentials.client_secret"
+    assert "ACME_SECRET" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        pytest.param({}, "tenants", id="no-tenants"),
+        pytest.param({"tenants": {"acme": {"platforms": {}}}}, "tenants.acme.key_env", id="no-key-env"),
+        pytest.param(
+            {"tenants": {"acme": {"key_env": "K", "platforms": {"benevity": {}}}}},
+            "tenants.acme.platforms.benevity.base_url",
+            id="no-base-url",
+        ),
+        pytest.param(platform(base_url="ftp://x"), "tenants.acme.platforms.benevity.base_url", id="bad-scheme"),
+        pytest.param(platform(protocol="grpc"), "tenants.acme.platforms.benevity.protocol", id="bad-protocol"),
+        pytest.param(platform(enabled="yes"), "tenants.acme.platforms.benevity.enabled", id="enabled-not-bool"),
+        pytest.param(
+            platform(credentials={"client_secret": "hunter2 literal"}),
+            "tenants.acme.platforms.benevity.credentials.client_secret",
+            id="literal-secret",
+        ),
+        pytest.param(
+            platform(retry={"attempts": 3}),
+            "tenants.acme.platforms.benevity.retry.attempts",
+            id="unknown-retry-setting",
+        ),
+        pytest.param(
+            platform(breaker={"threshold": 0}),
+            "tenants.acme.platforms.benevity.breaker",
+            id="breaker-threshold-zero",
+        ),
+        pytest.param(
+            platform(rate_limit={"calls": 10}),
+            "tenants.acme.platforms.benevity.rate_limit.period",
+            id="rate-limit-no-period",
+        ),
+    ],
+)
+def test_bad_setting_names_key(data: dict[str, Any], key: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, base_dir=tmp_path)
+
+    assert caught.value.key == key
+    assert key in str(caught.value)
+
+
+def test_literal_secret_never_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(credentials={"client_secret": "hunter2 literal"}), base_dir=tmp_path)
+
+    assert "hunter2" not in str(caught.value)
+
+
+def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--config"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_invalid_toml_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[tenants\n"))
+
+
+def test_unknown_tenant_lists_known(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+
+    with pytest.raises(ConfigError, match="configured: acme"):
+        config.tenant("globex")

@@ -1,0 +1,682 @@
+"""Tests of the CSV and JSON Lines readers and the column mapping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import tracemalloc
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from impactin_core._errors import ConfigError
+from impactin_core._input import (
+    ColumnMapping,
+    ParsedRow,
+    RejectedRow,
+    currency_digits,
+    mappings_from_config,
+    read_records,
+)
+from impactin_core._models import RecordKind
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib  # type: ignore[import-not-found, no-redef]
+
+REPO = Path(__file__).resolve().parents[2]
+ACTIVITIES = REPO.parent / "shared" / "fixtures" / "activities"
+REAL_INPUT = REPO / "tests" / "real_input.toml"
+
+FIRST_NAMES = ["ana", "bo", "cyd", "dee", "eli", "fay", "gus"]
+LAST_NAMES = ["north", "south", "east", "west", "lake"]
+
+
+def generated_employee(row_number: int, raw: Mapping[str, Any]) -> dict[str, str]:
+    """Return a deterministic fictional employee for a data row."""
+    first = FIRST_NAMES[row_number % len(FIRST_NAMES)]
+    last = LAST_NAMES[row_number % len(LAST_NAMES)]
+    return {
+        "employee_id": f"E-{row_number:06d}",
+        "employee_email": f"{first}.{last}@example.com",
+    }
+
+
+def mapping(**table: Any) -> ColumnMapping:
+    base: dict[str, Any] = {
+        "kind": "donation",
+        "columns": {
+            "source_id": "id",
+            "activity_date": "date",
+            "amount_minor": "amount",
+            "currency": "currency",
+            "employee_id": "employee",
+        },
+        "formats": {"activity_date": "%d/%m/%Y", "amount": "decimal"},
+    }
+    base.update(table)
+    return ColumnMapping.from_config(base, key="inputs.test")
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def read_all(path: Path, **options: Any) -> list[ParsedRow | RejectedRow]:
+    options.setdefault("tenant", "acme")
+    return list(read_records(path, **options))
+
+
+def only_rejected(rows: list[ParsedRow | RejectedRow]) -> RejectedRow:
+    assert len(rows) == 1
+    row = rows[0]
+    assert isinstance(row, RejectedRow)
+    return row
+
+
+def only_parsed(rows: list[ParsedRow | RejectedRow]) -> ParsedRow:
+    assert len(rows) == 1
+    row = rows[0]
+    assert isinstance(row, ParsedRow), getattr(row, "reason", row)
+    return row
+
+
+# -- configuration ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        pytest.param(
+            {"columns": {"activity_date": "date"}},
+            "inputs.test.columns.source_id",
+            "map it to the column that identifies a row",
+            id="no-source-id",
+        ),
+        pytest.param(
+            {"kind": None},
+            "inputs.test.kind",
+            "kind_column",
+            id="no-kind",
+        ),
+        pytest.param(
+            {"kind": "gift"},
+            "inputs.test.kind",
+            "'volunteer_time' or 'donation'",
+            id="bad-kind",
+        ),
+        pytest.param(
+            {"formats": {"activity_date": "%d/%m/%Y"}},
+            "inputs.test.formats.amount",
+            "'decimal' when column 'amount' holds major units",
+            id="no-amount-format",
+        ),
+        pytest.param(
+            {"formats": {"amount": "cents"}},
+            "inputs.test.formats.amount",
+            "'decimal' or 'minor'",
+            id="bad-amount-format",
+        ),
+        pytest.param(
+            {"formats": {"amount": "decimal", "activity_date": 12}},
+            "inputs.test.formats.activity_date",
+            "strptime format",
+            id="bad-date-format",
+        ),
+        pytest.param(
+            {"encoding": "utf-99"},
+            "inputs.test.encoding",
+            "not a known text encoding",
+            id="bad-encoding",
+        ),
+        pytest.param(
+            {"colums": {}},
+            "inputs.test.colums",
+            "not a known setting",
+            id="typo-setting",
+        ),
+        pytest.param(
+            {"columns": {"source_id": "id", "amount": "Amount"}},
+            "inputs.test.columns.amount",
+            "amounts map to amount_minor",
+            id="unknown-field",
+        ),
+        pytest.param(
+            {"defaults": {"hours": "lots"}},
+            "inputs.test.defaults.hours",
+            "is not a number",
+            id="bad-default",
+        ),
+        pytest.param(
+            {"lists": {"cause": ","}},
+            "inputs.test.lists.cause",
+            "mapped in inputs.test.columns",
+            id="list-not-mapped",
+        ),
+        pytest.param(
+            {"formats": {"amount": "decimal", "thousands_separator": "."}},
+            "inputs.test.formats.thousands_separator",
+            "other than the decimal separator",
+            id="same-separators",
+        ),
+    ],
+)
+def test_config_error(change: dict[str, Any], key: str, words: str) -> None:
+    table: dict[str, Any] = {
+        "kind": "donation",
+        "columns": {"source_id": "id", "amount_minor": "amount"},
+        "formats": {"amount": "decimal"},
+    }
+    table.update(change)
+    table = {name: value for name, value in table.items() if value is not None}
+    with pytest.raises(ConfigError) as caught:
+        ColumnMapping.from_config(table, key="inputs.test")
+    assert caught.value.key == key
+    assert key in str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_config_strips_column_names() -> None:
+    result = mapping(columns={"source_id": " Amount Awarded "})
+    assert result.columns["source_id"] == "Amount Awarded"
+
+
+def test_config_parses_defaults() -> None:
+    result = mapping(defaults={"hours": 2, "activity_date": dt.date(2024, 5, 1)})
+    assert result.defaults == {"hours": 2.0, "activity_date": dt.date(2024, 5, 1)}
+
+
+def test_mappings_from_config_names_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        mappings_from_config({"nyc": {"kind": "donation", "columns": {}}})
+    assert caught.value.key == "inputs.nyc.columns.source_id"
+
+
+@pytest.mark.parametrize(
+    ("currency", "digits"),
+    [
+        pytest.param("USD", 2, id="usd"),
+        pytest.param("JPY", 0, id="jpy"),
+        pytest.param("KWD", 3, id="kwd"),
+        pytest.param("XYZ", 2, id="unknown"),
+        pytest.param(None, 2, id="none"),
+    ],
+)
+def test_currency_digits(currency: str | None, digits: int) -> None:
+    assert currency_digits(currency) == digits
+
+
+# -- CSV with a mapping ---------------------------------------------------------
+
+
+HEADER = "id,date,amount,currency,employee\n"
+
+
+def test_csv_parses_padded_values(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "a.csv", HEADER + 'g1, 19/09/2001 ," 2,000.00 ", usd ,E-1\n'
+    )
+    record = only_parsed(read_all(path, mapping=mapping())).record
+    assert record.source_id == "g1"
+    assert record.activity_date == dt.date(2001, 9, 19)
+    assert record.amount_minor == 200000
+    assert record.currency == "USD"
+    assert record.tenant == "acme"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor"),
+    [
+        pytest.param("20", "USD", 2000, id="whole-usd"),
+        pytest.param("1,234.5", "USD", 123450, id="thousands"),
+        pytest.param("5000", "JPY", 5000, id="jpy"),
+        pytest.param("1.234", "KWD", 1234, id="kwd"),
+    ],
+)
+def test_csv_amount_to_minor_units(
+    tmp_path: Path, amount: str, currency: str, minor: int
+) -> None:
+    path = write(
+        tmp_path / "a.csv", HEADER + f'g1,01/02/2024,"{amount}",{currency},E-1\n'
+    )
+    record = only_parsed(read_all(path, mapping=mapping())).record
+    assert record.amount_minor == minor
+
+
+def test_csv_amount_european_format(tmp_path: Path) -> None:
+    formats = {
+        "activity_date": "%d/%m/%Y",
+        "amount": "decimal",
+        "decimal_separator": ",",
+        "thousands_separator": ".",
+    }
+    path = write(tmp_path / "a.csv", HEADER + 'g1,01/02/2024,"1.234,50",EUR,E-1\n')
+    record = only_parsed(read_all(path, mapping=mapping(formats=formats))).record
+    assert record.amount_minor == 123450
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "words"),
+    [
+        pytest.param("-5.00", "USD", "is negative", id="negative"),
+        pytest.param("abc", "USD", "is not a number", id="not-number"),
+        pytest.param("1.5", "JPY", "more decimal places than JPY allows (0)", id="jpy"),
+        pytest.param("2.005", "USD", "more decimal places than USD allows", id="usd"),
+        pytest.param("0", "USD", "must be a positive integer", id="zero"),
+    ],
+)
+def test_csv_rejects_bad_amount(
+    tmp_path: Path, amount: str, currency: str, words: str
+) -> None:
+    path = write(
+        tmp_path / "a.csv", HEADER + f"g1,01/02/2024,{amount},{currency},E-1\n"
+    )
+    row = only_rejected(read_all(path, mapping=mapping()))
+    assert row.field == "amount_minor"
+    assert words in row.reason
+    assert "'amount'" in row.reason
+    assert row.source_id == "g1"
+
+
+def test_csv_rejects_fractional_minor_units(tmp_path: Path) -> None:
+    formats = {"activity_date": "%d/%m/%Y", "amount": "minor"}
+    path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,12.5,USD,E-1\n")
+    row = only_rejected(read_all(path, mapping=mapping(formats=formats)))
+    assert "not a whole number of minor units" in row.reason
+
+
+def test_csv_rejects_bad_date(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", HEADER + "g1,2024-02-01,10,USD,E-1\n")
+    row = only_rejected(read_all(path, mapping=mapping()))
+    assert row.field == "activity_date"
+    assert "'2024-02-01'" in row.reason
+    assert "inputs.test.formats.activity_date" in row.reason
+
+
+def test_csv_tries_date_formats_in_order(tmp_path: Path) -> None:
+    formats = {"activity_date": ["%d/%m/%Y", "%B %d %Y"], "amount": "decimal"}
+    path = write(tmp_path / "a.csv", HEADER + "g1,March 17 2011,10,USD,E-1\n")
+    record = only_parsed(read_all(path, mapping=mapping(formats=formats))).record
+    assert record.activity_date == dt.date(2011, 3, 17)
+
+
+def test_csv_reason_hides_personal_value(tmp_path: Path) -> None:
+    columns = {
+        "source_id": "id",
+        "activity_date": "date",
+        "amount_minor": "amount",
+        "currency": "currency",
+        "employee_id": "employee",
+        "employee_email": "email",
+    }
+    text = "id,date,amount,currency,employee,email\n"
+    text += "g1,01/02/2024,10,USD,E-1,jo.bloggs-at-example.com\n"
+    path = write(tmp_path / "a.csv", text)
+    row = only_rejected(read_all(path, mapping=mapping(columns=columns)))
+    assert row.field == "employee_email"
+    assert "jo.bloggs" not in row.reason
+    assert "'email'" in row.reason
+
+
+def test_csv_missing_employee(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,10,USD,\n")
+    row = only_rejected(read_all(path, mapping=mapping()))
+    assert row.field == "employee_id"
+    assert "column 'employee' is empty" in row.reason
+
+
+def test_csv_missing_column_names_headers(tmp_path: Path) -> None:
+    path = write(tmp_path / "grants.csv", "id,when,amount,currency,employee\n")
+    with pytest.raises(ConfigError) as caught:
+        read_all(path, mapping=mapping())
+    message = str(caught.value)
+    assert caught.value.key == "inputs.test.columns.activity_date"
+    assert "'date'" in message
+    assert "grants.csv" in message
+    assert "'when'" in message
+
+
+def test_csv_multiline_field_and_bom(tmp_path: Path) -> None:
+    columns = {
+        "source_id": "id",
+        "activity_date": "date",
+        "amount_minor": "amount",
+        "currency": "currency",
+        "employee_id": "employee",
+    }
+    text = "\ufeffid,date,amount,currency,employee,address\n"
+    text += 'g1,01/02/2024,10,USD,E-1,"5 Main St\nNew York\n(40.7, -73.9)"\n'
+    text += "g2,02/02/2024,10,USD,E-2,\n"
+    path = write(tmp_path / "a.csv", text)
+    rows = read_all(
+        path, mapping=mapping(columns=columns, metadata={"address": "address"})
+    )
+    first, second = rows
+    assert isinstance(first, ParsedRow)
+    assert first.record.metadata["address"] == "5 Main St\nNew York\n(40.7, -73.9)"
+    assert second.line == 5
+    assert isinstance(second, ParsedRow)
+    assert "address" not in second.record.metadata
+
+
+def test_csv_rejects_wrong_cell_count(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,10,USD,E-1,extra\n")
+    row = only_rejected(read_all(path, mapping=mapping()))
+    assert "6 cells but the header has 5 columns" in row.reason
+    assert row.raw["_extra_cells"] == ["extra"]
+
+
+def test_csv_lists_and_defaults(tmp_path: Path) -> None:
+    columns = {
+        "source_id": "id",
+        "activity_date": "date",
+        "employee_id": "employee",
+        "cause": "causes",
+    }
+    text = 'id,date,employee,causes\nv1,01/02/2024,E-1,"Health, Education ,"\n'
+    path = write(tmp_path / "a.csv", text)
+    table = {
+        "kind": "volunteer_time",
+        "columns": columns,
+        "defaults": {"hours": 2.0},
+        "lists": {"cause": ","},
+        "formats": {"activity_date": "%d/%m/%Y"},
+    }
+    result = ColumnMapping.from_config(table, key="inputs.test")
+    record = only_parsed(read_all(path, mapping=result)).record
+    assert record.cause == "Health"
+    assert record.metadata["cause"] == ["Health", "Education"]
+    assert record.hours == 2.0
+
+
+def test_csv_kind_column(tmp_path: Path) -> None:
+    table = {
+        "kind_column": "Type",
+        "kind_values": {"Volunteering": "volunteer_time", "Gift": "donation"},
+        "columns": {
+            "source_id": "id",
+            "activity_date": "date",
+            "employee_id": "employee",
+            "hours": "hours",
+        },
+    }
+    text = "id,date,employee,hours,Type\nv1,2024-02-01,E-1,1.5,volunteering\n"
+    text += "v2,2024-02-01,E-1,1.5,Sabbatical\n"
+    path = write(tmp_path / "a.csv", text)
+    first, second = read_all(path, mapping=ColumnMapping.from_config(table, key="k"))
+    assert isinstance(first, ParsedRow)
+    assert first.record.kind is RecordKind.VOLUNTEER_TIME
+    assert isinstance(second, RejectedRow)
+    assert second.field == "kind"
+    assert "'Sabbatical'" in second.reason
+
+
+def test_csv_other_encoding(tmp_path: Path) -> None:
+    text = HEADER + "g1,01/02/2024,10,USD,Zoë\n"
+    path = write(tmp_path / "a.csv", text, encoding="cp1252")
+    record = only_parsed(read_all(path, mapping=mapping(encoding="cp1252"))).record
+    assert record.employee_id == "Zoë"
+
+
+def test_csv_wrong_encoding_raises(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,10,USD,Zoë\n", "cp1252")
+    with pytest.raises(ConfigError) as caught:
+        read_all(path, mapping=mapping())
+    assert caught.value.key == "inputs.test.encoding"
+
+
+def test_csv_tenant_mismatch_rejected(tmp_path: Path) -> None:
+    columns = {
+        "source_id": "id",
+        "activity_date": "date",
+        "amount_minor": "amount",
+        "currency": "currency",
+        "employee_id": "employee",
+        "tenant": "tenant",
+    }
+    text = HEADER.strip() + ",tenant\ng1,01/02/2024,10,USD,E-1,globex\n"
+    path = write(tmp_path / "a.csv", text)
+    row = only_rejected(read_all(path, mapping=mapping(columns=columns)))
+    assert row.field == "tenant"
+
+
+def test_csv_identity_fills_employee(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,10,USD,\n")
+    rows = read_all(path, mapping=mapping(), identity=generated_employee)
+    record = only_parsed(rows).record
+    assert record.employee_id == "E-000001"
+    assert record.employee_email == "bo.south@example.com"
+
+
+def test_canonical_csv(tmp_path: Path) -> None:
+    text = "source_id,kind,activity_date,employee_id,hours,metadata.team\n"
+    text += "v1,volunteer_time,2024-02-01,E-1,2.5,blue\n"
+    record = only_parsed(read_all(write(tmp_path / "a.csv", text))).record
+    assert record.hours == 2.5
+    assert record.metadata == {"team": "blue"}
+
+
+def test_canonical_csv_unknown_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", "source_id,colour\nv1,red\n")
+    with pytest.raises(ConfigError, match=r"'metadata\.colour'"):
+        read_all(path)
+
+
+def test_unknown_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"set input\.format"):
+        read_all(write(tmp_path / "a.txt", "{}\n"))
+
+
+# -- JSON Lines -----------------------------------------------------------------
+
+
+VALID_LINE = {
+    "source_id": "d1",
+    "tenant": "acme",
+    "kind": "donation",
+    "activity_date": "2024-03-01",
+    "employee_id": "E-1",
+    "amount_minor": 2500,
+    "currency": "USD",
+    "metadata": {"channel": "payroll"},
+}
+
+
+def write_lines(path: Path, *lines: Any) -> Path:
+    texts = [line if isinstance(line, str) else json.dumps(line) for line in lines]
+    return write(path, "\n".join(texts) + "\n")
+
+
+def test_jsonl_parses_canonical(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "a.jsonl", VALID_LINE)
+    record = only_parsed(read_all(path)).record
+    assert record.amount_minor == 2500
+    assert record.activity_date == dt.date(2024, 3, 1)
+    assert record.metadata == {"channel": "payroll"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        pytest.param({"amount_minor": 12.5}, "amount_minor", "whole number", id="frac"),
+        pytest.param({"amount_minor": True}, "amount_minor", "whole number", id="bool"),
+        pytest.param(
+            {"amount_minor": -5}, "amount_minor", "(the line has -5)", id="neg"
+        ),
+        pytest.param(
+            {"activity_date": "01/03/2024"}, "activity_date", "ISO", id="date"
+        ),
+        pytest.param(
+            {"activity_date": None}, "activity_date", "is missing", id="nodate"
+        ),
+        pytest.param({"currency": "US$"}, "currency", "ISO 4217", id="currency"),
+        pytest.param({"kind": "gift"}, "kind", "'volunteer_time' or", id="kind"),
+        pytest.param({"metadata": [1]}, "metadata", "JSON object", id="metadata"),
+        pytest.param({"ammount": 1}, None, "ammount is not an", id="unknown-key"),
+        pytest.param({"tenant": "globex"}, "tenant", "'acme'", id="other-tenant"),
+    ],
+)
+def test_jsonl_rejects(
+    tmp_path: Path, change: dict[str, Any], field: str | None, words: str
+) -> None:
+    path = write_lines(tmp_path / "a.jsonl", {**VALID_LINE, **change})
+    row = only_rejected(read_all(path))
+    assert row.field == field
+    assert words in row.reason
+    assert row.source_id == "d1"
+
+
+def test_jsonl_reason_hides_personal_value(tmp_path: Path) -> None:
+    line = {**VALID_LINE, "employee_email": "no-at-sign.example.com"}
+    row = only_rejected(read_all(write_lines(tmp_path / "a.jsonl", line)))
+    assert row.field == "employee_email"
+    assert "no-at-sign" not in row.reason
+
+
+def test_jsonl_bad_lines_rejected(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "a.jsonl", "{not json", "", "[1, 2]", VALID_LINE)
+    rows = read_all(path)
+    assert [row.line for row in rows] == [1, 3, 4]
+    assert isinstance(rows[0], RejectedRow)
+    assert "not valid JSON" in rows[0].reason
+    assert isinstance(rows[1], RejectedRow)
+    assert "JSON list" in rows[1].reason
+    assert isinstance(rows[2], ParsedRow)
+
+
+def test_jsonl_without_tenant_needs_row_tenant(tmp_path: Path) -> None:
+    line = {name: value for name, value in VALID_LINE.items() if name != "tenant"}
+    row = only_rejected(read_all(write_lines(tmp_path / "a.jsonl", line), tenant=None))
+    assert row.field == "tenant"
+
+
+def test_jsonl_with_mapping(tmp_path: Path) -> None:
+    line = {"id": 7, "date": "01/02/2024", "amount": 12.5, "currency": "EUR"}
+    path = write_lines(tmp_path / "a.jsonl", {**line, "employee": "E-1"})
+    record = only_parsed(read_all(path, mapping=mapping())).record
+    assert record.source_id == "7"
+    assert record.amount_minor == 1250
+
+
+def test_reader_streams_in_constant_memory(tmp_path: Path) -> None:
+    """Memory use while reading stays far below the file's size."""
+    path = tmp_path / "big.jsonl"
+    line = json.dumps(VALID_LINE) + "\n"
+    with path.open("w", encoding="utf-8") as file:
+        for _ in range(20_000):
+            file.write(line)
+    rows = read_records(path, tenant="acme")
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in rows)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 20_000
+    assert peak < path.stat().st_size / 10
+
+
+# -- real public files ------------------------------------------------------------
+
+
+def real_mappings() -> dict[str, ColumnMapping]:
+    if not ACTIVITIES.is_dir():
+        pytest.skip("the public activity fixtures are not checked out next to the repo")
+    with REAL_INPUT.open("rb") as file:
+        config = tomllib.load(file)
+    return mappings_from_config(config["inputs"])
+
+
+def read_real(name: str, file_name: str) -> list[ParsedRow | RejectedRow]:
+    mappings = real_mappings()
+    return read_all(
+        ACTIVITIES / file_name, mapping=mappings[name], identity=generated_employee
+    )
+
+
+def parsed_by_source(rows: list[ParsedRow | RejectedRow]) -> dict[str, Any]:
+    return {
+        row.record.source_id: row.record for row in rows if isinstance(row, ParsedRow)
+    }
+
+
+def test_nyc_every_row_accounted() -> None:
+    rows = read_real("nyc", "nyc_service_volunteer_opportunities.csv")
+    parsed = [row for row in rows if isinstance(row, ParsedRow)]
+    rejected = [row for row in rows if isinstance(row, RejectedRow)]
+    assert len(rows) == 665
+    assert len(parsed) + len(rejected) == 665
+    assert all(row.reason for row in rejected)
+    assert len({row.record.source_id for row in parsed}) == len(parsed)
+
+
+def test_nyc_known_rows() -> None:
+    records = parsed_by_source(
+        read_real("nyc", "nyc_service_volunteer_opportunities.csv")
+    )
+    first = records["5211"]
+    assert first.activity_date == dt.date(2011, 3, 17)
+    assert first.kind is RecordKind.VOLUNTEER_TIME
+    assert first.hours == 2.0
+    assert first.organization_name == "Dorchester Senior Citizens Center, Inc."
+    assert first.employee_id == "E-000001"
+    assert records["5008"].metadata["address"].count("\n") == 2
+
+
+def test_nyc_padded_values_trimmed() -> None:
+    records = parsed_by_source(
+        read_real("nyc", "nyc_service_volunteer_opportunities.csv")
+    )
+    locations = {record.location for record in records.values()}
+    assert "QUEENS" in locations
+    assert "STATEN IS" in locations
+    assert all(location == location.strip() for location in locations)
+
+
+def test_quixote_every_row_accounted() -> None:
+    rows = read_real("quixote", "quixote_foundation_grants.csv")
+    parsed = [row for row in rows if isinstance(row, ParsedRow)]
+    rejected = [row for row in rows if isinstance(row, RejectedRow)]
+    assert len(rows) == 548
+    assert len(parsed) + len(rejected) == 548
+    assert all(row.reason for row in rejected)
+
+
+@pytest.mark.parametrize(
+    ("source_id", "amount_minor", "activity_date"),
+    [
+        pytest.param(
+            "360G-quixote-0064000000DRXLSAA5", 200000, dt.date(2001, 9, 19), id="2k"
+        ),
+        pytest.param(
+            "360G-quixote-0064000000DRXbTAAX", 500000, dt.date(2002, 5, 24), id="5k"
+        ),
+        pytest.param(
+            "360G-quixote-0063300000krqRwAAI",
+            10000000,
+            dt.date(2016, 10, 25),
+            id="100k",
+        ),
+    ],
+)
+def test_quixote_known_rows(
+    source_id: str, amount_minor: int, activity_date: dt.date
+) -> None:
+    record = parsed_by_source(read_real("quixote", "quixote_foundation_grants.csv"))[
+        source_id
+    ]
+    assert record.amount_minor == amount_minor
+    assert record.currency == "USD"
+    assert record.activity_date == activity_date
+
+
+def test_quixote_causes_split() -> None:
+    records = parsed_by_source(read_real("quixote", "quixote_foundation_grants.csv"))
+    record = records["360G-quixote-0063300000krqRwAAI"]
+    assert record.cause == "Racial Equity"
+    assert record.metadata["cause"] == ["Racial Equity", "Arts Organizing"]

@@ -1,0 +1,132 @@
+"""Plugin loading: entry points, broken plugins, duplicates, API versions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+import pytest
+from echo_connector import INFO, EchoPlugin
+
+from impactin_core import PluginError, hookimpl
+from impactin_core._plugins import PluginHost
+from impactin_core.hookspecs import impactin_register_platforms
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, target: Any) -> None:
+        self.name = name
+        self._target = target
+        self.dist = None
+
+    def load(self) -> Any:
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+class Impostor:
+    @hookimpl
+    def impactin_register_platforms(self, register: Any) -> None:
+        register(INFO)
+
+
+class FutureConnector:
+    @hookimpl
+    def impactin_register_platforms(self, register: Any) -> None:
+        import attrs
+
+        register(attrs.evolve(INFO, id="future", core_api=99))
+
+
+class Misspelled:
+    @hookimpl
+    def impactin_sendd(self) -> None:
+        """A hook name no spec declares."""
+
+
+def host_with(entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch) -> PluginHost:
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group: entry_points if group == "impactin" else []
+    )
+    host = PluginHost()
+    host.load_entry_points()
+    host.finish()
+    return host
+
+
+def test_broken_plugin_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    points = [
+        FakeEntryPoint("broken", ImportError("No module named 'nowhere'")),
+        FakeEntryPoint("echo", EchoPlugin()),
+    ]
+
+    host = host_with(points, monkeypatch)
+
+    assert list(host.platforms) == ["echo"]
+    assert host.load_errors[0].name == "broken"
+    assert "nowhere" in host.load_errors[0].reason
+
+
+def test_load_plugins_env_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMPACTIN_LOAD_PLUGINS", "other")
+
+    host = host_with([FakeEntryPoint("echo", EchoPlugin())], monkeypatch)
+
+    assert host.platforms == {}
+
+
+def test_duplicate_platform_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    points = [FakeEntryPoint("echo", EchoPlugin()), FakeEntryPoint("impostor", Impostor())]
+
+    with pytest.raises(PluginError) as caught:
+        host_with(points, monkeypatch)
+
+    assert "'echo'" in str(caught.value)
+    assert "'impostor'" in str(caught.value)
+
+
+def test_incompatible_core_api_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = host_with([FakeEntryPoint("future", FutureConnector())], monkeypatch)
+
+    assert "future" not in host.platforms
+    assert "core API 99" in host.load_errors[0].reason
+
+
+def test_misspelled_hook_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(PluginError, match="impactin_sendd"):
+        host_with([FakeEntryPoint("typo", Misspelled())], monkeypatch)
+
+
+def test_hooks_skip_other_connectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import attrs
+
+    calls: list[str] = []
+
+    class Other:
+        @hookimpl
+        def impactin_register_platforms(self, register: Any) -> None:
+            register(attrs.evolve(INFO, id="other"))
+
+        @hookimpl
+        def impactin_redact(self, platform: Any, request: Any, policy: Any) -> int:
+            calls.append(platform.id)
+            return 0
+
+    host = host_with(
+        [FakeEntryPoint("echo", EchoPlugin()), FakeEntryPoint("other", Other())], monkeypatch
+    )
+
+    host.hook("echo", "impactin_redact")(platform=INFO, request=None, policy=None)
+
+    assert calls == []
+
+
+def test_every_hookspec_has_a_docstring() -> None:
+    from impactin_core import hookspecs
+
+    specs = [name for name in dir(hookspecs) if name.startswith("impactin_")]
+    assert len(specs) == 6
+    for name in specs:
+        assert getattr(hookspecs, name).__doc__, name
+    assert impactin_register_platforms.__doc__

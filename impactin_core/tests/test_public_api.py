@@ -1,0 +1,23 @@
+"""The package's public surface."""
+
+from __future__ import annotations
+
+import importlib
+
+import impactin_core
+
+
+def test_all_is_sorted() -> None:
+    assert impactin_core.__all__ == sorted(impactin_core.__all__)
+
+
+def test_every_public_name_resolves() -> None:
+    for name in impactin_core.__all__:
+        assert getattr(impactin_core, name) is not None, name
+
+
+def test_all_matches_lazy_table() -> None:
+    module = importlib.import_module("impactin_core")
+    lazy = {name for names in module._EXPORTS.values() for name in names}
+
+    assert set(impactin_core.__all__) == lazy

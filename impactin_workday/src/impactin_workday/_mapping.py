@@ -1,0 +1,101 @@
+"""Map canonical records to Workday custom object rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from impactin_core import ImpactRecord, PlatformRequest, RecordInvalid, RecordKind
+
+from ._options import PLATFORM_ID, WorkdayOptions
+
+__all__ = ["REST_OPERATION", "SOAP_OPERATION", "map_records"]
+
+SOAP_OPERATION = "Edit_Worker_Additional_Data"
+REST_OPERATION = "rest_custom_object_write"
+
+#: Payload path of the worker's Employee_ID, the one personal value sent.
+EMPLOYEE_ID_PATH = "employee_id"
+
+# ISO 4217 currencies whose minor unit is not 1/100 of the major unit.
+_MINOR_DIGITS = {
+    **dict.fromkeys(
+        [
+            *("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"),
+            *("RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"),
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+}
+
+
+def format_amount(amount_minor: int, currency: str) -> str:
+    """Return an amount in minor units as a decimal string in major units."""
+    digits = _MINOR_DIGITS.get(currency, 2)
+    return str(Decimal(amount_minor).scaleb(-digits))
+
+
+def _row(record: ImpactRecord, key: str, options: WorkdayOptions) -> dict[str, str]:
+    names = options.field_names
+    values: dict[str, str | None] = {
+        "row_id": key,
+        "kind": record.kind.value,
+        "activity_date": record.activity_date.isoformat(),
+        "source_id": record.source_id,
+        "cause": record.cause,
+        "organization_name": record.organization_name,
+        "organization_id": record.organization_id,
+    }
+    if record.kind is RecordKind.VOLUNTEER_TIME:
+        values["hours"] = str(Decimal(str(record.hours)))
+    else:
+        assert record.amount_minor is not None and record.currency is not None
+        values["amount"] = format_amount(record.amount_minor, record.currency)
+        values["currency"] = record.currency
+    return {names[purpose]: value for purpose, value in values.items() if value}
+
+
+def _payload(record: ImpactRecord, key: str, options: WorkdayOptions) -> dict[str, Any]:
+    return {
+        "effective_date": record.activity_date.isoformat(),
+        EMPLOYEE_ID_PATH: record.employee_id,
+        "custom_object": options.custom_object,
+        "row": _row(record, key, options),
+    }
+
+
+def map_records(
+    records: Sequence[ImpactRecord],
+    idempotency_keys: Sequence[str],
+    options: WorkdayOptions,
+) -> list[PlatformRequest]:
+    """Build one request per record, keyed by the record's idempotency key."""
+    if len(records) != len(idempotency_keys):
+        message = (
+            f"Workday mapping received {len(records)} records and "
+            f"{len(idempotency_keys)} idempotency keys; pass one key per record."
+        )
+        raise RecordInvalid(message)
+    is_soap = options.protocol == "soap"
+    requests = []
+    for record, key in zip(records, idempotency_keys, strict=True):
+        request = PlatformRequest(
+            platform=PLATFORM_ID,
+            tenant=record.tenant,
+            operation=SOAP_OPERATION if is_soap else REST_OPERATION,
+            idempotency_key=key,
+            # The ignores below work around converter typing in impactin_core.
+            source_ids=(record.source_id,),  # type: ignore[arg-type]
+            payload=_payload(record, key, options),
+            personal_paths={EMPLOYEE_ID_PATH},  # type: ignore[arg-type]
+            # Edit_Worker_Additional_Data sets the worker's custom object data
+            # effective on Effective_Date to what the request carries, so a
+            # repeat rewrites the same row (keyed by the idempotency key)
+            # instead of adding one. The REST path is tenant-specific and its
+            # repeat behaviour unknown, so REST requests are not marked safe.
+            safe_to_repeat=is_soap,
+        )
+        requests.append(request)
+    return requests

@@ -1,0 +1,102 @@
+"""The hook implementations of the Workday connector."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from impactin_core import (
+    AuthContext,
+    Credentials,
+    ImpactRecord,
+    PlatformInfo,
+    PlatformRequest,
+    PlatformSettings,
+    RateLimit,
+    RecordKind,
+    SendContext,
+    SendOutcome,
+    hookimpl,
+)
+
+from ._mapping import map_records
+from ._options import PLATFORM_ID, WorkdayOptions
+
+__all__ = ["PLATFORM"]
+
+PLATFORM = PlatformInfo(
+    id=PLATFORM_ID,
+    name="Workday",
+    # The arg-type ignores work around converter typing in impactin_core.
+    # Both kinds are stored as rows of a worker custom object.
+    kinds={RecordKind.VOLUNTEER_TIME, RecordKind.DONATION},  # type: ignore[arg-type]
+    auth_kinds=("wsse_username_token", "oauth2_refresh_token"),  # type: ignore[arg-type]
+    # SOAP comes first because it is the default protocol.
+    transports=("soap", "rest"),  # type: ignore[arg-type]
+    batch_limit=1,
+    # NOTE: Workday publishes no numeric rate limit for SOAP or REST; one call
+    # per second is a conservative guess, not a vendor figure.
+    rate_limit=RateLimit(60, 60.0),
+    personal_fields={"employee_id"},  # type: ignore[arg-type]
+    simulator="impactin_workday.simulator:create_simulator",
+)
+
+
+@hookimpl
+def impactin_register_platforms(register: Callable[[PlatformInfo], None]) -> None:
+    register(PLATFORM)
+
+
+@hookimpl
+def impactin_map(
+    platform: PlatformInfo,
+    records: Sequence[ImpactRecord],
+    settings: PlatformSettings,
+    idempotency_keys: Sequence[str],
+) -> list[PlatformRequest] | None:
+    if platform.id != PLATFORM_ID:
+        return None
+    options = WorkdayOptions.from_settings(settings)
+    return map_records(records, idempotency_keys, options)
+
+
+async def _authenticate_soap(settings: PlatformSettings) -> Credentials:
+    # The UsernameToken (nonce, Created, digest) is built per send, so this
+    # only checks that both secrets exist.
+    return Credentials(
+        kind="wsse_username_token",
+        username=settings.secret("username"),
+        password=settings.secret("password"),
+    )
+
+
+@hookimpl
+def impactin_authenticate(
+    platform: PlatformInfo, settings: PlatformSettings, context: AuthContext
+) -> Awaitable[Credentials] | None:
+    if platform.id != PLATFORM_ID:
+        return None
+    options = WorkdayOptions.from_settings(settings)
+    if options.protocol == "soap":
+        return _authenticate_soap(settings)
+    from ._rest import authenticate_rest
+
+    return authenticate_rest(settings, options, context)
+
+
+@hookimpl
+def impactin_send(
+    platform: PlatformInfo,
+    request: PlatformRequest,
+    credentials: Credentials,
+    context: SendContext,
+) -> Awaitable[SendOutcome] | None:
+    if platform.id != PLATFORM_ID:
+        return None
+    options = WorkdayOptions.from_settings(context.settings)
+    if options.protocol == "soap":
+        from ._soap import send_soap
+
+        return send_soap(request, credentials, context, options)
+    from ._rest import send_rest
+
+    return send_rest(request, credentials, context, options)

@@ -1,0 +1,273 @@
+"""SOAP send: ``Edit_Worker_Additional_Data`` through zeep over the runtime's client.
+
+zeep and lxml are imported inside the functions here, so loading the plugin
+stays cheap and only a SOAP send pays for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from impactin_core import (
+    Credentials,
+    PermanentError,
+    PlatformRequest,
+    SendContext,
+    SendOutcome,
+    request_with_mapping,
+)
+
+from ._faults import classify_http_failure, classify_soap_fault, is_xml
+from ._options import PLATFORM_ID, WorkdayOptions
+
+if TYPE_CHECKING:
+    from zeep.transports import AsyncTransport
+
+__all__ = [
+    "BSVC_NS",
+    "CUSTOM_DATA_NS",
+    "STAFFING_BINDING",
+    "build_envelope",
+    "bundled_wsdl",
+    "security_token",
+    "send_soap",
+    "zeep_settings",
+]
+
+BSVC_NS = "urn:com.workday/bsvc"
+CUSTOM_DATA_NS = "urn:com.workday/tenants/super/data/custom"
+STAFFING_BINDING = "{urn:com.workday/bsvc/Staffing}StaffingBinding"
+_SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+
+# Parsed WSDLs with their service proxy, per (WSDL source, endpoint). A zeep
+# Client contains no connection and no credentials, so tenants with the same
+# WSDL and endpoint share one.
+_clients: dict[tuple[str, str], tuple[Any, Any]] = {}
+_clients_lock = threading.Lock()
+
+
+def bundled_wsdl() -> str:
+    """Return the path of the minimal Staffing WSDL shipped with the package."""
+    return str(resources.files("impactin_workday").joinpath("data/Staffing.wsdl"))
+
+
+def zeep_settings() -> Any:
+    """Return zeep settings that reject DTDs, entities and external fetches."""
+    from zeep.settings import Settings
+
+    return Settings(
+        strict=True,
+        forbid_dtd=True,
+        forbid_entities=True,
+        forbid_external=True,
+        xml_huge_tree=False,
+    )
+
+
+def _load_client(wsdl: str, endpoint: str) -> tuple[Any, Any]:
+    import zeep
+    from zeep.transports import Transport
+
+    with _clients_lock:
+        cached = _clients.get((wsdl, endpoint))
+        if cached is not None:
+            return cached
+        # This transport only reads the WSDL; sends go through the runtime's
+        # client. Its timeout is in seconds.
+        loader = Transport(timeout=30)  # type: ignore[no-untyped-call]
+        client = zeep.Client(wsdl, transport=loader, settings=zeep_settings())  # type: ignore[no-untyped-call]
+        service = client.create_service(STAFFING_BINDING, endpoint)  # type: ignore[no-untyped-call]
+        _clients[(wsdl, endpoint)] = (client, service)
+        return client, service
+
+
+async def _client_for(options: WorkdayOptions, tenant: str) -> tuple[Any, Any]:
+    wsdl = options.wsdl or bundled_wsdl()
+    endpoint = options.soap_endpoint
+    cached = _clients.get((wsdl, endpoint))
+    if cached is not None:
+        return cached
+    from zeep.exceptions import Error as ZeepError
+
+    try:
+        # Parsing a WSDL is blocking work (and a download for a URL).
+        return await asyncio.to_thread(_load_client, wsdl, endpoint)
+    except (OSError, ZeepError, ValueError) as exc:
+        message = (
+            f"Could not load the Workday WSDL ({type(exc).__name__}); check the "
+            "'wsdl' option, which takes a local path or URL of the Staffing WSDL."
+        )
+        raise PermanentError(message, platform=PLATFORM_ID, tenant=tenant) from exc
+
+
+def _custom_row(payload: dict[str, Any]) -> Any:
+    from lxml import etree  # type: ignore[import-untyped]
+
+    name = payload["custom_object"]
+    row = etree.Element(f"{{{CUSTOM_DATA_NS}}}{name}", nsmap={"cus": CUSTOM_DATA_NS})
+    for field, value in payload["row"].items():
+        etree.SubElement(row, f"{{{CUSTOM_DATA_NS}}}{field}").text = value
+    return row
+
+
+def build_envelope(
+    client: Any, service: Any, payload: dict[str, Any], version: str
+) -> Any:
+    """Render the ``Edit_Worker_Additional_Data_Request`` envelope, unsigned."""
+    worker_id = {"_value_1": payload["employee_id"], "type": "Employee_ID"}
+    data = {
+        "Effective_Date": payload["effective_date"],
+        "Worker_Reference": {"ID": [worker_id]},
+        "Business_Object_Additional_Data": {"_value_1": [_custom_row(payload)]},
+    }
+    return client.create_message(
+        service,
+        "Edit_Worker_Additional_Data",
+        version=version,
+        Worker_Custom_Object_Data=data,
+    )
+
+
+def _utc_z(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def security_token(
+    credentials: Credentials,
+    options: WorkdayOptions,
+    now: dt.datetime | None = None,
+    nonce: str | None = None,
+) -> Any:
+    """Build the WS-Security UsernameToken for one send.
+
+    PasswordText without a Timestamp is what Workday's public examples use.
+    PasswordDigest and ``wsu:Timestamp`` are options because Workday does not
+    document whether it accepts them. Times are UTC with a ``Z`` suffix.
+    """
+    from zeep.wsse import utils
+    from zeep.wsse.username import UsernameToken
+
+    created = now or dt.datetime.now(dt.timezone.utc)
+    timestamp = None
+    if options.timestamp:
+        expires = created + dt.timedelta(seconds=options.timestamp_ttl)
+        timestamp = utils.WSU.Timestamp(
+            utils.WSU.Created(_utc_z(created)),
+            utils.WSU.Expires(_utc_z(expires)),
+        )
+    return UsernameToken(  # type: ignore[no-untyped-call]
+        credentials.username,
+        credentials.password,
+        use_digest=options.password_digest,
+        nonce=nonce,
+        created=created,
+        timestamp_token=timestamp,
+        zulu_timestamp=True,
+    )
+
+
+def _runtime_transport(client: httpx.AsyncClient) -> AsyncTransport:
+    from zeep.transports import AsyncTransport
+
+    class RuntimeTransport(AsyncTransport):  # type: ignore[misc]
+        """zeep's AsyncTransport over the runtime's client, without its side effects.
+
+        zeep 4.3.3's ``AsyncTransport.__init__`` replaces ``client.headers``
+        with its own User-Agent and opens a second, synchronous client, and
+        its ``post`` logs the whole message at DEBUG, password included. This
+        subclass keeps the runtime's headers, opens nothing and logs nothing.
+        """
+
+        def __init__(self, client: httpx.AsyncClient) -> None:
+            self.client = client
+            self.wsdl_client = None
+            self.cache = None
+            self._close_session = False
+
+        async def post(
+            self, address: str, message: bytes, headers: dict[str, str]
+        ) -> httpx.Response:
+            return await self.client.post(address, content=message, headers=headers)
+
+    return RuntimeTransport(client)
+
+
+async def send_soap(
+    request: PlatformRequest,
+    credentials: Credentials,
+    context: SendContext,
+    options: WorkdayOptions,
+) -> SendOutcome:
+    """Send one ``Edit_Worker_Additional_Data`` request and classify the response."""
+    from lxml import etree
+
+    tenant = request.tenant
+    client, service = await _client_for(options, tenant)
+    envelope = build_envelope(client, service, request.payload, options.version)
+    headers = dict(_SOAP_HEADERS)
+    envelope, headers = security_token(credentials, options).apply(envelope, headers)
+    transport = _runtime_transport(context.client)
+    body = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+    response = await request_with_mapping(
+        lambda: transport.post(options.soap_endpoint, body, headers),  # type: ignore[no-untyped-call]
+        platform=PLATFORM_ID,
+        tenant=tenant,
+    )
+    known = [request.payload["employee_id"]]
+    if not is_xml(response):
+        # Throttling can arrive as a plain HTTP 500 with no SOAP body, and
+        # missing pages as HTML; both keep their HTTP status.
+        classify_http_failure(response, tenant=tenant, known=known)
+    return _process_reply(client, service, transport, response, tenant, known)
+
+
+def _process_reply(
+    client: Any,
+    service: Any,
+    transport: AsyncTransport,
+    response: httpx.Response,
+    tenant: str,
+    known: list[str],
+) -> SendOutcome:
+    from zeep.exceptions import Error as ZeepError
+    from zeep.exceptions import Fault
+
+    binding = service._binding
+    operation = binding.get("Edit_Worker_Additional_Data")
+    try:
+        result = binding.process_reply(
+            client,
+            operation,
+            transport.new_response(response),  # type: ignore[no-untyped-call]
+        )
+    except Fault as fault:
+        classify_soap_fault(fault, response.status_code, tenant=tenant, known=known)
+    except ZeepError as exc:
+        # zeep's message can quote the response body, so only the class name
+        # goes into the error, and the original is not chained.
+        message = (
+            f"Workday answered HTTP {response.status_code} with XML that was "
+            f"rejected ({type(exc).__name__}); a SOAP envelope without a DTD or "
+            "entity declarations was expected."
+        )
+        raise PermanentError(
+            message,
+            platform=PLATFORM_ID,
+            tenant=tenant,
+            status_code=response.status_code,
+        ) from None
+    return SendOutcome(status_code=response.status_code, response_id=_event_id(result))
+
+
+def _event_id(result: Any) -> str | None:
+    reference = getattr(result, "Event_Reference", None)
+    for identifier in getattr(reference, "ID", None) or []:
+        if identifier.type == "WID":
+            return str(identifier._value_1)
+    return None
