@@ -34,7 +34,11 @@ DEFAULT_CONFIG = "impactin.toml"
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal and console.width < 132:
+        # Summary tables have eleven columns; keep them readable in logs.
+        console = Console(width=132)
+    return console
 
 
 def _load_config(path: str | None) -> Config:
@@ -75,7 +79,7 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
     """Deliver CSR records to Benevity, Goodera and Workday, once each."""
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
-    level = logging.WARNING - 10 * min(verbose, 2)
+    level = (logging.ERROR, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from ._logging import install_filter
 
@@ -92,15 +96,15 @@ def _summary_table(report: RunReport, title: str) -> Any:
     columns = (
         "platform",
         "delivered",
-        "duplicates skipped",
+        "duplicates",
         "quarantined",
         "retried",
         "dead-lettered",
         "blocked",
         "deferred",
-        "fields redacted",
-        "p50 latency",
-        "p95 latency",
+        "redacted",
+        "p50",
+        "p95",
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "platform" else "right")

@@ -118,6 +118,9 @@ def demo_config(
                 "credentials": credentials,
                 "options": options,
                 "retry": {"base_delay": 0.05, "max_delay": 2.0, "deadline": 60.0},
+                # The simulators have no quota; the connectors' defaults are
+                # conservative guesses for the real platforms.
+                "rate_limit": {"calls": 6000, "period": 60},
             }
         tenants[tenant] = {
             "key_env": f"IMPACTIN_DEMO_{tenant.upper()}_KEY",

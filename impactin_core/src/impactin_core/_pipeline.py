@@ -184,7 +184,7 @@ class Runtime:
                 platform.rate_limit.period,
             )
             limiter = self._limiters[key] = WindowLimiter(
-                calls, period, sleep=self.sleep
+                calls, period, clock=self.clock, sleep=self.sleep
             )
         return limiter
 

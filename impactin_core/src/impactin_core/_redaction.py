@@ -37,12 +37,13 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
 
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
-_SSN = re.compile(rf"(?<!\d)\d{{3}}[\s{_DASHES}]\d{{2}}[\s{_DASHES}]\d{{4}}(?!\d)")
+_SSN = re.compile(rf"(?<![\w-])\d{{3}}[\s{_DASHES}]\d{{2}}[\s{_DASHES}]\d{{4}}(?![\w-])")
 _NINO = re.compile(
     r"(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Z0-9])"
 )
-_CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
+# Digits glued to letters (hex digests, ids such as "ik_3f12...") are not cards.
+_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _IBAN = re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?:\s?[A-Z0-9]){11,30}(?![A-Z0-9])")
 _DOB = re.compile(
     r"(?i)\b(?:d\.?o\.?b\.?|date\s+of\s+birth|born(?:\s+on)?)\s*[:\-]?\s*"

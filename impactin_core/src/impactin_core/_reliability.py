@@ -101,9 +101,10 @@ class WindowLimiter:
 
     A sliding log of admitted calls enforces the limit: a call waits until
     enough logged calls are older than ``period``. aiolimiter's leaky bucket
-    (1.3) spreads the calls out in front of the log, but it cannot enforce
-    the limit alone, because a full bucket right after a drained one lets up
-    to twice the quota into one window.
+    (1.3) runs in front of the log and spaces calls ``period / calls`` apart
+    once its burst of ``calls`` is spent. It cannot enforce the limit alone,
+    because it refills while callers wait: a full burst right after a
+    drained bucket puts up to twice the quota into one window.
 
     aiolimiter reads the event loop's clock (``loop.time()``) and schedules
     its wake-ups with ``loop.call_at``. So the bucket runs only when
@@ -124,19 +125,30 @@ class WindowLimiter:
         max_pause: float = 3600.0,
     ) -> None:
         if isinstance(calls, bool) or not isinstance(calls, int) or calls <= 0:
-            message = f"A rate limit needs a whole number of calls above 0, not {calls!r}."
+            message = (
+                f"A rate limit needs a whole number of calls above 0, not {calls!r}."
+            )
             raise ValueError(message)
+
         if not _is_positive_finite(period):
-            message = f"A rate limit needs a finite period above 0 seconds, not {period!r}."
+            message = (
+                f"A rate limit needs a finite period above 0 seconds, not {period!r}."
+            )
             raise ValueError(message)
+
         if not _is_positive_finite(max_pause):
-            message = f"max_pause must be a finite number of seconds above 0, not {max_pause!r}."
+            message = (
+                "max_pause must be a finite number of seconds above 0, "
+                f"not {max_pause!r}."
+            )
             raise ValueError(message)
+
         self.calls = calls
         self.period = float(period)
         self.max_pause = float(max_pause)
         self._clock = clock
         self._sleep: Sleep = sleep or asyncio.sleep
+
         # (admission time, amount) of the calls admitted in the last period.
         self._log: collections.deque[tuple[float, float]] = collections.deque()
         self._logged = 0.0
@@ -188,36 +200,45 @@ class WindowLimiter:
         self._check_amount(amount)
         bucket, lock = self._loop_primitives()
         async with lock:
-            waited = await self._wait_out_pause()
+            floor = await self._wait_out_pause()
+            waited = floor > -math.inf
             if bucket is not None:
                 waited = not bucket.has_capacity(amount) or waited
                 await bucket.acquire(amount)
-            waited = await self._admit(amount) or waited
+            waited = await self._admit(amount, floor) or waited
         if waited:
             self.waits += 1
         return waited
 
-    async def _wait_out_pause(self) -> bool:
-        waited = False
-        while (remaining := self._paused_until - self.now()) > 0:
-            waited = True
-            await self._sleep(remaining)
-        return waited
+    # A clock that is sleeping to a target time can wake a rounding error
+    # short of it, and the remaining wait can be too small to move the clock
+    # at all. So after a sleep the limiter treats the target as reached: the
+    # sleep's target is a floor under the clock reading.
 
-    async def _admit(self, amount: float) -> bool:
+    async def _wait_out_pause(self) -> float:
+        """Sleep out any pause; return the last sleep's target or -inf."""
+        floor = -math.inf
+        while max(self.now(), floor) < self._paused_until:
+            target = self._paused_until
+            await self._sleep(target - self.now())
+            floor = target
+        return floor
+
+    async def _admit(self, amount: float, floor: float) -> bool:
         waited = False
         while True:
-            wait = self._try_log(amount)
-            if wait is None:
+            target = self._try_log(amount, floor)
+            if target is None:
                 return waited
             waited = True
-            await self._sleep(wait)
+            await self._sleep(target - self.now())
+            floor = target
 
-    def _try_log(self, amount: float) -> float | None:
-        """Log the call and return None, or return how long to wait first."""
+    def _try_log(self, amount: float, floor: float) -> float | None:
+        """Log the call and return None, or return the time to wait for."""
         with self._log_lock:
-            now = self.now()
-            while self._log and self._log[0][0] <= now - self.period:
+            now = max(self.now(), floor)
+            while self._log and self._log[0][0] + self.period <= now:
                 self._logged -= self._log.popleft()[1]
             if not self._log:
                 self._logged = 0.0  # drop the rounding error of the sums
@@ -225,23 +246,27 @@ class WindowLimiter:
                 self._log.append((now, amount))
                 self._logged += amount
                 return None
-            # Wait until enough of the oldest calls leave the window.
-            excess = self._logged + amount - self.calls
+            # Wait until enough of the oldest calls leave the window. Once
+            # every logged call has left, any valid amount fits.
+            remaining = self._logged
             for admitted_at, logged_amount in self._log:
-                excess -= logged_amount
-                if excess <= 0:
-                    return admitted_at + self.period - now
-            raise AssertionError("amount is at most calls, so the log drains")
+                remaining -= logged_amount
+                if remaining + amount <= self.calls:
+                    return admitted_at + self.period
+            return self._log[-1][0] + self.period
 
     def pause(self, seconds: float) -> None:
-        """Hold every caller for ``seconds``, as a platform's 429 asks.
+        """Hold every caller for ``seconds``, as a platform's 429 requests.
 
         Pauses longer than ``max_pause`` are cut to it, so a far-off
         ``Retry-After`` cannot stop a process for good. A new pause never
         shortens one already running.
         """
         if not isinstance(seconds, (int, float)) or math.isnan(seconds) or seconds < 0:
-            message = f"Cannot pause a rate limiter for {seconds!r} s; use a number of 0 or more."
+            message = (
+                f"Cannot pause a rate limiter for {seconds!r} s; "
+                "use a number of 0 or more."
+            )
             raise ValueError(message)
         until = self.now() + min(float(seconds), self.max_pause)
         self._paused_until = max(self._paused_until, until)
@@ -250,7 +275,7 @@ class WindowLimiter:
         """Return the amount of calls admitted in the last ``period`` seconds."""
         with self._log_lock:
             now = self.now()
-            return sum(a for t, a in self._log if t > now - self.period)
+            return sum(a for t, a in self._log if t + self.period > now)
 
 
 def _is_positive_finite(value: object) -> bool:
@@ -314,7 +339,7 @@ class BreakerBoard:
 
     purgatory keeps the state and counts failures, but its open state reads
     ``time.time()`` directly. So the board times the open state itself with
-    ``clock`` and never asks purgatory whether an open circuit has expired.
+    ``clock`` and never lets purgatory decide whether an open circuit expired.
     The state lives in process memory only.
     """
 
@@ -336,7 +361,9 @@ class BreakerBoard:
                 name, threshold=policy.threshold, ttl=policy.reset_timeout
             )
             # Another task may have created it during the await; keep the first.
-            circuit = self._circuits.setdefault(name, _Circuit(breaker.context, breaker))
+            circuit = self._circuits.setdefault(
+                name, _Circuit(breaker.context, breaker)
+            )
         circuit.context.threshold = policy.threshold
         circuit.context.ttl = policy.reset_timeout
         return circuit
@@ -368,7 +395,8 @@ class BreakerBoard:
         ``"failure"`` is for retryable errors only.
         """
         if outcome not in _OUTCOMES:
-            message = f"Unknown breaker outcome {outcome!r}; use one of {', '.join(_OUTCOMES)}."
+            choices = ", ".join(_OUTCOMES)
+            message = f"Unknown breaker outcome {outcome!r}; use one of {choices}."
             raise ValueError(message)
         circuit = self._circuits[ticket.name]
         if ticket.generation != circuit.generation:
@@ -423,11 +451,11 @@ class BreakerBoard:
 
     def _open_error(self, tenant: str, platform: str, *, probing: bool) -> CircuitOpen:
         if probing:
-            why = "is half-open and one probe call is testing the platform"
+            reason = "is half-open and one probe call is testing the platform"
         else:
-            why = "is open after repeated retryable failures"
+            reason = "is open after repeated retryable failures"
         message = (
-            f"The circuit for tenant {tenant!r} on {platform!r} {why}; the delivery "
+            f"The circuit for tenant {tenant!r} on {platform!r} {reason}; the delivery "
             "stays pending and is tried again after the reset timeout."
         )
         return CircuitOpen(message, platform=platform, tenant=tenant)

@@ -13,6 +13,7 @@ produce exactly one winner per key.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -32,6 +33,12 @@ from ._tokens import OAuthToken
 __all__ = ["Claim", "Store"]
 
 SCHEMA_VERSION = 1
+
+#: Seconds an idempotency key stays claimed after it is first claimed.
+DEFAULT_KEY_TTL = 24 * 3600.0
+
+#: Delivery states that no process works on any more.
+FINISHED_STATUSES = ("delivered", "dead_lettered", "blocked")
 
 _SCHEMA_V1 = """
 CREATE TABLE deliveries (
@@ -178,15 +185,35 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run statements in one ``BEGIN IMMEDIATE`` transaction."""
+        """Run statements in one ``BEGIN IMMEDIATE`` transaction.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so the statements
+        inside never wait for another writer. A wait for the lock that passes
+        the 60 s busy timeout raises ``StoreError``.
+        """
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        self._execute_control(conn, "BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite ends the transaction itself after some errors.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        self._execute_control(conn, "COMMIT")
+
+    def _execute_control(self, conn: sqlite3.Connection, statement: str) -> None:
+        try:
+            conn.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if statement == "COMMIT" and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            message = (
+                f"The store {str(self.path)!r} could not run {statement}: {exc}; "
+                "check that no other program holds it locked and that the disk "
+                "has space."
+            )
+            raise StoreError(message) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -196,6 +223,16 @@ class Store:
         self._local = threading.local()
 
     def _migrate(self) -> None:
+        try:
+            self._apply_migrations()
+        except sqlite3.DatabaseError as exc:
+            message = (
+                f"The store {str(self.path)!r} is not a readable impactin "
+                f"database: {exc}; point store_path at a new file or restore it."
+            )
+            raise StoreError(message) from exc
+
+    def _apply_migrations(self) -> None:
         with self.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version "
@@ -237,23 +274,34 @@ class Store:
         delivery: Mapping[str, Any],
         record: Mapping[str, Any],
         *,
-        ttl: float,
         now: float,
+        ttl: float = DEFAULT_KEY_TTL,
     ) -> Claim:
         """Claim the delivery's idempotency key and, if new, add it to the outbox.
 
         Both happen in one transaction, so a crash leaves either both or
-        neither. A key whose TTL has passed is claimed afresh.
+        neither. A key whose TTL has passed is claimed afresh, unless its
+        delivery is still unfinished: that delivery may be sent yet, so a
+        second one would duplicate it.
         """
+        if not (isinstance(ttl, (int, float)) and math.isfinite(ttl) and ttl > 0):
+            message = (
+                "The idempotency key TTL must be a finite number of seconds "
+                f"above 0, not {ttl!r}."
+            )
+            raise ValueError(message)
+        _check_columns(delivery, "enqueue")
         key = delivery["idempotency_key"]
         sealed = self.seal_json(record)
         with self.transaction() as conn:
             conn.execute(
-                "DELETE FROM idempotency_keys WHERE key = ? AND expires_at <= ?",
+                "DELETE FROM idempotency_keys "
+                "WHERE key = ? AND expires_at <= ? AND state != 'claimed'",
                 (key, now),
             )
             inserted = conn.execute(
-                "INSERT OR IGNORE INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO idempotency_keys "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     delivery["tenant"],
@@ -297,7 +345,10 @@ class Store:
         """Copy a finished delivery into a new pending one linked to it."""
         parent = self.get_delivery(parent_id)
         if parent is None:
-            message = f"Delivery {parent_id!r} does not exist; list them with 'impactin deliveries list'."
+            message = (
+                f"Delivery {parent_id!r} does not exist; list them with "
+                "'impactin deliveries list'."
+            )
             raise StoreError(message)
         if parent["status"] not in ("dead_lettered", "blocked"):
             message = (
@@ -312,9 +363,10 @@ class Store:
         new_id = new_delivery_id()
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO deliveries (id, run_id, correlation_id, parent_id, tenant, "
-                "platform, kind, source_id, idempotency_key, content_hash, record_ct, "
-                "status, attempts, next_attempt_at, created_at, updated_at) "
+                "INSERT INTO deliveries (id, run_id, correlation_id, parent_id, "
+                "tenant, platform, kind, source_id, idempotency_key, content_hash, "
+                "record_ct, status, attempts, next_attempt_at, created_at, "
+                "updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
                 (
                     new_id,
@@ -348,6 +400,7 @@ class Store:
         return result
 
     def update_delivery(self, delivery_id: str, **fields: Any) -> None:
+        _check_columns(fields, "update_delivery")
         fields["updated_at"] = time.time()
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.transaction() as conn:
@@ -360,6 +413,7 @@ class Store:
         self, delivery_id: str, key: str, *, delivered: bool, **fields: Any
     ) -> None:
         """Record a delivery's final state and release or settle its key."""
+        _check_columns(fields, "finish_delivery")
         fields["updated_at"] = time.time()
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.transaction() as conn:
@@ -368,13 +422,14 @@ class Store:
                 (*fields.values(), delivery_id),
             )
             conn.execute(
-                "UPDATE idempotency_keys SET state = ? WHERE key = ? AND delivery_id = ?",
+                "UPDATE idempotency_keys SET state = ? "
+                "WHERE key = ? AND delivery_id = ?",
                 ("delivered" if delivered else "failed", key, delivery_id),
             )
 
     def add_attempt(self, attempt: Mapping[str, Any]) -> None:
         with self.transaction():
-            self.db["attempts"].insert(dict(attempt))
+            self.db.table("attempts").insert(dict(attempt))
 
     def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
         return list(
@@ -404,8 +459,8 @@ class Store:
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
         rows = list(
             self.db["deliveries"].rows_where(
-                "id = ? OR id LIKE ?",
-                [delivery_id, f"{delivery_id}%"],
+                "id = ? OR id LIKE ? ESCAPE '\\'",
+                [delivery_id, f"{_escape_like(delivery_id)}%"],
                 select=_LIST_COLUMNS,
                 limit=2,
             )
@@ -460,11 +515,56 @@ class Store:
         return result
 
     def purge_expired_keys(self, now: float) -> int:
+        """Delete keys past their TTL and return the number deleted.
+
+        Keys of unfinished deliveries stay, whatever their age.
+        """
         with self.transaction() as conn:
             return conn.execute(
-                "DELETE FROM idempotency_keys WHERE expires_at <= ? AND state != 'claimed'",
+                "DELETE FROM idempotency_keys "
+                "WHERE expires_at <= ? AND state != 'claimed'",
                 (now,),
             ).rowcount
+
+    def purge(self, older_than: float, now: float) -> int:
+        """Delete old finished deliveries and resolved quarantine rows.
+
+        Deletes deliveries in a finished state (delivered, dead-lettered,
+        blocked) whose ``finished_at`` (or ``updated_at`` when unset) is more
+        than ``older_than`` seconds before ``now``, with their attempts, and
+        quarantine rows resolved before that cutoff. Pending and in-flight
+        deliveries stay whatever their age, and so do idempotency keys,
+        which ``purge_expired_keys`` handles. Returns the number of
+        deliveries and quarantine rows deleted.
+        """
+        if not (isinstance(older_than, (int, float)) and math.isfinite(older_than)):
+            message = (
+                f"older_than must be a finite number of seconds, not {older_than!r}."
+            )
+            raise ValueError(message)
+        if older_than < 0:
+            message = f"older_than must be 0 or more seconds, not {older_than!r}."
+            raise ValueError(message)
+        cutoff = now - older_than
+        marks = ", ".join("?" for _ in FINISHED_STATUSES)
+        old_deliveries = (
+            f"SELECT id FROM deliveries WHERE status IN ({marks}) "
+            "AND COALESCE(finished_at, updated_at) < ?"
+        )
+        args = (*FINISHED_STATUSES, cutoff)
+        with self.transaction() as conn:
+            conn.execute(
+                f"DELETE FROM attempts WHERE delivery_id IN ({old_deliveries})", args
+            )
+            deliveries = conn.execute(
+                f"DELETE FROM deliveries WHERE id IN ({old_deliveries})", args
+            ).rowcount
+            quarantined = conn.execute(
+                "DELETE FROM quarantine WHERE resolved_at IS NOT NULL "
+                "AND resolved_at < ?",
+                (cutoff,),
+            ).rowcount
+        return int(deliveries + quarantined)
 
     # -- quarantine --------------------------------------------------------
 
@@ -482,7 +582,7 @@ class Store:
     ) -> str:
         row_id = new_delivery_id()
         with self.transaction():
-            self.db["quarantine"].insert(
+            self.db.table("quarantine").insert(
                 {
                     "id": row_id,
                     "run_id": run_id,
@@ -507,7 +607,10 @@ class Store:
             clauses.append("run_id = ?")
             args.append(run_id)
         where = " AND ".join(clauses) or "1 = 1"
-        columns = "id, run_id, tenant, source_id, line, field, reason, created_at, resolved_at"
+        columns = (
+            "id, run_id, tenant, source_id, line, field, reason, created_at, "
+            "resolved_at"
+        )
         return list(
             self.db["quarantine"].rows_where(
                 where, args, order_by="created_at", select=columns
@@ -519,7 +622,10 @@ class Store:
             "SELECT raw_ct FROM quarantine WHERE id = ?", (row_id,)
         ).fetchone()
         if row is None:
-            message = f"Quarantined row {row_id!r} does not exist; list them with 'impactin quarantine list'."
+            message = (
+                f"Quarantined row {row_id!r} does not exist; list them with "
+                "'impactin quarantine list'."
+            )
             raise StoreError(message)
         result: dict[str, Any] = self.open_json(row[0])
         return result
@@ -614,6 +720,23 @@ _SEALED_COLUMNS: Sequence[tuple[str, str, tuple[str, ...]]] = (
     ("quarantine", "raw_ct", ("id",)),
     ("tokens", "token_ct", ("tenant", "platform")),
 )
+
+
+_DELIVERY_COLUMNS = frozenset(
+    {name.strip() for name in _LIST_COLUMNS.split(",")} | {"record_ct"}
+)
+
+
+def _check_columns(fields: Mapping[str, Any], method: str) -> None:
+    # Column names go into the SQL text, so only known ones may pass.
+    unknown = sorted(set(fields) - _DELIVERY_COLUMNS)
+    if unknown:
+        message = f"Store.{method} got unknown delivery columns: {', '.join(unknown)}."
+        raise ValueError(message)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def new_delivery_id() -> str:

@@ -61,7 +61,8 @@ def _raise_transient(
         "retry_after": delay,
     }
     if response.status_code == 429:
-        raise RateLimited(message, **context)
+        # A 429 refuses the request before any work, so repeating it is safe.
+        raise RateLimited(message, sent=False, **context)
     if response.status_code >= 500:
         raise RetryableError(message, **context)
 

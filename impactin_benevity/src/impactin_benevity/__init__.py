@@ -1,0 +1,39 @@
+"""The Benevity connector of impactin: employee donations through the Giving API.
+
+Installing this distribution registers the ``benevity`` platform through the
+``impactin`` entry point. ``create_simulator`` builds the sandbox simulator
+that tests and the demo serve on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from ._auth import AUTH_KIND, TOKEN_LIFETIME
+from ._mapping import (
+    EMPLOYEE_REF_KEY,
+    IDEMPOTENCY_KEY,
+    MAX_METADATA_PAIRS,
+    PERSONAL_PATHS,
+    PLATFORM_ID,
+    donation_payload,
+)
+from ._options import DEFAULT_PAYMENT_TYPE, DEFAULT_WEBHOOK_SCHEME, BenevityOptions
+from ._plugin import PLATFORM
+from ._simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, create_simulator
+
+__all__ = [
+    "AUTH_KIND",
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_PAYMENT_TYPE",
+    "DEFAULT_WEBHOOK_SCHEME",
+    "EMPLOYEE_REF_KEY",
+    "IDEMPOTENCY_KEY",
+    "MAX_METADATA_PAIRS",
+    "PERSONAL_PATHS",
+    "PLATFORM",
+    "PLATFORM_ID",
+    "TOKEN_LIFETIME",
+    "BenevityOptions",
+    "create_simulator",
+    "donation_payload",
+]

@@ -1,0 +1,502 @@
+"""The SQLite store: claims, TTLs, encryption at rest, schema and purges."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from impactin_core import OAuthToken, StoreError
+from impactin_core._crypto import Sealer, generate_key
+from impactin_core._store import (
+    DEFAULT_KEY_TTL,
+    SCHEMA_VERSION,
+    Store,
+    new_delivery_id,
+)
+
+KEY_NAME = "IMPACTIN_STORE_KEY"
+NOW = 1_700_000_000.0
+DAY = 86400.0
+
+EMPLOYEE_ID = "EMP-778812"
+EMAIL = "jane.doe@example.com"
+ACCESS_TOKEN = "at-4f1c9e0b7d2a6f3e"
+REFRESH_TOKEN = "rt-9a8b7c6d5e4f3a2b"
+
+
+def _sealer(*keys: str) -> Sealer:
+    return Sealer(list(keys), key_name=KEY_NAME)
+
+
+@pytest.fixture
+def key() -> str:
+    return generate_key()
+
+
+@pytest.fixture
+def store(tmp_path: Path, key: str) -> Any:
+    opened = Store(tmp_path / "state.db", _sealer(key))
+    yield opened
+    opened.close()
+
+
+def _delivery(
+    key: str = "ik_1", content: str = "hash-a", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": new_delivery_id(),
+        "run_id": "run-1",
+        "correlation_id": "corr-1",
+        "tenant": "acme",
+        "platform": "bv",
+        "kind": "donation",
+        "source_id": "src-1",
+        "idempotency_key": key,
+        "content_hash": content,
+        **extra,
+    }
+
+
+RECORD = {"employee_id": EMPLOYEE_ID, "email": EMAIL, "amount": 2500}
+
+
+def _enqueue(
+    store: Store, key: str = "ik_1", content: str = "hash-a", **kw: Any
+) -> Any:
+    now = kw.pop("now", NOW)
+    return store.enqueue(_delivery(key, content), RECORD, now=now, **kw)
+
+
+def _finish(store: Store, delivery_id: str, status: str, when: float) -> None:
+    store.finish_delivery(
+        delivery_id,
+        store.get_delivery(delivery_id)["idempotency_key"],  # type: ignore[index]
+        delivered=status == "delivered",
+        status=status,
+        finished_at=when,
+    )
+
+
+# -- claims and the outbox ----------------------------------------------------------
+
+
+def test_claim_new(store: Store) -> None:
+    claim = _enqueue(store)
+    row = store.get_delivery(claim.delivery_id)
+    assert claim.state == "new"
+    assert row is not None
+    assert row["status"] == "pending"
+
+
+def test_claim_unfinished(store: Store) -> None:
+    first = _enqueue(store)
+    second = _enqueue(store)
+    assert second.state == "unfinished"
+    assert second.delivery_id == first.delivery_id
+
+
+def test_claim_duplicate(store: Store) -> None:
+    first = _enqueue(store)
+    _finish(store, first.delivery_id, "delivered", NOW)
+    second = _enqueue(store, now=NOW + 60)
+    assert second.state == "duplicate"
+    assert second.delivery_id == first.delivery_id
+
+
+def test_claim_conflict(store: Store) -> None:
+    first = _enqueue(store)
+    second = _enqueue(store, content="hash-b")
+    assert second.state == "conflict"
+    assert second.delivery_id == first.delivery_id
+
+
+def test_claim_default_ttl(store: Store) -> None:
+    first = _enqueue(store)
+    _finish(store, first.delivery_id, "delivered", NOW)
+    before = _enqueue(store, now=NOW + DEFAULT_KEY_TTL - 1)
+    after = _enqueue(store, now=NOW + DEFAULT_KEY_TTL)
+    assert DEFAULT_KEY_TTL == 24 * 3600
+    assert before.state == "duplicate"
+    assert after.state == "new"
+
+
+def test_claim_keeps_unfinished_past_ttl(store: Store) -> None:
+    """An expired key whose delivery may still go out is not claimed again."""
+    first = _enqueue(store, ttl=60.0)
+    second = _enqueue(store, now=NOW + 3600)
+    assert second.state == "unfinished"
+    assert second.delivery_id == first.delivery_id
+
+
+@pytest.mark.parametrize(
+    "ttl",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(-1.0, id="negative"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="infinite"),
+    ],
+)
+def test_claim_rejects_ttl(store: Store, ttl: float) -> None:
+    with pytest.raises(ValueError, match="TTL"):
+        _enqueue(store, ttl=ttl)
+
+
+def test_purge_expired_keys(store: Store) -> None:
+    delivered = _enqueue(store, "ik_delivered", ttl=60.0)
+    _finish(store, delivered.delivery_id, "delivered", NOW)
+    failed = _enqueue(store, "ik_failed", ttl=60.0)
+    _finish(store, failed.delivery_id, "dead_lettered", NOW)
+    _enqueue(store, "ik_claimed", ttl=60.0)
+    _enqueue(store, "ik_fresh", ttl=DAY)
+    purged = store.purge_expired_keys(NOW + 120)
+    keys = [row[0] for row in store.db.conn.execute("SELECT key FROM idempotency_keys")]
+    assert purged == 2
+    assert sorted(keys) == ["ik_claimed", "ik_fresh"]
+
+
+def _claim_in_threads(
+    path: str, key: str, keys: list[str], barrier: Any, results: Any
+) -> None:
+    """Claim every key from 8 threads, each on its own connection."""
+    try:
+        store = Store(path, _sealer(key))
+        outcomes: list[tuple[str, str]] = []
+        errors: list[str] = []
+        start = threading.Barrier(8)
+
+        def claim_all() -> None:
+            try:
+                start.wait()
+                for name in keys:
+                    claim = store.enqueue(_delivery(name), RECORD, now=NOW)
+                    outcomes.append((name, claim.state))
+            except Exception:
+                errors.append(traceback.format_exc())
+
+        threads = [threading.Thread(target=claim_all) for _ in range(8)]
+        barrier.wait()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        store.close()
+        results.put((outcomes, errors))
+    except Exception:
+        results.put(([], [traceback.format_exc()]))
+
+
+def test_claim_race_processes(tmp_path: Path, key: str) -> None:
+    """2 processes x 8 threads claim the same keys: one winner per key."""
+    context = multiprocessing.get_context("fork")
+    path = str(tmp_path / "race.db")
+    keys = [f"ik_{n}" for n in range(25)]
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    processes = [
+        context.Process(
+            target=_claim_in_threads, args=(path, key, keys, barrier, results)
+        )
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    gathered = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    outcomes = [item for found, _ in gathered for item in found]
+    errors = [error for _, found in gathered for error in found]
+    assert errors == []
+    assert len(outcomes) == 2 * 8 * len(keys)
+    for name in keys:
+        states = sorted(state for key_name, state in outcomes if key_name == name)
+        assert states.count("new") == 1, name
+        assert states.count("unfinished") == 15, name
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+    assert rows == len(keys)
+
+
+# -- encryption at rest --------------------------------------------------------------
+
+
+def _file_bytes(path: Path) -> bytes:
+    data = b""
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{path}{suffix}")
+        if part.exists():
+            data += part.read_bytes()
+    return data
+
+
+def _fill_with_secrets(store: Store) -> None:
+    _enqueue(store)
+    store.save_token(
+        "acme",
+        "bv",
+        OAuthToken(
+            access_token=ACCESS_TOKEN,
+            refresh_token=REFRESH_TOKEN,
+            expires_at=NOW + 3600,
+            obtained_at=NOW,
+        ),
+    )
+    store.quarantine(
+        run_id="run-1",
+        tenant="acme",
+        source_id="src-2",
+        line=3,
+        field="email",
+        reason="The email is malformed.",
+        raw={"employee_id": EMPLOYEE_ID, "email": EMAIL},
+        now=NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param(ACCESS_TOKEN, id="access-token"),
+        pytest.param(REFRESH_TOKEN, id="refresh-token"),
+        pytest.param(EMPLOYEE_ID, id="employee-id"),
+        pytest.param(EMAIL, id="email"),
+    ],
+)
+def test_file_has_no_plaintext(store: Store, secret: str) -> None:
+    _fill_with_secrets(store)
+    in_wal = _file_bytes(store.path)
+    store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpointed = _file_bytes(store.path)
+    assert len(in_wal) > 0
+    assert secret.encode() not in in_wal
+    assert secret.encode() not in checkpointed
+
+
+def test_sealed_values_read_back(store: Store) -> None:
+    _fill_with_secrets(store)
+    delivery_id = store.list_deliveries()[0]["id"]
+    token = store.load_token("acme", "bv")
+    quarantined = store.quarantined()[0]
+    assert store.load_record(delivery_id)["employee_id"] == EMPLOYEE_ID
+    assert token is not None
+    assert token.access_token == ACCESS_TOKEN
+    assert store.quarantined_raw(quarantined["id"])["email"] == EMAIL
+
+
+def test_rotate_key_drops_old(tmp_path: Path) -> None:
+    old, new = generate_key(), generate_key()
+    path = tmp_path / "state.db"
+    with_old = Store(path, _sealer(old))
+    _fill_with_secrets(with_old)
+    with_old.close()
+    rotating = Store(path, _sealer(new, old))
+    rotated = rotating.rotate_key()
+    rotating.close()
+    with_new = Store(path, _sealer(new))
+    delivery_id = with_new.list_deliveries()[0]["id"]
+    quarantined_id = with_new.quarantined()[0]["id"]
+    token = with_new.load_token("acme", "bv")
+    assert rotated == 3
+    assert with_new.load_record(delivery_id)["email"] == EMAIL
+    assert with_new.quarantined_raw(quarantined_id)["employee_id"] == EMPLOYEE_ID
+    assert token is not None
+    assert token.refresh_token == REFRESH_TOKEN
+    with_new.close()
+
+
+def test_missing_key_cannot_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with_old = Store(path, _sealer(generate_key()))
+    delivery_id = _enqueue(with_old).delivery_id
+    with_old.close()
+    other = Store(path, _sealer(generate_key()))
+    with pytest.raises(StoreError, match="cannot be decrypted"):
+        other.load_record(delivery_id)
+    other.close()
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+def test_schema_version_recorded(store: Store) -> None:
+    rows = store.db.conn.execute("SELECT version FROM schema_version").fetchall()
+    assert store.schema_version == SCHEMA_VERSION
+    assert [row[0] for row in rows] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_schema_reopen_keeps_version(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "state.db"
+    Store(path, _sealer(key)).close()
+    reopened = Store(path, _sealer(key))
+    rows = reopened.db.conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()
+    assert rows[0] == SCHEMA_VERSION
+    reopened.close()
+
+
+def test_schema_newer_rejected(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "state.db"
+    Store(path, _sealer(key)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION + 1, NOW)
+        )
+    with pytest.raises(StoreError, match="newer than this impactin"):
+        Store(path, _sealer(key))
+
+
+def test_not_a_database(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a readable impactin database"):
+        Store(path, _sealer(key))
+
+
+# -- retention purge -----------------------------------------------------------------
+
+
+def _aged(store: Store, status: str, finished: float | None) -> str:
+    claim = store.enqueue(_delivery(f"ik_{new_delivery_id()}"), RECORD, now=NOW)
+    store.add_attempt(
+        {
+            "delivery_id": claim.delivery_id,
+            "number": 1,
+            "started_at": NOW,
+            "duration_s": 0.1,
+            "outcome": "retryable",
+        }
+    )
+    if finished is not None:
+        _finish(store, claim.delivery_id, status, finished)
+    else:
+        store.update_delivery(claim.delivery_id, status=status)
+    return claim.delivery_id
+
+
+def test_purge_deletes_old_finished(store: Store) -> None:
+    later = NOW + 100 * DAY
+    old = [
+        _aged(store, status, NOW)
+        for status in ("delivered", "dead_lettered", "blocked")
+    ]
+    kept = [
+        _aged(store, "delivered", later - DAY),
+        _aged(store, "pending", None),
+        _aged(store, "in_flight", None),
+    ]
+    purged = store.purge(older_than=90 * DAY, now=later)
+    remaining = {row["id"] for row in store.list_deliveries(limit=None)}
+    attempts = {
+        row[0] for row in store.db.conn.execute("SELECT delivery_id FROM attempts")
+    }
+    assert purged == 3
+    assert remaining == set(kept)
+    assert attempts == set(kept)
+    assert not remaining & set(old)
+
+
+def test_purge_keeps_unfinished_forever(store: Store) -> None:
+    pending = _aged(store, "pending", None)
+    store.update_delivery(pending, updated_at=NOW)
+    purged = store.purge(older_than=0, now=NOW + 1000 * DAY)
+    assert purged == 0
+    assert store.get_delivery(pending) is not None
+
+
+def test_purge_resolved_quarantine(store: Store) -> None:
+    rows = {}
+    for name in ("old_resolved", "new_resolved", "open"):
+        rows[name] = store.quarantine(
+            run_id="run-1",
+            tenant="acme",
+            source_id=name,
+            line=1,
+            field="email",
+            reason="The email is malformed.",
+            raw={"email": EMAIL},
+            now=NOW,
+        )
+    store.resolve_quarantined(rows["old_resolved"], NOW)
+    store.resolve_quarantined(rows["new_resolved"], NOW + 95 * DAY)
+    purged = store.purge(older_than=90 * DAY, now=NOW + 100 * DAY)
+    remaining = {row["source_id"] for row in store.quarantined(include_resolved=True)}
+    assert purged == 1
+    assert remaining == {"new_resolved", "open"}
+
+
+@pytest.mark.parametrize(
+    "older_than",
+    [
+        pytest.param(-1.0, id="negative"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="infinite"),
+    ],
+)
+def test_purge_rejects_age(store: Store, older_than: float) -> None:
+    with pytest.raises(ValueError, match="older_than"):
+        store.purge(older_than=older_than, now=NOW)
+
+
+# -- other store behaviour -----------------------------------------------------------
+
+
+def test_update_rejects_unknown_column(store: Store) -> None:
+    claim = _enqueue(store)
+    with pytest.raises(ValueError, match="unknown delivery columns: nope"):
+        store.update_delivery(claim.delivery_id, nope=1)
+
+
+def test_get_delivery_by_prefix(store: Store) -> None:
+    claim = _enqueue(store)
+    found = store.get_delivery(claim.delivery_id[:8])
+    assert found is not None
+    assert found["id"] == claim.delivery_id
+
+
+def test_get_delivery_no_wildcards(store: Store) -> None:
+    _enqueue(store)
+    assert store.get_delivery("%") is None
+    assert store.get_delivery("_") is None
+
+
+def test_replay_dead_lettered(store: Store) -> None:
+    claim = _enqueue(store)
+    _finish(store, claim.delivery_id, "dead_lettered", NOW)
+    new_id = store.replay(claim.delivery_id, run_id="run-2", now=NOW + 10)
+    replayed = store.get_delivery(new_id)
+    assert replayed is not None
+    assert replayed["parent_id"] == claim.delivery_id
+    assert replayed["status"] == "pending"
+    assert store.load_record(new_id) == RECORD
+
+
+def test_replay_rejects_delivered(store: Store) -> None:
+    claim = _enqueue(store)
+    _finish(store, claim.delivery_id, "delivered", NOW)
+    with pytest.raises(StoreError, match="only dead-lettered or blocked"):
+        store.replay(claim.delivery_id, run_id="run-2", now=NOW)
+
+
+def test_webhook_seen(store: Store) -> None:
+    first = store.seen("bv", "evt-1", NOW)
+    second = store.seen("bv", "evt-1", NOW + 1)
+    assert first is False
+    assert second is True
+
+
+def test_token_delete(store: Store) -> None:
+    _fill_with_secrets(store)
+    store.delete_token("acme", "bv")
+    assert store.load_token("acme", "bv") is None
+
+
+def test_rolled_back_on_error(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as conn:
+        conn.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-9', 0)")
+        raise RuntimeError("stop")
+    assert store.seen("bv", "evt-9", NOW) is False
