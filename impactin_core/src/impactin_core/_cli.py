@@ -632,5 +632,21 @@ def health(ctx: click.Context) -> None:
         )
 
 
+#: Modules that add commands through ``register(main)``; each keeps its heavy
+#: imports inside its commands.
+COMMAND_MODULES = ("_cli_audit", "_cli_ops", "_cli_tokens", "_cli_observe", "_cli_connectors")
+
+
+def _register_command_modules() -> None:
+    import importlib
+    import importlib.util
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
+            importlib.import_module(f"{__package__}.{name}").register(main)
+
+
+_register_command_modules()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
