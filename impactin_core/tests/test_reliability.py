@@ -264,6 +264,22 @@ async def test_limiter_pause_never_shortens() -> None:
     assert clock() == pytest.approx(1030.0)
 
 
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        pytest.param(0.0, id="zero"),
+        pytest.param(-5.0, id="negative"),
+    ],
+)
+async def test_limiter_pause_none(seconds: float) -> None:
+    clock = FakeClock()
+    limiter = WindowLimiter(100, 1.0, clock=clock, sleep=clock.sleep)
+    limiter.pause(seconds)
+    waited = await limiter.acquire()
+    assert waited is False
+    assert clock() == 1000.0
+
+
 async def test_limiter_pause_capped() -> None:
     clock = FakeClock()
     limiter = WindowLimiter(100, 1.0, clock=clock, sleep=clock.sleep, max_pause=60.0)
@@ -275,9 +291,9 @@ async def test_limiter_pause_capped() -> None:
 @pytest.mark.parametrize(
     "seconds",
     [
-        pytest.param(-1.0, id="negative"),
         pytest.param(math.nan, id="nan"),
         pytest.param("5", id="text"),
+        pytest.param(None, id="none"),
     ],
 )
 def test_limiter_pause_rejects(seconds: Any) -> None:

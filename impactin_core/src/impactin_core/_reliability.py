@@ -260,12 +260,12 @@ class WindowLimiter:
 
         Pauses longer than ``max_pause`` are cut to it, so a far-off
         ``Retry-After`` cannot stop a process for good. A new pause never
-        shortens one already running.
+        shortens one already running, and 0 or a negative value adds none.
         """
-        if not isinstance(seconds, (int, float)) or math.isnan(seconds) or seconds < 0:
+        if not isinstance(seconds, (int, float)) or math.isnan(seconds):
             message = (
                 f"Cannot pause a rate limiter for {seconds!r} s; "
-                "use a number of 0 or more."
+                "use a number of seconds."
             )
             raise ValueError(message)
         until = self.now() + min(float(seconds), self.max_pause)

@@ -1,0 +1,164 @@
+"""The command line against the simulators, as an operator uses it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from impactin_core._cli import main
+from impactin_core._crypto import generate_key
+from impactin_core._demo import running_simulators
+from impactin_core._plugins import PluginHost
+
+RECORDS = [
+    {
+        "source_id": "gift-1",
+        "tenant": "acme",
+        "kind": "donation",
+        "activity_date": "2026-03-01",
+        "employee_id": "E-000101",
+        "employee_email": "ana.silva@example.com",
+        "amount_minor": 2500,
+        "currency": "USD",
+        "organization_id": "org-42",
+        "organization_name": "City Food Bank",
+    },
+    {
+        "source_id": "shift-1",
+        "tenant": "acme",
+        "kind": "volunteer_time",
+        "activity_date": "2026-03-02",
+        "employee_id": "E-000102",
+        "employee_email": "ben.okafor@example.com",
+        "hours": 3.5,
+        "organization_name": "Riverside Park",
+    },
+    {"source_id": "broken-1", "tenant": "acme", "kind": "donation"},
+]
+
+
+@pytest.fixture(scope="module")
+def simulators() -> Iterator[dict[str, str]]:
+    plugins = PluginHost.from_entry_points()
+    with running_simulators(plugins, ["benevity", "goodera", "workday"], None) as servers:
+        yield {
+            name: json.dumps({"url": server.url, **simulator.credentials})
+            for name, (server, simulator) in servers.items()
+        }
+
+
+@pytest.fixture
+def workspace(
+    tmp_path: Path, simulators: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    servers = {name: json.loads(value) for name, value in simulators.items()}
+    monkeypatch.setenv("CLI_STORE_KEY", generate_key())
+    monkeypatch.setenv("CLI_ACME_KEY", "acme-tenant-secret")
+    lines = [
+        "[store]",
+        'path = "state.db"',
+        'key_env = "CLI_STORE_KEY"',
+        "[tenants.acme]",
+        'key_env = "CLI_ACME_KEY"',
+    ]
+    options = {
+        "benevity": 'foundation_id = "f-1"',
+        "goodera": 'opportunity_id = "64b7f0c2a1d3e4f5a6b7c8d9"',
+        "workday": 'tenant_name = "sandbox"',
+    }
+    for platform, server in servers.items():
+        credentials = []
+        for name, value in server.items():
+            if name == "url":
+                continue
+            env_name = f"CLI_{platform.upper()}_{name.upper()}"
+            monkeypatch.setenv(env_name, value)
+            credentials.append(f'{name} = "{env_name}"')
+        lines += [
+            f"[tenants.acme.platforms.{platform}]",
+            f'base_url = "{server["url"]}"',
+            f"credentials = {{ {', '.join(credentials)} }}",
+            f"options = {{ {options[platform]} }}",
+        ]
+    (tmp_path / "impactin.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps(row) + "\n" for row in RECORDS), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_deliver_prints_summary(workspace: Path) -> None:
+    output = invoke("deliver", "records.jsonl")
+
+    assert "benevity" in output
+    assert "goodera" in output
+    assert "workday" in output
+
+
+def test_deliveries_list_and_show(workspace: Path) -> None:
+    invoke("deliver", "records.jsonl")
+
+    listing = invoke("deliveries", "list", "--platform", "benevity")
+    delivery_id = listing.split("│")[1].strip() if "│" in listing else ""
+    shown = invoke("deliveries", "show", delivery_id)
+
+    assert "delivered" in listing
+    assert "evidence_hash" in shown
+    assert "#1" in shown
+
+
+def test_quarantine_lists_reason(workspace: Path) -> None:
+    invoke("deliver", "records.jsonl")
+
+    output = invoke("quarantine", "list")
+
+    assert "broken-1" in output
+    assert "missing" in output
+
+
+def test_second_deliver_skips(workspace: Path) -> None:
+    invoke("deliver", "records.jsonl")
+
+    output = invoke("deliver", "records.jsonl")
+
+    row = next(line for line in output.splitlines() if "benevity" in line)
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert cells[1] == "0"
+    assert cells[2] == "1"
+
+
+def test_plugins_lists_connectors() -> None:
+    output = invoke("plugins")
+
+    for name in ("benevity", "goodera", "workday"):
+        assert name in output
+
+
+def test_missing_config_is_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IMPACTIN_CONFIG", raising=False)
+
+    result = CliRunner().invoke(main, ["deliveries", "list"])
+
+    assert result.exit_code == 1
+    assert "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unset_credential_names_variable(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLI_BENEVITY_CLIENT_SECRET")
+
+    result = CliRunner().invoke(main, ["deliver", "records.jsonl"])
+
+    assert result.exit_code == 1
+    assert "CLI_BENEVITY_CLIENT_SECRET" in result.output
