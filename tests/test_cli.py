@@ -44,7 +44,9 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def simulators() -> Iterator[dict[str, str]]:
     plugins = PluginHost.from_entry_points()
-    with running_simulators(plugins, ["benevity", "goodera", "workday"], None) as servers:
+    with running_simulators(
+        plugins, ["benevity", "goodera", "workday"], None
+    ) as servers:
         yield {
             name: json.dumps({"url": server.url, **simulator.credentials})
             for name, (server, simulator) in servers.items()
@@ -86,7 +88,9 @@ def workspace(
         ]
     (tmp_path / "impactin.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     records = tmp_path / "records.jsonl"
-    records.write_text("".join(json.dumps(row) + "\n" for row in RECORDS), encoding="utf-8")
+    records.write_text(
+        "".join(json.dumps(row) + "\n" for row in RECORDS), encoding="utf-8"
+    )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -144,7 +148,9 @@ def test_plugins_lists_connectors() -> None:
         assert name in output
 
 
-def test_missing_config_is_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_config_is_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("IMPACTIN_CONFIG", raising=False)
 
@@ -155,7 +161,9 @@ def test_missing_config_is_one_line_error(tmp_path: Path, monkeypatch: pytest.Mo
     assert "Traceback" not in result.output
 
 
-def test_unset_credential_names_variable(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unset_credential_names_variable(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CLI_BENEVITY_CLIENT_SECRET")
 
     result = CliRunner().invoke(main, ["deliver", "records.jsonl"])

@@ -69,9 +69,11 @@ def test_second_run_skips_everything(demo_runs: tuple[Path, str, str]) -> None:
 
 
 def test_demo_accounts_for_every_record(demo_runs: tuple[Path, str, str]) -> None:
-    folder, first, _ = demo_runs
+    folder, _, _ = demo_runs
     database = sqlite3.connect(folder / "impactin-demo.db")
-    statuses = dict(database.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+    statuses = dict(
+        database.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+    )
     quarantined = database.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
 
     assert statuses.get("in_flight", 0) == 0

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from impactin_core import ParsedRow, RejectedRow, read_records
-from impactin_core._config import EnvSecrets, load_config
+from impactin_core._config import EnvSecrets
 from impactin_core._demo import demo_config, running_simulators
 from impactin_core._input import mappings_from_config
 from impactin_core._pipeline import Runtime
@@ -36,7 +36,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not ACTIVITIES.is_dir(),
-        reason="the public activity files live outside the repository and are absent here",
+        reason="the public activity files live outside the repository, absent here",
     ),
 ]
 
@@ -58,9 +58,12 @@ def delivered() -> Iterator[tuple[Runtime, dict[str, RunReport], dict[str, Any]]
     mappings = mappings_from_config(load_config_inputs())
     import tempfile
 
-    with tempfile.TemporaryDirectory() as folder, running_simulators(
-        plugins, ["benevity", "goodera", "workday"], None
-    ) as servers:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        running_simulators(
+            plugins, ["benevity", "goodera", "workday"], None
+        ) as servers,
+    ):
         environ: dict[str, str] = {}
         config = demo_config(Path(folder), servers, environ)
         runtime = Runtime(config, plugins=plugins, secrets=EnvSecrets(environ))
@@ -94,7 +97,9 @@ def test_every_row_parses_or_is_rejected(name: str) -> None:
     mapping = mappings_from_config(load_config_inputs())[name]
 
     rows = list(
-        read_records(ACTIVITIES / file_name, tenant="acme", mapping=mapping, identity=employee)
+        read_records(
+            ACTIVITIES / file_name, tenant="acme", mapping=mapping, identity=employee
+        )
     )
 
     parsed = [row for row in rows if isinstance(row, ParsedRow)]
@@ -103,8 +108,10 @@ def test_every_row_parses_or_is_rejected(name: str) -> None:
     assert all(row.reason for row in rejected)
 
 
-def test_nothing_lost(delivered: tuple[Runtime, dict[str, RunReport], dict[str, Any]]) -> None:
-    runtime, reports, _ = delivered
+def test_nothing_lost(
+    delivered: tuple[Runtime, dict[str, RunReport], dict[str, Any]],
+) -> None:
+    runtime, _, _ = delivered
     rows = runtime.store.list_deliveries(limit=None)
     quarantined = runtime.store.quarantined()
 
@@ -141,7 +148,9 @@ def test_each_platform_received_its_records(
         assert snapshot["repeats"] == {}, platform
 
 
-def test_routes_by_kind(delivered: tuple[Runtime, dict[str, RunReport], dict[str, Any]]) -> None:
+def test_routes_by_kind(
+    delivered: tuple[Runtime, dict[str, RunReport], dict[str, Any]],
+) -> None:
     _, reports, _ = delivered
 
     assert "benevity" not in reports["nyc"].platforms
@@ -157,7 +166,9 @@ def test_personal_data_redacted(
     _, reports, _ = delivered
 
     redacted = sum(
-        stats.redacted for report in reports.values() for stats in report.platforms.values()
+        stats.redacted
+        for report in reports.values()
+        for stats in report.platforms.values()
     )
 
     assert redacted > 0

@@ -209,7 +209,7 @@ async def test_token_endpoint_transient_errors(
 
 
 class _Recorder:
-    """An httpx handler that records requests and answers a fixed response."""
+    """An httpx handler that records requests and returns a fixed response."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
@@ -276,7 +276,7 @@ async def test_token_without_access_token_is_retryable() -> None:
 
 
 async def test_token_invalid_client_on_400() -> None:
-    """RFC 6749 lets a server answer invalid_client with 400."""
+    """RFC 6749 lets a server return invalid_client with 400."""
     body = json.dumps({"error": "invalid_client"})
     recorder = _Recorder(httpx.Response(400, text=body))
     with pytest.raises(AuthenticationError):

@@ -1,4 +1,4 @@
-"""Sending donations and classifying Benevity's answers."""
+"""Sending donations and classifying Benevity's responses."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ async def test_send_created(
     assert entry["payload"] == request.payload
 
 
-async def test_send_answer_readable(
+async def test_send_donation_readable(
     credentials: Credentials,
     send_context: SendContext,
     client: httpx.AsyncClient,
@@ -283,8 +283,8 @@ async def test_send_connect_error_not_sent(make_record: MakeRecord) -> None:
     assert caught.value.sent is False
 
 
-async def test_send_dropped_answer_then_replay(make_record: MakeRecord) -> None:
-    """Over TCP: the answer is lost after the donation was stored; the repeat
+async def test_send_dropped_response_then_replay(make_record: MakeRecord) -> None:
+    """Over TCP, the response is lost after the donation was stored. The repeat
     with the same key returns that donation instead of a second one."""
     simulator = create_simulator(plan=FaultPlan(script=["ok", "drop_after"]))
     with SandboxServer(simulator.app) as server:

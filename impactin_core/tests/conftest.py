@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from echo_connector import EchoPlugin, create_simulator  # noqa: E402
+from echo_connector import EchoPlugin, create_simulator
 
-from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator  # noqa: E402
+from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ class EchoPlugin:
         if platform.id != "echo":
             return None
         requests = []
-        for record, key in zip(records, idempotency_keys):
+        for record, key in zip(records, idempotency_keys, strict=True):
             payload = {
                 "source": record.source_id,
                 "kind": record.kind.value,
@@ -96,7 +96,9 @@ class EchoPlugin:
             return None
 
         async def credentials() -> Credentials:
-            return Credentials(kind="api_key", headers={"x-api-key": settings.secret("api_key")})
+            return Credentials(
+                kind="api_key", headers={"x-api-key": settings.secret("api_key")}
+            )
 
         return credentials()
 
@@ -112,7 +114,10 @@ class EchoPlugin:
             return None
 
         async def send() -> SendOutcome:
-            headers = {**credentials.headers, "Idempotency-Key": request.idempotency_key}
+            headers = {
+                **credentials.headers,
+                "Idempotency-Key": request.idempotency_key,
+            }
             url = f"{context.settings.base_url}/records"
             response = await request_with_mapping(
                 lambda: context.client.post(url, json=request.payload, headers=headers),
@@ -123,7 +128,9 @@ class EchoPlugin:
                 return SendOutcome(
                     status_code=response.status_code, response_id=response.json()["id"]
                 )
-            raise_for_response(response, platform="echo", tenant=request.tenant, now=time.time())
+            raise_for_response(
+                response, platform="echo", tenant=request.tenant, now=time.time()
+            )
 
         return send()
 
@@ -142,7 +149,11 @@ def create_simulator(
         if not isinstance(body.get("source"), str):
             return JSONResponse({"error": "source is required"}, status_code=400)
         raw = await request.body()
-        entry = {"body": body, "raw": raw.decode("utf-8"), "headers": dict(request.headers)}
+        entry = {
+            "body": body,
+            "raw": raw.decode("utf-8"),
+            "headers": dict(request.headers),
+        }
         answer, repeat = journal.accept(
             request.headers.get("idempotency-key"),
             entry,
@@ -151,7 +162,9 @@ def create_simulator(
         return JSONResponse(answer, status_code=200 if repeat else 201)
 
     app = Starlette(routes=[Route("/records", records, methods=["POST"])])
-    return Simulator(app=build_sandbox_app(app, journal, plan), journal=journal, credentials=accepted)
+    return Simulator(
+        app=build_sandbox_app(app, journal, plan), journal=journal, credentials=accepted
+    )
 
 
 def status_of(client: httpx.Client) -> int:

@@ -73,7 +73,9 @@ def test_unset_secret_names_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         config.settings("acme", "benevity", EnvSecrets({"ACME_ID": "id-1"}))
 
-    assert caught.value.key == "tenants.acme.platforms.benevity.credentials.client_secret"
+    assert (
+        caught.value.key == "tenants.acme.platforms.benevity.credentials.client_secret"
+    )
     assert "ACME_SECRET" in str(caught.value)
 
 
@@ -81,15 +83,31 @@ def test_unset_secret_names_variable(tmp_path: Path) -> None:
     ("data", "key"),
     [
         pytest.param({}, "tenants", id="no-tenants"),
-        pytest.param({"tenants": {"acme": {"platforms": {}}}}, "tenants.acme.key_env", id="no-key-env"),
+        pytest.param(
+            {"tenants": {"acme": {"platforms": {}}}},
+            "tenants.acme.key_env",
+            id="no-key-env",
+        ),
         pytest.param(
             {"tenants": {"acme": {"key_env": "K", "platforms": {"benevity": {}}}}},
             "tenants.acme.platforms.benevity.base_url",
             id="no-base-url",
         ),
-        pytest.param(platform(base_url="ftp://x"), "tenants.acme.platforms.benevity.base_url", id="bad-scheme"),
-        pytest.param(platform(protocol="grpc"), "tenants.acme.platforms.benevity.protocol", id="bad-protocol"),
-        pytest.param(platform(enabled="yes"), "tenants.acme.platforms.benevity.enabled", id="enabled-not-bool"),
+        pytest.param(
+            platform(base_url="ftp://x"),
+            "tenants.acme.platforms.benevity.base_url",
+            id="bad-scheme",
+        ),
+        pytest.param(
+            platform(protocol="grpc"),
+            "tenants.acme.platforms.benevity.protocol",
+            id="bad-protocol",
+        ),
+        pytest.param(
+            platform(enabled="yes"),
+            "tenants.acme.platforms.benevity.enabled",
+            id="enabled-not-bool",
+        ),
         pytest.param(
             platform(credentials={"client_secret": "hunter2 literal"}),
             "tenants.acme.platforms.benevity.credentials.client_secret",
@@ -122,7 +140,10 @@ def test_bad_setting_names_key(data: dict[str, Any], key: str, tmp_path: Path) -
 
 def test_literal_secret_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(platform(credentials={"client_secret": "hunter2 literal"}), base_dir=tmp_path)
+        parse_config(
+            platform(credentials={"client_secret": "hunter2 literal"}),
+            base_dir=tmp_path,
+        )
 
     assert "hunter2" not in str(caught.value)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from echo_connector import EchoPlugin
 
 from impactin_core import ImpactRecord, RecordKind
@@ -17,7 +16,7 @@ from impactin_core._config import EnvSecrets, parse_config
 from impactin_core._crypto import generate_key
 from impactin_core._pipeline import Runtime
 from impactin_core._plugins import PluginHost
-from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator
+from impactin_core.sandbox import SandboxServer, Simulator
 
 Echo = tuple[SandboxServer, Simulator]
 
@@ -130,7 +129,9 @@ async def test_evidence_hash_is_sha256_of_sent_bytes(
     assert row["evidence_hash"] == hashlib.sha256(sent).hexdigest()
 
 
-async def test_second_run_skips_duplicates(tmp_path: Path, echo_simulator: Echo) -> None:
+async def test_second_run_skips_duplicates(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
     server, simulator = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
     await runtime.deliver([record("a-1"), record("a-2")])
@@ -142,7 +143,9 @@ async def test_second_run_skips_duplicates(tmp_path: Path, echo_simulator: Echo)
     assert len(simulator.journal.entries) == 2
 
 
-async def test_changed_content_is_a_conflict(tmp_path: Path, echo_simulator: Echo) -> None:
+async def test_changed_content_is_a_conflict(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
     server, _ = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
     await runtime.deliver([record("a-1")])
@@ -167,7 +170,7 @@ async def test_two_activities_same_day_get_two_keys(
 
 
 async def test_retries_503_then_delivers(tmp_path: Path, echo_simulator: Echo) -> None:
-    server, simulator = echo_simulator
+    server, _ = echo_simulator
     clock = FakeTime()
     runtime = make_runtime(tmp_path, server.url, clock=clock)
     set_faults(server, script=["503", "503"])
@@ -191,8 +194,10 @@ async def test_retry_after_is_honoured(tmp_path: Path, echo_simulator: Echo) -> 
     assert 7.0 in clock.sleeps
 
 
-async def test_always_429_ends_at_deadline(tmp_path: Path, echo_simulator: Echo) -> None:
-    server, simulator = echo_simulator
+async def test_always_429_ends_at_deadline(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
     clock = FakeTime()
     retry = {"max_attempts": 1000, "base_delay": 1, "max_delay": 8, "deadline": 60}
     runtime = make_runtime(tmp_path, server.url, clock=clock, retry=retry)
@@ -224,7 +229,9 @@ async def test_retry_after_beyond_deadline_defers(
     assert clock.sleeps == []
 
 
-async def test_permanent_error_is_not_retried(tmp_path: Path, echo_simulator: Echo) -> None:
+async def test_permanent_error_is_not_retried(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
     server, _ = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
     set_faults(server, script=["400"])
@@ -237,7 +244,9 @@ async def test_permanent_error_is_not_retried(tmp_path: Path, echo_simulator: Ec
     assert row["error_kind"] == "permanent"
 
 
-async def test_dead_letter_replay_links_parent(tmp_path: Path, echo_simulator: Echo) -> None:
+async def test_dead_letter_replay_links_parent(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
     server, simulator = echo_simulator
     runtime = make_runtime(tmp_path, server.url, retry={"max_attempts": 2})
     set_faults(server, error_rate=1.0, error_status=500)
@@ -336,10 +345,12 @@ async def test_store_file_holds_no_personal_value(
     assert b"Maria Lopez" not in raw
 
 
-async def test_unsupported_kind_is_quarantined(tmp_path: Path, echo_simulator: Echo) -> None:
+async def test_unsupported_kind_is_quarantined(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
     server, _ = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
-    runtime.config.tenants["acme"].platforms["echo"]  # noqa: B018 - must exist
+    runtime.config.tenants["acme"].platforms["echo"]
     object.__setattr__(
         runtime.config.tenants["acme"].platforms["echo"], "enabled", False
     )

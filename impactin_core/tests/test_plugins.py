@@ -45,9 +45,13 @@ class Misspelled:
         """A hook name no spec declares."""
 
 
-def host_with(entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch) -> PluginHost:
+def host_with(
+    entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch
+) -> PluginHost:
     monkeypatch.setattr(
-        importlib.metadata, "entry_points", lambda group: entry_points if group == "impactin" else []
+        importlib.metadata,
+        "entry_points",
+        lambda group: entry_points if group == "impactin" else [],
     )
     host = PluginHost()
     host.load_entry_points()
@@ -77,7 +81,10 @@ def test_load_plugins_env_limits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_duplicate_platform_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
-    points = [FakeEntryPoint("echo", EchoPlugin()), FakeEntryPoint("impostor", Impostor())]
+    points = [
+        FakeEntryPoint("echo", EchoPlugin()),
+        FakeEntryPoint("impostor", Impostor()),
+    ]
 
     with pytest.raises(PluginError) as caught:
         host_with(points, monkeypatch)
@@ -114,7 +121,8 @@ def test_hooks_skip_other_connectors(monkeypatch: pytest.MonkeyPatch) -> None:
             return 0
 
     host = host_with(
-        [FakeEntryPoint("echo", EchoPlugin()), FakeEntryPoint("other", Other())], monkeypatch
+        [FakeEntryPoint("echo", EchoPlugin()), FakeEntryPoint("other", Other())],
+        monkeypatch,
     )
 
     host.hook("echo", "impactin_redact")(platform=INFO, request=None, policy=None)

@@ -97,7 +97,7 @@ def _parse_token(response: httpx.Response, tenant: str, now: float) -> OAuthToke
     access_token = body.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         message = (
-            f"Benevity answered the token request of tenant {tenant!r} with HTTP "
+            f"Benevity responded to the token request of tenant {tenant!r} with HTTP "
             "200 but no access_token; the token endpoint or a proxy in front of "
             "it returned something else."
         )

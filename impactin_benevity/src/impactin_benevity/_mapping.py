@@ -1,7 +1,7 @@
 """Turn donation records into Benevity ``POST /donations`` requests.
 
 A donation carries ``destination``, ``funds``, an optional ``donor`` and
-``metadata``, as in Benevity's Giving API guide. The payload holds only what
+``metadata``, as in Benevity's Giving API guide. The payload contains only what
 Benevity needs: the donor's email (and the name when a tenant allows it),
 the recipient, the funds and string metadata. Descriptions, locations,
 phone numbers and the host's own record metadata are never sent.
@@ -192,7 +192,7 @@ def _metadata(record: ImpactRecord, key: str) -> dict[str, str]:
 
 
 def redact_payload(payload: dict[str, Any], policy: RedactionPolicy) -> int:
-    """Remove donor fields and clear employee ids that ``policy`` does not keep.
+    """Remove donor fields and pseudonymize an employee id that ``policy`` withholds.
 
     The runtime minimizes records before they are mapped, so this normally
     changes nothing. It guards against a caller that maps records without

@@ -100,7 +100,7 @@ def impactin_map(
 def impactin_redact(
     platform: PlatformInfo, request: PlatformRequest, policy: RedactionPolicy
 ) -> int | None:
-    """Drop donor fields and clear employee ids that the tenant's policy withholds."""
+    """Drop donor fields and pseudonymize an employee id that the policy withholds."""
     if not _serves(platform):
         return None
     return redact_payload(request.payload, policy)

@@ -1,9 +1,10 @@
-"""Send one donation to Benevity and classify the answer.
+"""Send one donation to Benevity and classify the response.
 
-A created donation is answered 201 with ``{id, state: {processingStatus}}``.
-429 is ``RateLimited`` with the ``Retry-After`` delay, 5xx is
-``RetryableError``, 401 is ``AuthenticationError`` (the runtime fetches a
-new token once) and any other status is ``PermanentError``.
+Benevity responds to a created donation with 201 and
+``{id, state: {processingStatus}}``. A 429 is ``RateLimited`` with the
+``Retry-After`` delay, a 5xx is ``RetryableError`` and a 401 is
+``AuthenticationError``, after which the runtime fetches a new token once.
+Any other status is ``PermanentError``.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ async def send_donation(
 
 def _raise_for_donation(response: httpx.Response, request: PlatformRequest) -> NoReturn:
     # The core scrubs emails, phone numbers and other data it recognises from
-    # the quoted answer, but not a name or an employee id: pass the values
-    # this request carried so that an answer echoing them does not leak them
+    # the quoted response, but not a name or an employee id. Pass the values
+    # this request carried, so that a response echoing them does not leak them
     # into logs and the delivery record.
     raise_for_response(
         response,
@@ -88,7 +89,7 @@ def _donation_id(response: httpx.Response, request: PlatformRequest) -> str | No
     if isinstance(donation_id, str) and donation_id:
         return donation_id
     logger.warning(
-        "Benevity answered HTTP %s without a donation id for tenant %s, "
+        "Benevity returned HTTP %s without a donation id for tenant %s, "
         "idempotency key %s",
         response.status_code,
         request.tenant,

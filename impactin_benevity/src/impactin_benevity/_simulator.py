@@ -2,23 +2,23 @@
 
 It serves the two calls the connector makes, as Benevity documents them:
 
-- ``POST /oauth2/token``: HTTP Basic client authentication and the form
-  body ``grant_type=client_credentials``; answers a JWT-shaped access token
-  (HS256, signed with a key made per simulator) with ``expires_in`` 3600.
-- ``POST /donations``: a bearer token, then ``destination``, ``funds``,
-  ``donor`` and ``metadata`` checked as Benevity describes them; answers 201
-  with ``{id, state: {processingStatus: "ACCEPTED"}}``.
+- ``POST /oauth2/token`` takes HTTP Basic client authentication and the
+  form body ``grant_type=client_credentials``. It returns an HS256 JWT,
+  signed with a key made for each simulator, with ``expires_in`` 3600.
+- ``POST /donations`` takes a bearer token and checks ``destination``,
+  ``funds``, ``donor`` and ``metadata`` as Benevity describes them. It
+  returns 201 with ``{id, state: {processingStatus: "ACCEPTED"}}``.
 
 ``GET /donations/{id}`` returns an accepted donation. Benevity does not
 publish its error bodies, so errors here use a JSON:API ``errors`` list of
-the simulator's own making. Benevity documents no idempotency either: the
+the simulator's own making. Benevity documents no idempotency either. The
 simulator matches a replay on the metadata key ``impactin_idempotency_key``
-and answers it with the first donation, counted as a repeat in the journal.
+and returns the first donation for it, counted as a repeat in the journal.
 
 Besides the admin routes of ``impactin_core.sandbox``, ``GET
 /_sandbox/tokens`` counts issued and active tokens and ``DELETE
 /_sandbox/tokens`` revokes every issued token, so the next call with one of
-them is answered 401.
+them gets 401.
 """
 
 from __future__ import annotations
@@ -115,11 +115,11 @@ class TokenIssuer:
             return "The access token is not a JWT."
         header, payload, signature = parts
         try:
-            given = _b64url_decode(signature)
+            presented = _b64url_decode(signature)
             claims = json.loads(_b64url_decode(payload))
         except (binascii.Error, ValueError):
             return "The access token is malformed."
-        if not hmac.compare_digest(given, self._sign(f"{header}.{payload}")):
+        if not hmac.compare_digest(presented, self._sign(f"{header}.{payload}")):
             return "The access token signature is invalid."
         if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
             return "The access token has no expiry."
@@ -267,8 +267,8 @@ class _BenevityState:
         self.clock = clock
         self.donations: dict[str, dict[str, Any]] = {}
 
-    def client_matches(self, header: str) -> str | None:
-        """Return the client id when ``header`` holds the right Basic credentials."""
+    def authenticated_client(self, header: str) -> str | None:
+        """Return the client id when ``header`` contains valid Basic credentials."""
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -320,7 +320,7 @@ class _BenevityState:
 
 def _routes(state: _BenevityState) -> Starlette:
     async def token(request: Request) -> JSONResponse:
-        client_id = state.client_matches(request.headers.get("authorization", ""))
+        client_id = state.authenticated_client(request.headers.get("authorization", ""))
         if client_id is None:
             return _oauth_error(401, "invalid_client", "Client authentication failed.")
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
@@ -387,7 +387,7 @@ def _with_token_admin(app: Any, tokens: TokenIssuer) -> Any:
     )
 
     async def benevity_sandbox(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # The core's sandbox app answers every other /_sandbox/ path itself,
+        # The core's sandbox app handles every other /_sandbox/ path itself,
         # so the token route is served before it.
         if scope["type"] == "http" and scope["path"] == "/_sandbox/tokens":
             await admin(scope, receive, send)

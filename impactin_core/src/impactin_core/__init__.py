@@ -113,9 +113,10 @@ _EXPORTS = {
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
+    "CORE_API_VERSION",
+    "PERSONAL_FIELDS",
     "AuthContext",
     "AuthenticationError",
-    "CORE_API_VERSION",
     "CircuitOpen",
     "ColumnMapping",
     "Config",
@@ -130,7 +131,6 @@ __all__ = [
     "MemoryReplayStore",
     "MemoryTokenStore",
     "OAuthToken",
-    "PERSONAL_FIELDS",
     "ParsedRow",
     "PermanentError",
     "PersonalDataLeak",

@@ -182,11 +182,11 @@ def _run_with_progress(
 )
 def demo(folder: str, faults: bool, trace: bool) -> None:
     """Deliver the bundled dataset to the three simulators on 127.0.0.1."""
+    from ._config import EnvSecrets
     from ._demo import DEMO_FAULTS, demo_config, demo_dataset, running_simulators
     from ._input import read_records
     from ._pipeline import Runtime
     from ._plugins import PluginHost
-    from ._config import EnvSecrets
 
     if trace:
         from ._tracing_setup import console_tracing
@@ -338,7 +338,9 @@ def _time(value: float | None) -> str:
 @click.option("--limit", default=50, show_default=True, help="Rows per page.")
 @click.option("--page", default=1, show_default=True, help="Page number, from 1.")
 @click.pass_context
-def deliveries_list(ctx: click.Context, limit: int, page: int, **options: Any) -> None:
+def deliveries_list(
+    ctx: click.Context, /, limit: int, page: int, **options: Any
+) -> None:
     """List deliveries, newest first."""
     from rich.table import Table
 
@@ -402,9 +404,12 @@ def deliveries_show(ctx: click.Context, delivery_id: str) -> None:
         console.print(f"[bold]{name}[/bold]: {value if value is not None else '-'}")
     console.print("[bold]attempts[/bold]:")
     for attempt in attempts:
+        started = _time(attempt["started_at"])
+        status = attempt["status_code"] or "-"
+        duration = attempt["duration_s"] * 1000
         console.print(
-            f"  #{attempt['number']} {_time(attempt['started_at'])} {attempt['outcome']} "
-            f"status={attempt['status_code'] or '-'} {attempt['duration_s'] * 1000:.0f} ms"
+            f"  #{attempt['number']} {started} {attempt['outcome']} "
+            f"status={status} {duration:.0f} ms"
             + (f" {attempt['error']}" if attempt["error"] else "")
         )
 
@@ -447,7 +452,7 @@ def deliveries_retry(
 )
 @click.pass_context
 def deliveries_export(
-    ctx: click.Context, fmt: str, output: Any, **options: Any
+    ctx: click.Context, /, fmt: str, output: Any, **options: Any
 ) -> None:
     """Export deliveries matching the filters, streamed in pages."""
     runtime = _runtime(ctx)
@@ -546,7 +551,8 @@ def plugins() -> None:
     console.print(table)
     for error in host.load_errors:
         console.print(
-            f"[red]Skipped {error.name} ({error.distribution or '-'}): {error.reason}[/red]"
+            f"[red]Skipped {error.name} ({error.distribution or '-'}): "
+            f"{error.reason}[/red]"
         )
 
 
@@ -628,13 +634,20 @@ def health(ctx: click.Context) -> None:
         )
     for token in tokens:
         console.print(
-            f"token {token['tenant']}/{token['platform']}: expires {_time(token['expires_at'])}"
+            f"token {token['tenant']}/{token['platform']}: "
+            f"expires {_time(token['expires_at'])}"
         )
 
 
 #: Modules that add commands through ``register(main)``; each keeps its heavy
 #: imports inside its commands.
-COMMAND_MODULES = ("_cli_audit", "_cli_ops", "_cli_tokens", "_cli_observe", "_cli_connectors")
+COMMAND_MODULES = (
+    "_cli_audit",
+    "_cli_ops",
+    "_cli_tokens",
+    "_cli_observe",
+    "_cli_connectors",
+)
 
 
 def _register_command_modules() -> None:

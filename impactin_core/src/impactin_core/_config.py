@@ -8,7 +8,7 @@ variables (or of entries in another secrets provider) that hold the value::
 
     [tenants.acme.platforms.benevity]
     base_url = "https://sandbox.benevity.example"
-    credentials = { client_id = "ACME_BENEVITY_ID", client_secret = "ACME_BENEVITY_SECRET" }
+    credentials = { client_id = "ACME_ID", client_secret = "ACME_SECRET" }
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class RetryPolicy:
 
 @attrs.frozen(kw_only=True)
 class BreakerPolicy:
-    """Open after ``threshold`` consecutive retryable failures for ``reset_timeout`` s."""
+    """Open after ``threshold`` retryable failures in a row, for ``reset_timeout`` s."""
 
     threshold: int = attrs.field(default=5, validator=_positive)
     reset_timeout: float = attrs.field(default=60.0, validator=_positive)
@@ -122,6 +122,8 @@ class Config:
     store_key_env: str
     tenants: Mapping[str, TenantConfig]
     inputs: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    #: The raw ``[sla]`` table; ``impactin_core._audit.SlaTargets`` checks it.
+    sla: Mapping[str, Any] = attrs.field(factory=dict)
     concurrency: int = 8
     source: Path | None = None
 
@@ -306,6 +308,7 @@ def parse_config(
         store_key_env=store.get("key_env", str, "IMPACTIN_STORE_KEY"),
         tenants=tenants,
         inputs=dict(root.table("inputs").data),
+        sla=dict(root.table("sla").data),
         concurrency=concurrency,
         source=source,
     )

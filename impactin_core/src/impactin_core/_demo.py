@@ -109,7 +109,7 @@ def demo_config(
                 environ[env_name] = value
                 credentials[name] = env_name
             options = {**_DEMO_OPTIONS.get(platform, {}), **simulator.options}
-            state = getattr(simulator, "state", None)
+            state: Any = getattr(simulator, "state", None)
             if "tenant_name" not in options and hasattr(state, "tenant_name"):
                 options["tenant_name"] = state.tenant_name
             platforms[platform] = {

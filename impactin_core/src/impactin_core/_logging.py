@@ -1,37 +1,128 @@
-"""A logging filter that keeps personal data out of impactin's log records."""
+"""Keep personal data out of log records, span attributes and stored errors.
+
+Patterns (emails, phone numbers, national ids, cards, IBANs, dates of birth)
+are found in any text. An employee id such as ``E-004217`` matches no
+pattern, so the runtime also binds the personal values of the record it is
+delivering (``bind_personal_values``). The filter and ``scrub_known`` then
+remove those values too, in the same task or thread context.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+from ._models import PERSONAL_FIELDS
 from ._redaction import sanitize_text
 
-__all__ = ["PersonalDataFilter", "install_filter"]
+__all__ = [
+    "PersonalDataFilter",
+    "bind_personal_values",
+    "detach_chained",
+    "guard_attributes",
+    "install_filter",
+    "scrub_known",
+]
 
+#: Loggers the filter is attached to, besides every ``impactin*`` logger that
+#: exists when ``install_filter`` runs. httpx and zeep log URLs and, at
+#: DEBUG, SOAP envelopes that contain the worker's Employee_ID.
 LOGGER_NAMES = (
     "impactin",
     "impactin.runtime",
     "impactin.plugins",
     "impactin.tokens",
+    "impactin.webhooks",
     "impactin.benevity",
     "impactin.goodera",
     "impactin.workday",
+    "httpx",
+    "httpcore",
+    "zeep",
+    "zeep.transports",
+    "zeep.wsdl",
+)
+
+_known_values: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "impactin_known_personal_values", default=()
 )
 
 
+def bind_personal_values(values: Iterable[str | None] | Any) -> None:
+    """Make these personal values known to the filter in the current context.
+
+    Accepts strings or a record with the ``PERSONAL_FIELDS`` attributes. The
+    binding lasts until the next call in the same context. asyncio tasks
+    copy the context when they start, so one delivery's values do not reach
+    another worker's task.
+    """
+    if isinstance(values, (list, tuple, set, frozenset)):
+        items: Iterable[str | None] = values
+    else:
+        items = [getattr(values, field, None) for field in sorted(PERSONAL_FIELDS)]
+    cleaned = tuple(
+        value.strip() for value in items if isinstance(value, str) and value.strip()
+    )
+    _known_values.set(cleaned)
+
+
+def scrub_known(text: str) -> str:
+    """Return ``text`` without personal patterns or the bound personal values."""
+    return sanitize_text(text, _known_values.get())
+
+
+def detach_chained(exc: BaseException) -> None:
+    """Drop the exceptions chained to ``exc`` (``__cause__`` and ``__context__``).
+
+    A connector's error message is sanitized, but the library exception it
+    was raised from can quote the platform's raw answer, and a formatted
+    traceback or a span's ``exception.stacktrace`` would show it.
+    """
+    exc.__cause__ = None
+    exc.__context__ = None
+    exc.__suppress_context__ = True
+
+
+def guard_attributes(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return span or event attributes with every string value scrubbed."""
+    guarded: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, str):
+            guarded[name] = scrub_known(value)
+        elif isinstance(value, (list, tuple)):
+            guarded[name] = [
+                scrub_known(item) if isinstance(item, str) else item for item in value
+            ]
+        else:
+            guarded[name] = value
+    return guarded
+
+
 class PersonalDataFilter(logging.Filter):
-    """Replace emails, phone numbers and national ids in a record's message.
+    """Scrub personal data from a log record's message and exception text.
 
     The message is formatted once, scrubbed, and stored without arguments,
-    so handlers further down see only the scrubbed text.
+    so handlers further down see only the scrubbed text. Exception and stack
+    text is formatted and scrubbed the same way, and ``exc_info`` is cleared
+    so that no handler formats the original exception again.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = sanitize_text(message)
-        if cleaned != message:
+        cleaned = scrub_known(message)
+        if cleaned != message or record.args:
             record.msg = cleaned
             record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = scrub_known(text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = scrub_known(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub_known(record.stack_info)
         return True
 
 
@@ -39,8 +130,18 @@ _FILTER = PersonalDataFilter()
 
 
 def install_filter() -> None:
-    """Attach the filter to every impactin logger (idempotent)."""
-    for name in LOGGER_NAMES:
+    """Attach the filter to the impactin, httpx and zeep loggers (idempotent).
+
+    A filter on a logger applies only to records created on that logger, so
+    it is attached to each named logger and to every ``impactin*`` logger
+    that already exists. A logger created later under another name is not
+    covered until ``install_filter`` runs again.
+    """
+    names = set(LOGGER_NAMES)
+    for name in list(logging.root.manager.loggerDict):
+        if name == "impactin" or name.startswith(("impactin.", "impactin_")):
+            names.add(name)
+    for name in sorted(names):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

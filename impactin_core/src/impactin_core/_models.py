@@ -20,6 +20,7 @@ __all__ = [
     "PERSONAL_FIELDS",
     "Credentials",
     "DeliveryStatus",
+    "ImpactRecord",
     "PlatformInfo",
     "PlatformRequest",
     "PlatformSettings",
@@ -27,7 +28,6 @@ __all__ = [
     "RecordKind",
     "SendOutcome",
     "WebhookEvent",
-    "ImpactRecord",
 ]
 
 #: Version of the hook and model contract that connectors declare they target.
@@ -37,6 +37,7 @@ CORE_API_VERSION = 1
 PERSONAL_FIELDS = frozenset(
     {"employee_id", "employee_email", "employee_name", "employee_phone"}
 )
+
 
 def _kind_set(values: Iterable[RecordKind | str]) -> frozenset[RecordKind]:
     return frozenset(RecordKind(value) for value in values)
@@ -104,21 +105,21 @@ class ImpactRecord:
 
     @hours.validator
     def _check_hours(self, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if self.kind is RecordKind.VOLUNTEER_TIME:
-            if value is None or not 0 < value <= 24:
-                raise ValueError(
-                    "hours must be a number above 0 and at most 24 for "
-                    "volunteer_time records"
-                )
+        invalid = value is None or not 0 < value <= 24
+        if self.kind is RecordKind.VOLUNTEER_TIME and invalid:
+            raise ValueError(
+                "hours must be a number above 0 and at most 24 for "
+                "volunteer_time records"
+            )
 
     @amount_minor.validator
     def _check_amount(self, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if self.kind is RecordKind.DONATION:
-            if value is None or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    "amount_minor must be a positive integer (minor units, "
-                    "cents for USD) for donation records"
-                )
+        invalid = value is None or isinstance(value, bool) or value <= 0
+        if self.kind is RecordKind.DONATION and invalid:
+            raise ValueError(
+                "amount_minor must be a positive integer (minor units, "
+                "cents for USD) for donation records"
+            )
 
     @currency.validator
     def _check_currency(self, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -34,6 +34,7 @@ import attrs
 import httpx
 from opentelemetry import trace
 
+from ._audit import AuditLog
 from ._config import Config, EnvSecrets, PlatformConfig, SecretsProvider
 from ._context import AuthContext, SendContext
 from ._converter import converter
@@ -49,6 +50,12 @@ from ._errors import (
     RecordInvalid,
     RetryableError,
 )
+from ._logging import (
+    bind_personal_values,
+    detach_chained,
+    install_filter,
+    scrub_known,
+)
 from ._models import ImpactRecord, PlatformInfo, PlatformRequest, PlatformSettings
 from ._plugins import PluginHost
 from ._redaction import RedactionPolicy, leak_scan, minimize_record
@@ -60,7 +67,6 @@ from ._telemetry import (
     current_trace_id,
     inject_traceparent,
     safe_attributes,
-    tracer,
 )
 from ._tokens import TokenCache
 
@@ -115,6 +121,7 @@ class Runtime:
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         key_ttl: float = DEFAULT_KEY_TTL,
+        instruments: Instruments | None = None,
     ) -> None:
         self.config = config
         self.plugins = plugins or PluginHost.from_entry_points()
@@ -130,11 +137,18 @@ class Runtime:
         self.rng = rng or random.Random()
         self.transport = transport
         self.key_ttl = key_ttl
-        self.tokens = TokenCache(store, clock=clock)
-        self.instruments = Instruments()
-        self.breakers = BreakerBoard(on_event=self._on_breaker_change)
+        self.instruments = instruments or Instruments()
+        # Each token the cache saves is a refresh; the wrapper counts it.
+        self.tokens = TokenCache(
+            self.instruments.counting_token_store(store), clock=clock
+        )
+        self.breakers = BreakerBoard(on_event=self._on_breaker_change, clock=clock)
+        self.instruments.watch(self)
         self._limiters: dict[tuple[str, str], WindowLimiter] = {}
         self._settings: dict[tuple[str, str], PlatformSettings] = {}
+        #: Queries, CSV export, SLA and retention of the delivery log.
+        self.audit = AuditLog(store, clock=clock)
+        install_filter()
 
     # -- configuration lookups ---------------------------------------------
 
@@ -283,7 +297,13 @@ class Runtime:
             )
             if claim.state == "duplicate":
                 report.platform(platform).duplicates += 1
-                self.instruments.idempotency_hits.add(1, {"platform": platform})
+                self.instruments.idempotency_hits.add(
+                    1, {"platform": platform, "detected_by": "store"}
+                )
+                trace.get_current_span().add_event(
+                    "idempotency_hit",
+                    safe_attributes({"platform": platform, "detected_by": "store"}),
+                )
                 logger.info(
                     "Skipped a record of tenant %s on %s: already delivered as %s",
                     record.tenant,
@@ -381,7 +401,7 @@ class Runtime:
             "delivery_id": row["id"],
             "correlation_id": row["correlation_id"],
         }
-        with tracer.start_as_current_span(
+        with self.instruments.tracer.start_as_current_span(
             "impactin.delivery", attributes=safe_attributes(attributes)
         ) as span:
             trace_id = current_trace_id()
@@ -403,12 +423,44 @@ class Runtime:
                 return
             stats.redacted += redacted
             self.store.update_delivery(row["id"], redacted_count=redacted)
+            if row["status"] == "in_flight" and not self._may_repeat(
+                platform, row, request
+            ):
+                self._dead_letter_interrupted(platform, row, report)
+                return
             await self._send_with_retries(platform, row, request, client, report, span)
+
+    def _may_repeat(
+        self, platform: PlatformInfo, row: dict[str, Any], request: PlatformRequest
+    ) -> bool:
+        """Return whether a request that may have reached the platform can be resent."""
+        config = self.platform_config(row["tenant"], platform.id)
+        return (
+            platform.honours_idempotency_key
+            or request.safe_to_repeat
+            or bool(config.options.get("replay_safe"))
+        )
+
+    def _dead_letter_interrupted(
+        self, platform: PlatformInfo, row: dict[str, Any], report: RunReport
+    ) -> None:
+        # A process stopped while this delivery was in flight, so its request
+        # may have reached a platform that would record a second copy.
+        reason = (
+            f"A process stopped while delivery {row['id']} was in flight, so the "
+            f"request may have reached {platform.id!r}, which does not honour "
+            "idempotency keys; it was not repeated. Check the platform, then replay "
+            "with 'impactin deliveries retry' or set options.replay_safe."
+        )
+        attempt = _Attempt(number=row["attempts"], started=self.clock())
+        self._dead_letter(row, "interrupted", reason, attempt, report)
 
     def _prepare(
         self, platform: PlatformInfo, row: dict[str, Any]
     ) -> tuple[PlatformRequest, int]:
         record = converter.structure(self.store.load_record(row["id"]), ImpactRecord)
+        # Logs, stored errors and span events of this delivery drop these values.
+        bind_personal_values(record)
         config = self.platform_config(row["tenant"], platform.id)
         policy = RedactionPolicy.for_platform(
             platform,
@@ -466,7 +518,7 @@ class Runtime:
             delivered=False,
             status="blocked",
             error_kind=kind,
-            error=reason,
+            error=scrub_known(reason),
             finished_at=self.clock(),
         )
         report.platform(row["platform"]).blocked += 1
@@ -607,7 +659,7 @@ class Runtime:
             "correlation_id": row["correlation_id"],
             "attempt": attempt.number,
         }
-        with tracer.start_as_current_span(
+        with self.instruments.tracer.start_as_current_span(
             "impactin.attempt", attributes=safe_attributes(attributes)
         ) as span:
             sink: list[bytes] = []
@@ -617,21 +669,30 @@ class Runtime:
             error: DeliveryError | None = None
             try:
                 if await self.limiter(row["tenant"], platform).acquire():
-                    span.add_event("rate_limit_hit")
-                    self.instruments.rate_limit_hits.add(1, {"platform": platform.id})
+                    self._rate_limit_hit(span, platform.id, "limiter")
                 result = await self._guarded_send(
                     platform, row, request, client, attempt
                 )
                 status_code = result.status_code
+                if getattr(result, "duplicate", False):
+                    self._platform_idempotency_hit(span, platform.id)
                 return result, b"".join(sink)
             except DeliveryError as exc:
+                # The span records this exception on exit, so its chained
+                # library exceptions (a zeep Fault quoting the request) go first.
+                detach_chained(exc)
                 error = exc
                 outcome_name = _outcome_name(exc)
                 status_code = exc.status_code
+                if isinstance(exc, RateLimited):
+                    self._rate_limit_hit(span, platform.id, "platform")
                 raise
             finally:
                 _evidence.reset(token)
                 span.set_attribute("outcome", outcome_name)
+                self.instruments.attempts.add(
+                    1, {"platform": platform.id, "outcome": outcome_name}
+                )
                 self.store.add_attempt(
                     {
                         "delivery_id": row["id"],
@@ -641,7 +702,7 @@ class Runtime:
                         "outcome": outcome_name,
                         "status_code": status_code,
                         "retry_after": getattr(error, "retry_after", None),
-                        "error": str(error) if error else None,
+                        "error": scrub_known(str(error)) if error else None,
                         "trace_id": current_trace_id(),
                     }
                 )
@@ -750,13 +811,15 @@ class Runtime:
             delivered=False,
             status="dead_lettered",
             error_kind=kind,
-            error=reason,
+            error=scrub_known(reason),
             finished_at=self.clock(),
             latency_s=self.clock() - attempt.started,
         )
         report.platform(row["platform"]).dead_lettered += 1
         labels = {"platform": row["platform"], "status": "dead_lettered"}
         self.instruments.deliveries.add(1, labels)
+        if kind == "exhausted":
+            self.instruments.retries_exhausted.add(1, {"platform": row["platform"]})
 
     def _defer(self, row: dict[str, Any], reason: str, when: float | None) -> None:
         logger.warning(
@@ -771,17 +834,29 @@ class Runtime:
             status="pending",
             next_attempt_at=when,
             error_kind="deferred",
-            error=reason,
+            error=scrub_known(reason),
         )
 
     def _on_breaker_change(self, name: str, state: str) -> None:
         tenant, _, platform = name.partition("/")
         logger.warning("Circuit of tenant %s on %s is now %s", tenant, platform, state)
+        # impact_in_circuit_breaker_state reads the board when metrics are
+        # collected, so only the span event is added here.
         if state == "opened":
-            self.instruments.breaker_state.add(1, {"platform": platform})
-            trace.get_current_span().add_event("circuit_opened", {"platform": platform})
-        elif state == "closed":
-            self.instruments.breaker_state.add(-1, {"platform": platform})
+            trace.get_current_span().add_event(
+                "circuit_opened",
+                safe_attributes({"tenant_id": tenant, "platform": platform}),
+            )
+
+    def _rate_limit_hit(self, span: Any, platform: str, detected_by: str) -> None:
+        attributes = {"platform": platform, "detected_by": detected_by}
+        span.add_event("rate_limit_hit", safe_attributes(attributes))
+        self.instruments.rate_limit_hits.add(1, {"platform": platform})
+
+    def _platform_idempotency_hit(self, span: Any, platform: str) -> None:
+        attributes = {"platform": platform, "detected_by": "platform"}
+        span.add_event("idempotency_hit", safe_attributes(attributes))
+        self.instruments.idempotency_hits.add(1, attributes)
 
     # -- entry points for hosts and the command line ---------------------------
 
@@ -812,6 +887,7 @@ class Runtime:
         return report
 
     def close(self) -> None:
+        self.instruments.unwatch(self)
         self.store.close()
 
 

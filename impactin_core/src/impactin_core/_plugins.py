@@ -73,7 +73,7 @@ class PluginHost:
             version = dist.version if dist is not None else None
             try:
                 plugin = entry_point.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure skips the plugin
+            except Exception as exc:
                 reason = f"import failed: {type(exc).__name__}: {exc}"
                 self._skip(entry_point.name, dist_name, reason)
                 continue
@@ -121,7 +121,8 @@ class PluginHost:
             if info.core_api != CORE_API_VERSION:
                 reason = (
                     f"platform {info.id!r} targets core API {info.core_api}, but this "
-                    f"impactin-core provides API {CORE_API_VERSION}; install a matching "
+                    f"impactin-core provides API {CORE_API_VERSION}; install a "
+                    "matching "
                     "connector version"
                 )
                 self._skip(name, dist_name, reason)
@@ -156,7 +157,7 @@ class PluginHost:
             raise PluginError(message) from None
 
     def hook(self, platform_id: str, hook_name: str) -> Any:
-        """Return a hook caller limited to the platform's connector and cross-cutting plugins."""
+        """Return a hook caller for the platform's connector and cross-cutting ones."""
         owner = self.platform(platform_id).plugin
         others = [
             registered.plugin

@@ -670,6 +670,42 @@ class Store:
                 (tenant, platform),
             )
 
+    def try_lock_token(
+        self, tenant: str, platform: str, owner: str, until: float
+    ) -> bool:
+        """Take the refresh lease of a tenant and platform for ``owner``.
+
+        Returns False while another owner holds a lease that ends after now.
+        ``BEGIN IMMEDIATE`` serializes the check and the write across
+        processes. The lease is a row, not an open transaction, so other
+        writers are not blocked while the holder waits for the token server.
+        """
+        now = time.time()
+        with self.transaction() as conn:
+            # Created here rather than in a schema migration, so stores made
+            # by schema version 1 get the table without a version bump.
+            conn.execute(_TOKEN_LOCKS_TABLE)
+            row = conn.execute(
+                "SELECT owner, until FROM token_locks WHERE tenant = ? AND platform = ?",
+                (tenant, platform),
+            ).fetchone()
+            if row is not None and row["owner"] != owner and row["until"] > now:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO token_locks VALUES (?, ?, ?, ?)",
+                (tenant, platform, owner, until),
+            )
+        return True
+
+    def unlock_token(self, tenant: str, platform: str, owner: str) -> None:
+        """Release the refresh lease if ``owner`` still holds it."""
+        with self.transaction() as conn:
+            conn.execute(_TOKEN_LOCKS_TABLE)
+            conn.execute(
+                "DELETE FROM token_locks WHERE tenant = ? AND platform = ? AND owner = ?",
+                (tenant, platform, owner),
+            )
+
     def token_rows(self) -> list[dict[str, Any]]:
         columns = (
             "tenant, platform, obtained_at, expires_at, has_refresh_token, updated_at"
@@ -714,6 +750,17 @@ _LIST_COLUMNS = (
     "updated_at, finished_at, latency_s, response_id, error_kind, error, "
     "evidence_hash, redacted_count, trace_id"
 )
+
+#: Refresh leases of the token cache: ``until`` is the Unix time the lease ends.
+_TOKEN_LOCKS_TABLE = """
+CREATE TABLE IF NOT EXISTS token_locks (
+    tenant TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (tenant, platform)
+)
+"""
 
 _SEALED_COLUMNS: Sequence[tuple[str, str, tuple[str, ...]]] = (
     ("deliveries", "record_ct", ("id",)),

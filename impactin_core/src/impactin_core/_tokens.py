@@ -1,37 +1,78 @@
-"""OAuth token caching with refresh ahead of expiry and single flight."""
+"""OAuth token caching with refresh ahead of expiry and single flight.
+
+``TokenCache`` keeps one token per tenant and platform in a ``TokenStore``.
+Callers in one event loop share one refresh through an ``asyncio.Lock``.
+When the store also implements ``TokenLockStore`` (the SQLite ``Store``
+does), processes that share the store file share one refresh too: the
+refreshing process holds a lease row, and a waiting process re-reads the
+store after it gets the lease, so it uses the token the other one saved.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import attrs
 
 from ._errors import AuthenticationError
 
-__all__ = ["MemoryTokenStore", "OAuthToken", "TokenCache", "TokenStore"]
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_REFRESH_LEEWAY",
+    "MemoryTokenStore",
+    "OAuthToken",
+    "RefreshTokenRejected",
+    "TokenCache",
+    "TokenLockStore",
+    "TokenStore",
+    "fingerprint",
+    "reauthentication_error",
+]
 
 logger = logging.getLogger("impactin.tokens")
 
 #: Seconds before expiry at which a token counts as expired and is refreshed.
 DEFAULT_REFRESH_LEEWAY = 60.0
 
+#: Seconds a process may hold the refresh lease of one tenant and platform.
+#: A process that dies while refreshing blocks the others for at most this
+#: long; it is well above the 30 s default HTTP timeout of one token request.
+DEFAULT_LEASE_SECONDS = 60.0
+
+#: Seconds between two attempts to take a lease that another process holds.
+DEFAULT_LEASE_POLL = 0.05
+
 
 @attrs.frozen(kw_only=True)
 class OAuthToken:
-    """An access token, and the refresh token that renews it where one exists."""
+    """An access token, and the refresh token that renews it where one exists.
+
+    ``source_fingerprint`` identifies the configured refresh token that the
+    chain of rotated refresh tokens started from (see ``fingerprint``), so a
+    connector can tell when an operator has configured a new one.
+    """
 
     access_token: str = attrs.field(repr=False)
     expires_at: float
     refresh_token: str | None = attrs.field(default=None, repr=False)
     token_type: str = "Bearer"
     obtained_at: float = attrs.field(factory=time.time)
+    source_fingerprint: str | None = None
 
     def is_fresh(self, now: float, leeway: float = DEFAULT_REFRESH_LEEWAY) -> bool:
         return now < self.expires_at - leeway
+
+
+def fingerprint(secret: str) -> str:
+    """Return a short SHA-256 prefix that identifies ``secret`` without revealing it."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:16]
 
 
 class TokenStore(Protocol):
@@ -44,16 +85,51 @@ class TokenStore(Protocol):
     def delete_token(self, tenant: str, platform: str) -> None: ...
 
 
+class TokenLockStore(Protocol):
+    """A token store that can lease the right to refresh across processes.
+
+    ``try_lock_token`` takes the lease of ``owner`` until ``until`` (Unix
+    time) and returns True, unless another owner holds an unexpired lease.
+    """
+
+    def try_lock_token(
+        self, tenant: str, platform: str, owner: str, until: float
+    ) -> bool: ...
+
+    def unlock_token(self, tenant: str, platform: str, owner: str) -> None: ...
+
+
 Fetch = Callable[[OAuthToken | None], Awaitable[OAuthToken]]
+
+
+class RefreshTokenRejected(AuthenticationError):
+    """The authorization server answered ``invalid_grant`` to a refresh token.
+
+    A connector's fetch function raises it, and ``TokenCache`` then re-reads
+    the store once, because another worker may have rotated the token.
+    """
+
+
+def reauthentication_error(tenant: str, platform: str) -> RefreshTokenRejected:
+    """Build the error that asks the operator to issue a new refresh token."""
+    message = (
+        f"The refresh token of tenant {tenant!r} on {platform!r} was rejected "
+        "(invalid_grant), and the token store holds no newer one. Issue a new "
+        "refresh token, set it as the tenant's 'refresh_token' secret, then run "
+        f"'impactin tokens refresh --tenant {tenant} --platform {platform}'."
+    )
+    return RefreshTokenRejected(message, platform=platform, tenant=tenant)
 
 
 class TokenCache:
     """Return a fresh token per tenant and platform, refreshing once at a time.
 
-    Concurrent callers in one event loop wait for one refresh and share its
-    result. ``fetch`` receives the stored token (which may carry a refresh
-    token) and returns a new one; the new token is saved before any caller
-    uses it, so a rotated refresh token is never lost.
+    ``fetch`` receives the stored token (which may carry a refresh token) and
+    returns a new one. The new token is saved before any caller uses it, so
+    a rotated refresh token is never lost. A token counts as expired
+    ``leeway`` seconds before its ``expires_at``, measured with ``clock``.
+    Leases between processes use ``lease_clock`` (wall time), because they
+    are compared across processes.
     """
 
     def __init__(
@@ -62,12 +138,23 @@ class TokenCache:
         *,
         clock: Callable[[], float] = time.time,
         leeway: float = DEFAULT_REFRESH_LEEWAY,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        lease_clock: Callable[[], float] = time.time,
+        lease_poll: float = DEFAULT_LEASE_POLL,
     ) -> None:
         self._store = store
         self._clock = clock
         self._leeway = leeway
+        self._lease_seconds = lease_seconds
+        self._lease_clock = lease_clock
+        self._lease_poll = lease_poll
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: Tokens this cache obtained from an authorization server.
         self.refresh_count = 0
+
+    @property
+    def store(self) -> TokenStore:
+        return self._store
 
     def _lock(self, tenant: str, platform: str) -> asyncio.Lock:
         key = (tenant, platform)
@@ -76,44 +163,106 @@ class TokenCache:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
+    def _usable(self, token: OAuthToken | None) -> bool:
+        return token is not None and token.is_fresh(self._clock(), self._leeway)
+
+    def load(self, tenant: str, platform: str) -> OAuthToken | None:
+        """Return the stored token, fresh or not, or None."""
+        return self._store.load_token(tenant, platform)
+
+    def save(self, tenant: str, platform: str, token: OAuthToken) -> None:
+        """Store ``token``, for example one issued outside impactin."""
+        self._store.save_token(tenant, platform, token)
+
+    def invalidate(self, tenant: str, platform: str) -> None:
+        """Delete the stored token, so the next ``get`` fetches a new one."""
+        self._store.delete_token(tenant, platform)
+
+    async def refresh(self, tenant: str, platform: str, fetch: Fetch) -> OAuthToken:
+        """Fetch, save and return a new token even when the stored one is fresh."""
+        return await self.get(tenant, platform, fetch, force=True)
+
     async def get(
         self, tenant: str, platform: str, fetch: Fetch, *, force: bool = False
     ) -> OAuthToken:
-        """Return a stored fresh token, or fetch, save and return a new one."""
-        stale = None if force else self._fresh(tenant, platform)
-        if stale is not None:
-            return stale
-        async with self._lock(tenant, platform):
+        """Return a stored fresh token, or fetch, save and return a new one.
+
+        With ``force`` the stored token is replaced unless another caller
+        replaced it while this one waited for the lock: the platform rejected
+        the token this caller saw, not the newer one.
+        """
+        seen = self._store.load_token(tenant, platform)
+        if not force and seen is not None and self._usable(seen):
+            return seen
+        async with self._lock(tenant, platform), self._lease(tenant, platform):
             stored = self._store.load_token(tenant, platform)
-            if (
-                stored is not None
-                and not force
-                and stored.is_fresh(self._clock(), self._leeway)
-            ):
-                return stored
-            token = await fetch(stored)
+            if stored is not None and self._usable(stored):
+                if not force or _replaced(stored, seen):
+                    return stored
+            token = await self._obtain(tenant, platform, fetch, stored)
             self._store.save_token(tenant, platform, token)
             self.refresh_count += 1
             logger.info("Obtained a new token for tenant %s on %s", tenant, platform)
             return token
 
-    def _fresh(self, tenant: str, platform: str) -> OAuthToken | None:
-        stored = self._store.load_token(tenant, platform)
-        if stored is not None and stored.is_fresh(self._clock(), self._leeway):
-            return stored
-        return None
+    async def _obtain(
+        self, tenant: str, platform: str, fetch: Fetch, stored: OAuthToken | None
+    ) -> OAuthToken:
+        try:
+            return await fetch(stored)
+        except RefreshTokenRejected:
+            pass
+        # Another worker that does not share the lease (an older version, or
+        # one whose lease expired) may have rotated the refresh token.
+        reread = self._store.load_token(tenant, platform)
+        used = stored.refresh_token if stored is not None else None
+        if reread is None or not reread.refresh_token or reread.refresh_token == used:
+            raise reauthentication_error(tenant, platform) from None
+        if self._usable(reread) and _replaced(reread, stored):
+            return reread
+        logger.info(
+            "Retrying the refresh for tenant %s on %s with the refresh token "
+            "another worker stored",
+            tenant,
+            platform,
+        )
+        try:
+            return await fetch(reread)
+        except RefreshTokenRejected:
+            raise reauthentication_error(tenant, platform) from None
 
-    def invalidate(self, tenant: str, platform: str) -> None:
-        self._store.delete_token(tenant, platform)
+    @contextlib.asynccontextmanager
+    async def _lease(self, tenant: str, platform: str) -> AsyncIterator[None]:
+        # getattr, not isinstance: since Python 3.12 a runtime protocol check
+        # ignores __getattr__, which store proxies such as the metrics
+        # wrapper use to pass these methods through.
+        try_lock = getattr(self._store, "try_lock_token", None)
+        unlock = getattr(self._store, "unlock_token", None)
+        if try_lock is None or unlock is None:
+            yield
+            return
+        owner = uuid.uuid4().hex
+        waited = False
+        while not try_lock(
+            tenant, platform, owner, self._lease_clock() + self._lease_seconds
+        ):
+            if not waited:
+                logger.debug(
+                    "Waiting for another process to refresh the token of "
+                    "tenant %s on %s",
+                    tenant,
+                    platform,
+                )
+                waited = True
+            await asyncio.sleep(self._lease_poll)
+        try:
+            yield
+        finally:
+            unlock(tenant, platform, owner)
 
 
-def reauthentication_error(tenant: str, platform: str) -> AuthenticationError:
-    message = (
-        f"The refresh token of tenant {tenant!r} on {platform!r} was rejected "
-        "(invalid_grant); issue a new refresh token and store it with "
-        "'impactin tokens refresh'."
-    )
-    return AuthenticationError(message, platform=platform, tenant=tenant)
+def _replaced(current: OAuthToken, previous: OAuthToken | None) -> bool:
+    return previous is None or current.access_token != previous.access_token
 
 
 class MemoryTokenStore:

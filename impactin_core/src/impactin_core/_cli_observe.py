@@ -1,0 +1,265 @@
+"""Observability commands: ``impactin webhooks verify``.
+
+``webhooks verify`` reads one raw HTTP request from standard input and checks
+its signature the way the platform's connector does. Operators use it to find
+out why a delivered event was rejected. It prints the verdict and the reason
+code, never a secret, a signature or the body.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["parse_raw_request", "register"]
+
+#: Exit status of ``webhooks verify`` when the request fails verification.
+EXIT_REJECTED = 1
+
+
+class RawRequestError(ValueError):
+    """The input is not an HTTP request with a request line and headers."""
+
+
+def parse_raw_request(data: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Split a raw HTTP/1.1 request into its request line, headers and body.
+
+    Lines may end in CRLF or LF. A ``Content-Length`` header, when present,
+    sets how many body bytes count, so a newline that an editor appended to a
+    saved request does not change the signed bytes.
+    """
+    head, body = _split_head(data)
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError as exc:
+        message = (
+            f"The request head has a non-ASCII byte at offset {exc.start}; "
+            "HTTP header lines must be ASCII."
+        )
+        raise RawRequestError(message) from None
+    lines = text.replace("\r\n", "\n").split("\n")
+    request_line = lines[0].strip()
+    if len(request_line.split()) < 2:
+        message = (
+            "The first line is not an HTTP request line such as "
+            "'POST /webhooks HTTP/1.1'."
+        )
+        raise RawRequestError(message)
+    headers: list[tuple[str, str]] = []
+    for number, line in enumerate(lines[1:], start=2):
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip() or name != name.strip():
+            message = f"Line {number} is not a header line of the form 'Name: value'."
+            raise RawRequestError(message)
+        headers.append((name, value.strip()))
+    return request_line, headers, _cut_body(body, headers)
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    candidates = [
+        (index, separator)
+        for separator in (b"\r\n\r\n", b"\n\n")
+        if (index := data.find(separator)) >= 0
+    ]
+    if not candidates:
+        message = (
+            "No blank line ends the headers; give the request line, the headers, "
+            "a blank line and then the body."
+        )
+        raise RawRequestError(message)
+    index, separator = min(candidates)
+    return data[:index], data[index + len(separator) :]
+
+
+def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
+    lengths = [value for name, value in headers if name.lower() == "content-length"]
+    if not lengths:
+        return body
+    if len(set(lengths)) > 1 or not lengths[0].isdigit():
+        message = "The Content-Length header is not a single whole number."
+        raise RawRequestError(message)
+    length = int(lengths[0])
+    if length > len(body):
+        message = (
+            f"The body has {len(body)} bytes but Content-Length is {length}; "
+            "save the whole request body."
+        )
+        raise RawRequestError(message)
+    return body[:length]
+
+
+def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
+    # A header sent twice with different values reaches the verifier as one
+    # comma-joined value, which it rejects as malformed.
+    merged: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in merged and merged[key] != value:
+            merged[key] = f"{merged[key]}, {value}"
+        else:
+            merged[key] = value
+    return merged
+
+
+def _secrets(names: tuple[str, ...]) -> list[str]:
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        listed = ", ".join(missing)
+        message = (
+            f"The environment variable(s) {listed} named by --secret-env are "
+            "not set or empty; export the webhook secret there."
+        )
+        raise click.UsageError(message)
+    return [os.environ[name] for name in names]
+
+
+def _tenant_settings(
+    ctx: click.Context, tenant: str, platform: str
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    from ._cli import _load_config
+
+    config = _load_config(ctx.find_root().obj.get("config"))
+    platforms = config.tenant(tenant).platforms
+    if platform not in platforms:
+        configured = ", ".join(sorted(platforms)) or "none"
+        message = (
+            f"Tenant {tenant!r} has no platform {platform!r} configured "
+            f"(configured: {configured})."
+        )
+        raise click.UsageError(message)
+    settings = platforms[platform]
+    return dict(settings.options), settings.webhook_secrets
+
+
+def _verify(
+    platform_id: str,
+    headers: dict[str, str],
+    body: bytes,
+    secrets: list[str],
+    options: dict[str, Any],
+) -> Any:
+    from ._plugins import PluginHost
+    from .webhooks import verify_with_scheme
+
+    plugins = PluginHost.from_entry_points()
+    platform = plugins.platform(platform_id).info
+    hook = plugins.hook(platform_id, "impactin_verify_webhook")
+    # The hook specification is firstresult: one event or None.
+    event = hook(
+        platform=platform,
+        headers=headers,
+        body=body,
+        secrets=secrets,
+        options=options,
+    )
+    if event is not None:
+        return event
+    # The connector implements no verification hook: fall back to the scheme.
+    scheme = options.get("webhook_scheme") or platform.webhook_scheme
+    if not scheme:
+        message = (
+            f"The {platform_id} connector does not verify webhooks and declares "
+            "no scheme; name one with --scheme."
+        )
+        raise click.UsageError(message)
+    return verify_with_scheme(
+        scheme,
+        platform=platform_id,
+        headers=headers,
+        body=body,
+        secrets=secrets,
+        options=options,
+    )
+
+
+def register(main: click.Group) -> None:
+    """Add the ``webhooks`` group to the ``impactin`` command."""
+
+    @main.group()
+    def webhooks() -> None:
+        """Check inbound webhook requests."""
+
+    @webhooks.command("verify")
+    @click.option("--platform", required=True, help="Platform id, such as 'benevity'.")
+    @click.option(
+        "--secret-env",
+        "secret_envs",
+        multiple=True,
+        help="Environment variable holding a webhook secret; repeat for rotation.",
+    )
+    @click.option(
+        "--tenant",
+        help="Read the scheme, options and secret variables of this tenant "
+        "from the configuration file.",
+    )
+    @click.option(
+        "--scheme",
+        type=click.Choice(["standard_webhooks", "github", "stripe"]),
+        help="Signature scheme, overriding the connector's and the tenant's.",
+    )
+    @click.option(
+        "--tolerance",
+        type=float,
+        help="Maximum age of the signed timestamp, in seconds (default 300); "
+        "raise it to check the signature of an old saved request.",
+    )
+    @click.pass_context
+    def webhooks_verify(
+        ctx: click.Context,
+        platform: str,
+        secret_envs: tuple[str, ...],
+        tenant: str | None,
+        scheme: str | None,
+        tolerance: float | None,
+    ) -> None:
+        """Verify one raw HTTP request read from standard input.
+
+        The input is the request line, the headers, a blank line and the
+        body, byte for byte as received. Nothing is recorded as seen, so the
+        same request can be checked again. Exits 0 when the request verifies
+        and 1 when it is rejected.
+        """
+        from ._errors import ConfigError, WebhookRejected
+        from ._telemetry import Instruments
+
+        options: dict[str, Any] = {}
+        if tenant is not None:
+            options, configured_envs = _tenant_settings(ctx, tenant, platform)
+            secret_envs = secret_envs or configured_envs
+        if not secret_envs:
+            message = "Give --secret-env VAR, or --tenant with webhook_secret_envs."
+            raise click.UsageError(message)
+        if scheme is not None:
+            options["webhook_scheme"] = scheme
+        if tolerance is not None:
+            options["tolerance"] = tolerance
+        secrets = _secrets(secret_envs)
+        try:
+            request_line, headers, body = parse_raw_request(sys.stdin.buffer.read())
+        except RawRequestError as exc:
+            raise click.UsageError(f"Cannot read the request: {exc}") from None
+        click.echo(f"request: {_safe_request_line(request_line)}")
+        click.echo(f"body: {len(body)} bytes")
+        header_map = _header_map(headers)
+        try:
+            event = _verify(platform, header_map, body, secrets, options)
+        except WebhookRejected as exc:
+            Instruments().count_webhook_rejection(platform, exc.reason)
+            click.echo(f"rejected: {exc.reason}")
+            click.echo(f"why: {exc}")
+            ctx.exit(EXIT_REJECTED)
+        except (ConfigError, ValueError) as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo("verified: yes")
+        click.echo(f"event id: {event.event_id or '-'}")
+        click.echo(f"timestamp: {event.timestamp if event.timestamp else '-'}")
+
+
+def _safe_request_line(line: str) -> str:
+    # The query string may carry a token, so only the method and path show.
+    parts = line.split()
+    method, target = parts[0], parts[1]
+    return f"{method} {target.partition('?')[0]}"

@@ -1,0 +1,335 @@
+"""Run a connector's hooks and the runtime against the connector's own simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+import random
+import re
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import httpx
+
+from .._config import EnvSecrets, parse_config
+from .._context import AuthContext, SendContext
+from .._crypto import generate_key
+from .._models import (
+    Credentials,
+    ImpactRecord,
+    PlatformInfo,
+    PlatformRequest,
+    PlatformSettings,
+    RecordKind,
+    SendOutcome,
+)
+from .._pipeline import Runtime
+from .._plugins import PluginHost, RegisteredPlatform
+from .._redaction import RedactionPolicy, minimize_record
+from .._stats import PlatformStats
+from .._tokens import MemoryTokenStore, TokenCache
+from ..sandbox import SandboxServer, Simulator
+from ._target import ConformanceTarget
+
+__all__ = ["FakeClock", "Harness", "PERSONAL_VALUES", "running_harness"]
+
+T = TypeVar("T")
+
+TENANT = "conformance"
+TENANT_KEY = "conformance-tenant-key-0123456789abcdef"
+#: A 24-hex organization id; platforms that use MongoDB ObjectIds accept it.
+ORGANIZATION_ID = "64b7f0c2a1d3e4f5a6b7c8d9"
+
+#: Personal values the suite puts into records and then searches for in
+#: payloads and logs. They are fictitious.
+PERSONAL_VALUES = {
+    "employee_id": "E-CONF-77310",
+    "employee_email": "ana.conformance@example.org",
+    "employee_name": "Ana Quintessa Conformance",
+    "employee_phone": "+1 415 555 0199",
+}
+
+_host: PluginHost | None = None
+
+
+def plugin_host() -> PluginHost:
+    """Return the plugins installed in this environment, loaded once per process."""
+    global _host
+    if _host is None:
+        _host = PluginHost.from_entry_points()
+    return _host
+
+
+class FakeClock:
+    """A clock that moves only when the runtime sleeps or a test advances it."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+
+
+def load_simulator(info: PlatformInfo) -> Simulator:
+    """Build the simulator that ``info.simulator`` names."""
+    if info.simulator is None:
+        message = (
+            f"Platform {info.id!r} declares no simulator; set PlatformInfo.simulator "
+            "to 'module:function' of a factory that returns an "
+            "impactin_core.sandbox.Simulator."
+        )
+        raise LookupError(message)
+    module_name, _, attribute = info.simulator.partition(":")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    simulator = factory(plan=None)
+    if not isinstance(simulator, Simulator):
+        message = (
+            f"{info.simulator} returned {type(simulator).__name__}, not an "
+            "impactin_core.sandbox.Simulator; return Simulator(app=..., journal=...)."
+        )
+        raise TypeError(message)
+    return simulator
+
+
+def _env_name(credential: str) -> str:
+    return "IMPACTIN_CONFORMANCE_" + re.sub(r"\W", "_", credential).upper()
+
+
+@attrs.define
+class Harness:
+    """One platform, one transport, one running simulator and a fake clock."""
+
+    target: ConformanceTarget
+    transport: str
+    registered: RegisteredPlatform
+    host: PluginHost
+    simulator: Simulator
+    url: str
+    folder: Path
+    clock: FakeClock
+
+    @property
+    def info(self) -> PlatformInfo:
+        return self.registered.info
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**self.simulator.options, **self.target.options_for(self.transport)}
+
+    @property
+    def secret_values(self) -> list[str]:
+        return [value for value in self.simulator.credentials.values() if value]
+
+    def settings(self) -> PlatformSettings:
+        return PlatformSettings(
+            tenant=TENANT,
+            platform=self.info.id,
+            base_url=self.url,
+            protocol=self.transport,
+            secrets=dict(self.simulator.credentials),
+            options=self.options,
+        )
+
+    def hook(self, name: str) -> Any:
+        return self.host.hook(self.info.id, name)
+
+    def policy(self) -> RedactionPolicy:
+        return RedactionPolicy.for_platform(self.info, TENANT, TENANT_KEY.encode())
+
+    # -- records ---------------------------------------------------------------
+
+    def sample_record(
+        self, source_id: str, *, personal: bool = False, **changes: Any
+    ) -> ImpactRecord:
+        """Return a valid record of the platform's first kind (sorted by name)."""
+        kind = sorted(self.info.kinds, key=lambda item: item.value)[0]
+        values: dict[str, Any] = {
+            "source_id": source_id,
+            "tenant": TENANT,
+            "kind": kind,
+            "activity_date": dt.date(2026, 3, 2),
+            "employee_id": PERSONAL_VALUES["employee_id"],
+            "employee_email": PERSONAL_VALUES["employee_email"],
+            "cause": "Food bank",
+            "organization_name": "City Harvest",
+            "organization_id": ORGANIZATION_ID,
+        }
+        if kind is RecordKind.VOLUNTEER_TIME:
+            values["hours"] = 2.5
+        else:
+            values["amount_minor"] = 2500
+            values["currency"] = "USD"
+        if personal:
+            values["employee_name"] = PERSONAL_VALUES["employee_name"]
+            values["employee_phone"] = PERSONAL_VALUES["employee_phone"]
+            values["description"] = (
+                f"Sorted cans with {PERSONAL_VALUES['employee_name']}, call "
+                f"{PERSONAL_VALUES['employee_phone']} or write to "
+                f"{PERSONAL_VALUES['employee_email']}."
+            )
+            values["location"] = "Warehouse 4"
+            values["metadata"] = {"contact": PERSONAL_VALUES["employee_email"]}
+        values.update(self.target.record_fields)
+        values.update(changes)
+        return ImpactRecord(**values)
+
+    def map_records(
+        self, records: list[ImpactRecord], keys: list[str]
+    ) -> list[PlatformRequest]:
+        """Minimize records as the runtime does, then call ``impactin_map``."""
+        policy = self.policy()
+        minimized = [minimize_record(record, policy)[0] for record in records]
+        requests: list[PlatformRequest] = self.hook("impactin_map")(
+            platform=self.info,
+            records=minimized,
+            settings=self.settings(),
+            idempotency_keys=keys,
+        )
+        return requests
+
+    def redact(self, request: PlatformRequest) -> None:
+        self.hook("impactin_redact")(
+            platform=self.info, request=request, policy=self.policy()
+        )
+
+    # -- direct hook calls -------------------------------------------------------
+
+    async def authenticate(
+        self, client: httpx.AsyncClient, tokens: TokenCache, *, force: bool = False
+    ) -> Credentials:
+        context = AuthContext(
+            client=client, tokens=tokens, clock=self.clock, force_refresh=force
+        )
+        awaitable = self.hook("impactin_authenticate")(
+            platform=self.info, settings=self.settings(), context=context
+        )
+        credentials: Credentials = await awaitable
+        return credentials
+
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        request: PlatformRequest,
+        credentials: Credentials,
+    ) -> SendOutcome:
+        context = SendContext(
+            client=client,
+            settings=self.settings(),
+            cache_dir=self.folder / "impactin-cache",
+        )
+        awaitable = self.hook("impactin_send")(
+            platform=self.info,
+            request=request,
+            credentials=credentials,
+            context=context,
+        )
+        outcome: SendOutcome = await awaitable
+        return outcome
+
+    def new_tokens(self) -> TokenCache:
+        return TokenCache(MemoryTokenStore(), clock=self.clock)
+
+    # -- the simulator's admin routes ----------------------------------------------
+
+    def set_faults(self, **plan: Any) -> None:
+        response = httpx.put(f"{self.url}/_sandbox/faults", json=plan, timeout=10.0)
+        response.raise_for_status()
+
+    def journal(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/_sandbox/journal", timeout=10.0)
+        response.raise_for_status()
+        snapshot: dict[str, Any] = response.json()
+        return snapshot
+
+    # -- the runtime ---------------------------------------------------------------
+
+    def runtime(self) -> Runtime:
+        """Return a runtime with a fresh store in the harness folder and the fake clock."""
+        environ = {
+            "IMPACTIN_CONFORMANCE_STORE_KEY": generate_key(),
+            "IMPACTIN_CONFORMANCE_TENANT_KEY": TENANT_KEY,
+        }
+        credentials = {}
+        for name, value in self.simulator.credentials.items():
+            environ[_env_name(name)] = value
+            credentials[name] = _env_name(name)
+        platform = {
+            "base_url": self.url,
+            "protocol": self.transport,
+            "credentials": credentials,
+            "options": self.options,
+            "retry": {
+                "max_attempts": 4,
+                "base_delay": 0.05,
+                "max_delay": 2.0,
+                "deadline": 3600.0,
+            },
+            "rate_limit": {"calls": 100000, "period": 60},
+        }
+        data = {
+            "store": {
+                "path": str(self.folder / f"conformance-{random.getrandbits(32)}.db"),
+                "key_env": "IMPACTIN_CONFORMANCE_STORE_KEY",
+            },
+            "runtime": {"concurrency": 1},
+            "tenants": {
+                TENANT: {
+                    "key_env": "IMPACTIN_CONFORMANCE_TENANT_KEY",
+                    "platforms": {self.info.id: platform},
+                }
+            },
+        }
+        config = parse_config(data, base_dir=self.folder)
+        return Runtime(
+            config,
+            plugins=self.host,
+            secrets=EnvSecrets(environ),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            rng=random.Random(0),
+        )
+
+    def deliver(self, runtime: Runtime, records: list[ImpactRecord]) -> PlatformStats:
+        report = run(runtime.deliver(records))
+        return report.platform(self.info.id)
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    """Run a coroutine to completion in a new event loop."""
+
+    async def wrapper() -> T:
+        return await awaitable
+
+    return asyncio.run(wrapper())
+
+
+@contextmanager
+def running_harness(
+    target: ConformanceTarget, transport: str, folder: Path
+) -> Iterator[Harness]:
+    """Start the platform's simulator on 127.0.0.1 and yield a harness for it."""
+    import time
+
+    host = plugin_host()
+    registered = host.platform(target.platform)
+    simulator = load_simulator(registered.info)
+    with SandboxServer(simulator.app) as server:
+        yield Harness(
+            target=target,
+            transport=transport,
+            registered=registered,
+            host=host,
+            simulator=simulator,
+            url=server.url,
+            folder=folder,
+            clock=FakeClock(time.time()),
+        )

@@ -1,0 +1,67 @@
+"""Hypothesis strategies for records a connector must map or reject cleanly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hypothesis import strategies as st
+
+from .._models import ImpactRecord, RecordKind
+
+__all__ = ["records"]
+
+_TEXT = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cs",), blacklist_characters="\x00"
+    ),
+    min_size=1,
+    max_size=40,
+).filter(lambda text: text.strip() != "")
+_OPTIONAL_TEXT = st.none() | _TEXT
+_CURRENCIES = st.sampled_from(["USD", "EUR", "GBP", "JPY", "CAD", "INR"])
+_EMAILS = st.from_regex(r"[a-z]{1,12}\.[a-z]{1,12}@example\.(org|com)", fullmatch=True)
+
+
+@st.composite
+def _record(
+    draw: st.DrawFn, kinds: list[RecordKind], fields: Mapping[str, Any]
+) -> ImpactRecord:
+    kind = draw(st.sampled_from(kinds))
+    values: dict[str, Any] = {
+        "source_id": draw(st.from_regex(r"[A-Za-z0-9_-]{1,24}", fullmatch=True)),
+        "tenant": "conformance",
+        "kind": kind,
+        "activity_date": draw(
+            st.dates(min_value=dt.date(2000, 1, 1), max_value=dt.date(2030, 12, 31))
+        ),
+        "employee_id": draw(st.from_regex(r"E-[0-9]{3,8}", fullmatch=True)),
+        "employee_email": draw(st.none() | _EMAILS),
+        "cause": draw(_OPTIONAL_TEXT),
+        "organization_name": draw(_OPTIONAL_TEXT),
+        "organization_id": draw(
+            st.none() | st.from_regex(r"[0-9a-f]{24}", fullmatch=True) | _TEXT
+        ),
+        "location": draw(_OPTIONAL_TEXT),
+        "description": draw(_OPTIONAL_TEXT),
+    }
+    if kind is RecordKind.VOLUNTEER_TIME:
+        values["hours"] = draw(
+            st.floats(min_value=0.25, max_value=24.0, allow_nan=False).map(
+                lambda hours: round(hours, 2)
+            )
+        )
+    else:
+        values["amount_minor"] = draw(st.integers(min_value=1, max_value=10**9))
+        values["currency"] = draw(_CURRENCIES)
+    values.update(fields)
+    return ImpactRecord(**values)
+
+
+def records(
+    kinds: Iterable[RecordKind], fields: Mapping[str, Any] | None = None
+) -> st.SearchStrategy[ImpactRecord]:
+    """Return a strategy of valid records of ``kinds``; ``fields`` are fixed values."""
+    ordered = sorted(kinds, key=lambda kind: kind.value)
+    return _record(ordered, dict(fields or {}))

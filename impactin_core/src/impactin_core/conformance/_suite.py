@@ -1,0 +1,878 @@
+"""The conformance rules every connector must pass.
+
+Each test method is one rule. A failure message names the rule, the input
+and what the connector should do instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+
+from .._errors import (
+    ImpactInError,
+    PermanentError,
+    RecordInvalid,
+    RetryableError,
+    WebhookRejected,
+)
+from .._models import (
+    CORE_API_VERSION,
+    Credentials,
+    ImpactRecord,
+    PlatformInfo,
+    PlatformRequest,
+    PlatformSettings,
+    RecordKind,
+    SendOutcome,
+    WebhookEvent,
+)
+from .._redaction import leak_scan
+from ..webhooks import (
+    MemoryReplayStore,
+    sign_github,
+    sign_standard_webhooks,
+    sign_stripe,
+)
+from ._harness import PERSONAL_VALUES, TENANT, Harness, run, running_harness
+from ._target import ConformanceTarget
+
+__all__ = ["ConformanceSuite", "explain"]
+
+_REQUIRED_HOOKS = (
+    "impactin_register_platforms",
+    "impactin_map",
+    "impactin_authenticate",
+    "impactin_send",
+)
+_OTHER_PLATFORM = PlatformInfo(
+    id="conformance_other",
+    name="Another platform",
+    kinds=[RecordKind.DONATION, RecordKind.VOLUNTEER_TIME],
+    auth_kinds=["none"],
+)
+
+
+def explain(rule: str, case: str, observed: str, fix: str) -> str:
+    """Return a failure message: the rule, the input, what happened and the fix."""
+    return f"Conformance rule '{rule}' failed for {case}: {observed}\nFix: {fix}"
+
+
+class ConformanceSuite:
+    """Subclass this in a connector's tests and set ``target``.
+
+    ``target`` is a ``ConformanceTarget``; left as None, the suite reads the
+    platform from the ``--impactin-platform`` command-line option.
+    """
+
+    target: ClassVar[ConformanceTarget | None] = None
+
+    @pytest.fixture
+    def harness(
+        self, conformance_target: ConformanceTarget, transport: str, tmp_path: Path
+    ) -> Iterator[Harness]:
+        with running_harness(conformance_target, transport, tmp_path) as harness:
+            yield harness
+
+    # -- hook contracts ----------------------------------------------------------
+
+    def test_platform_declaration(self, harness: Harness) -> None:
+        info = harness.info
+        assert info.core_api == CORE_API_VERSION, explain(
+            "platform declaration",
+            f"platform {info.id!r}",
+            f"PlatformInfo.core_api is {info.core_api}, core provides {CORE_API_VERSION}",
+            "build the connector against this impactin-core and set core_api to match",
+        )
+        assert info.kinds, explain(
+            "platform declaration",
+            f"platform {info.id!r}",
+            "PlatformInfo.kinds is empty",
+            "list the RecordKind values the platform accepts",
+        )
+        assert harness.transport in info.transports, explain(
+            "platform declaration",
+            f"transport {harness.transport!r}",
+            f"the transport is not in PlatformInfo.transports {info.transports}",
+            "declare every transport the connector implements",
+        )
+        assert info.batch_limit >= 1, explain(
+            "platform declaration",
+            f"platform {info.id!r}",
+            f"batch_limit is {info.batch_limit}",
+            "set batch_limit to 1 or more",
+        )
+
+    def test_required_hooks(self, harness: Harness) -> None:
+        plugin = harness.registered.plugin
+        for name in _REQUIRED_HOOKS:
+            implemented = any(
+                impl.plugin is plugin
+                for impl in getattr(harness.host.pm.hook, name).get_hookimpls()
+            )
+            assert implemented, explain(
+                "required hooks",
+                f"hook {name}",
+                f"the plugin {harness.registered.plugin_name!r} does not implement it",
+                f"add a function {name} decorated with impactin_core.hookimpl",
+            )
+
+    def test_hooks_ignore_other_platforms(self, harness: Harness) -> None:
+        plugin = harness.registered.plugin
+        arguments = _foreign_arguments(harness)
+        for name, kwargs in arguments.items():
+            for impl in getattr(harness.host.pm.hook, name).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+                if hasattr(result, "close"):
+                    result.close()
+                assert result is None, explain(
+                    "hooks return None for other platforms",
+                    f"{name}(platform={_OTHER_PLATFORM.id!r})",
+                    f"returned {type(result).__name__}",
+                    "start the hook with 'if platform.id != YOUR_ID: return None'",
+                )
+
+    def test_round_trip_types(self, harness: Harness) -> None:
+        record = harness.sample_record("conformance-types-1")
+        key = "ik_conformance_types_1"
+        requests = harness.map_records([record], [key])
+        case = f"record {record!r}"
+        assert isinstance(requests, list), explain(
+            "map returns requests",
+            case,
+            f"impactin_map returned {type(requests).__name__}",
+            "return a list of PlatformRequest",
+        )
+        assert len(requests) == 1, explain(
+            "map returns requests",
+            case,
+            f"impactin_map returned {len(requests)} requests for one record",
+            "return one PlatformRequest per batch of records",
+        )
+        request = requests[0]
+        assert isinstance(request, PlatformRequest), explain(
+            "map returns requests",
+            case,
+            f"the item is {type(request).__name__}",
+            "return PlatformRequest objects",
+        )
+        assert request.idempotency_key == key, explain(
+            "map keeps the idempotency key",
+            case,
+            f"the request carries key {request.idempotency_key!r}, not {key!r}",
+            "copy idempotency_keys[i] into PlatformRequest.idempotency_key",
+        )
+        assert request.source_ids == (record.source_id,), explain(
+            "map keeps the source id",
+            case,
+            f"source_ids is {request.source_ids}",
+            "set source_ids to the source ids of the mapped records",
+        )
+        assert request.platform == harness.info.id, explain(
+            "map names the platform",
+            case,
+            f"request.platform is {request.platform!r}",
+            "set PlatformRequest.platform to the platform id",
+        )
+        harness.redact(request)
+        outcome, credentials = run(_authenticate_and_send(harness, request))
+        assert isinstance(credentials, Credentials), explain(
+            "authenticate returns credentials",
+            f"tenant {TENANT!r}",
+            f"the awaitable resolved to {type(credentials).__name__}",
+            "return an awaitable that resolves to impactin_core.Credentials",
+        )
+        assert isinstance(outcome, SendOutcome), explain(
+            "send returns an outcome",
+            case,
+            f"the awaitable resolved to {type(outcome).__name__}",
+            "return an awaitable that resolves to impactin_core.SendOutcome",
+        )
+        assert 200 <= outcome.status_code < 300, explain(
+            "send returns an outcome",
+            case,
+            f"SendOutcome.status_code is {outcome.status_code}",
+            "return SendOutcome only for a success and raise an error otherwise",
+        )
+        journal = harness.journal()
+        assert journal["entries"], explain(
+            "send reaches the simulator",
+            case,
+            "the simulator's journal holds no accepted write",
+            "record every accepted write with journal.accept(key, entry, answer)",
+        )
+
+    # -- mapping -------------------------------------------------------------------
+
+    def test_mapping_generated_records(self, harness: Harness) -> None:
+        from hypothesis import HealthCheck, given, settings
+
+        from ._records import records
+
+        @settings(
+            max_examples=60,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            database=None,
+        )
+        @given(records(harness.info.kinds, harness.target.record_fields))
+        def check(record: ImpactRecord) -> None:
+            _check_mapping(harness, record)
+
+        check()
+
+    # -- redaction -------------------------------------------------------------------
+
+    def test_redaction_leaves_no_personal_data(self, harness: Harness) -> None:
+        record = harness.sample_record("conformance-pii-1", personal=True)
+        request = harness.map_records([record], ["ik_conformance_pii_1"])[0]
+        harness.redact(request)
+        case = "a record with name, phone, email and employee id in every free-text field"
+        findings = leak_scan(request.payload, request.personal_paths)
+        found = ", ".join(f"{item.kind} at {item.path}" for item in findings)
+        assert not findings, explain(
+            "redaction leaves no undeclared personal data",
+            case,
+            f"the leak scan found {found}",
+            "map only minimized fields, list expected personal paths in "
+            "PlatformRequest.personal_paths, and declare needed fields in "
+            "PlatformInfo.personal_fields",
+        )
+        text = json.dumps(request.payload, ensure_ascii=False)
+        for field, value in PERSONAL_VALUES.items():
+            if field in harness.info.personal_fields:
+                continue
+            assert value not in text, explain(
+                "redaction leaves no undeclared personal data",
+                case,
+                f"the payload contains the {field} value, which the platform does "
+                "not declare in PlatformInfo.personal_fields",
+                f"do not copy {field} into the payload, or declare it as needed",
+            )
+
+    def test_personal_paths_are_declared(self, harness: Harness) -> None:
+        record = harness.sample_record("conformance-pii-2", personal=True)
+        request = harness.map_records([record], ["ik_conformance_pii_2"])[0]
+        paths = set(request.personal_paths)
+        if not paths:
+            return
+        assert harness.info.personal_fields, explain(
+            "personal paths are declared",
+            f"paths {sorted(paths)}",
+            "the request allows personal data but the platform declares no "
+            "personal fields",
+            "declare the fields in PlatformInfo.personal_fields or drop the paths",
+        )
+
+    # -- retries ---------------------------------------------------------------------
+
+    def test_retry_after_is_honoured(self, harness: Harness) -> None:
+        runtime = harness.runtime()
+        try:
+            _warm_up(harness, runtime)
+            harness.set_faults(script=["429"], retry_after="7")
+            sleeps_before = len(harness.clock.sleeps)
+            stats = harness.deliver(
+                runtime, [harness.sample_record("conformance-retry-after")]
+            )
+        finally:
+            runtime.close()
+        case = "one HTTP 429 answer with Retry-After: 7"
+        assert stats.delivered == 1, explain(
+            "429 is retried",
+            case,
+            f"delivered={stats.delivered}, dead_lettered={stats.dead_lettered}",
+            "raise RateLimited(sent=False) for HTTP 429, for example with "
+            "impactin_core.raise_for_response",
+        )
+        waits = harness.clock.sleeps[sleeps_before:]
+        assert any(wait >= 7.0 for wait in waits), explain(
+            "Retry-After is honoured",
+            case,
+            f"the runtime waited {waits} s",
+            "pass parse_retry_after(response.headers['retry-after'], now) as "
+            "retry_after of the RateLimited error",
+        )
+
+    @pytest.mark.parametrize(
+        "status",
+        [
+            pytest.param("429", id="429"),
+            pytest.param("503", id="503"),
+            pytest.param("502", id="502"),
+            pytest.param("500", id="500"),
+        ],
+    )
+    def test_transient_errors_are_retried(self, harness: Harness, status: str) -> None:
+        runtime = harness.runtime()
+        try:
+            _warm_up(harness, runtime)
+            harness.set_faults(script=[status, status])
+            record = harness.sample_record(f"conformance-transient-{status}")
+            stats = harness.deliver(runtime, [record])
+            outcomes = _attempt_outcomes(runtime, record.source_id)
+        finally:
+            runtime.close()
+        case = f"two HTTP {status} answers, then success"
+        assert outcomes[:1] in (["retryable"], ["rate_limited"]), explain(
+            f"HTTP {status} is retryable",
+            case,
+            f"the attempts ended as {outcomes}",
+            f"raise RetryableError (or RateLimited for 429) for HTTP {status}",
+        )
+        # 500 and 502 may come after the write was done, so the runtime
+        # repeats them only where a repeat cannot create a duplicate.
+        repeatable = status in ("429", "503") or harness.info.honours_idempotency_key
+        if repeatable:
+            assert stats.delivered == 1, explain(
+                f"HTTP {status} is retried until it succeeds",
+                case,
+                f"delivered={stats.delivered}, attempts ended as {outcomes}",
+                f"raise RetryableError(sent=False) for HTTP {status}, because the "
+                "server did not act on the request",
+            )
+
+    @pytest.mark.parametrize(
+        "status",
+        [
+            pytest.param("400", id="400"),
+            pytest.param("403", id="403"),
+            pytest.param("404", id="404"),
+            pytest.param("422", id="422"),
+        ],
+    )
+    def test_permanent_errors_are_not_retried(
+        self, harness: Harness, status: str
+    ) -> None:
+        runtime = harness.runtime()
+        try:
+            _warm_up(harness, runtime)
+            count_before = harness.journal()["request_count"]
+            harness.set_faults(script=[status])
+            record = harness.sample_record(f"conformance-permanent-{status}")
+            stats = harness.deliver(runtime, [record])
+        finally:
+            runtime.close()
+        case = f"one HTTP {status} answer"
+        assert stats.dead_lettered == 1, explain(
+            f"HTTP {status} is permanent",
+            case,
+            f"delivered={stats.delivered}, dead_lettered={stats.dead_lettered}",
+            f"raise PermanentError for HTTP {status}",
+        )
+        assert stats.retried == 0, explain(
+            f"HTTP {status} is not retried",
+            case,
+            f"the runtime retried {stats.retried} times",
+            f"raise PermanentError, not RetryableError, for HTTP {status}",
+        )
+        requests_made = harness.journal()["request_count"] - count_before
+        assert requests_made == 1, explain(
+            f"HTTP {status} is not retried",
+            case,
+            f"the connector made {requests_made} requests after the error",
+            "stop at the first permanent error",
+        )
+
+    def test_rejected_credentials_are_refreshed(self, harness: Harness) -> None:
+        runtime = harness.runtime()
+        try:
+            _warm_up(harness, runtime)
+            harness.set_faults(script=["401"])
+            stats = harness.deliver(
+                runtime, [harness.sample_record("conformance-401")]
+            )
+        finally:
+            runtime.close()
+        assert stats.delivered == 1, explain(
+            "HTTP 401 triggers one re-authentication",
+            "one HTTP 401 answer, then success",
+            f"delivered={stats.delivered}, dead_lettered={stats.dead_lettered}",
+            "raise AuthenticationError for HTTP 401 and fetch new credentials when "
+            "context.force_refresh is set",
+        )
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def test_token_refresh_and_rotation(self, harness: Harness) -> None:
+        run(_check_tokens(harness))
+
+    # -- idempotency -----------------------------------------------------------------
+
+    def test_replay_sends_nothing_twice(self, harness: Harness) -> None:
+        record = harness.sample_record("conformance-replay-1")
+        request = harness.map_records([record], ["ik_conformance_replay_1"])[0]
+        harness.redact(request)
+        run(_authenticate_and_send(harness, request))
+        before = harness.journal()
+        again = harness.map_records([record], ["ik_conformance_replay_1"])[0]
+        harness.redact(again)
+        outcome, _ = run(_authenticate_and_send(harness, again))
+        after = harness.journal()
+        case = f"record {record!r} sent twice with one idempotency key"
+        assert len(after["entries"]) == len(before["entries"]), explain(
+            "an idempotent replay sends nothing twice",
+            case,
+            f"the simulator accepted {len(after['entries']) - len(before['entries'])} "
+            "new writes for the replay",
+            "send a key the platform deduplicates on (an idempotency header or a "
+            "natural key in the payload), and key the simulator's journal.accept "
+            "on it",
+        )
+        repeats_before = sum(before["repeats"].values())
+        repeats_after = sum(after["repeats"].values())
+        assert repeats_after > repeats_before, explain(
+            "an idempotent replay is recognised",
+            case,
+            "the simulator counted no repeat",
+            "have the simulator call journal.accept with the write's key, so a "
+            "replay returns the original answer",
+        )
+        assert isinstance(outcome, SendOutcome), explain(
+            "an idempotent replay succeeds",
+            case,
+            f"the replay returned {type(outcome).__name__}",
+            "treat the platform's answer to a replay as success",
+        )
+
+    def test_runtime_replay_after_dropped_answer(self, harness: Harness) -> None:
+        runtime = harness.runtime()
+        try:
+            _warm_up(harness, runtime)
+            before = harness.journal()
+            harness.set_faults(script=["drop_after"])
+            record = harness.sample_record("conformance-drop-1")
+            stats = harness.deliver(runtime, [record])
+            if stats.dead_lettered:
+                rows = runtime.store.list_deliveries(
+                    filters={"status": "dead_lettered"}
+                )
+                run(runtime.retry([row["id"] for row in rows]))
+            after = harness.journal()
+        finally:
+            runtime.close()
+        keyed_before = {entry["key"] for entry in before["entries"]}
+        new_entries = [
+            entry for entry in after["entries"] if entry["key"] not in keyed_before
+        ]
+        assert len(new_entries) == 1, explain(
+            "an idempotent replay sends nothing twice",
+            "an answer lost after the simulator handled the write, then a replay",
+            f"the simulator accepted {len(new_entries)} writes for one record",
+            "key each write on the idempotency key so a replay is recognised",
+        )
+
+    # -- logs ------------------------------------------------------------------------
+
+    def test_logs_hold_no_secret_or_personal_value(
+        self, harness: Harness, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        runtime = harness.runtime()
+        errors: list[str] = []
+        try:
+            harness.set_faults(script=["429", "503", "401"], retry_after="1")
+            records = [
+                harness.sample_record("conformance-log-1", personal=True),
+                harness.sample_record("conformance-log-2", personal=True),
+            ]
+            harness.deliver(runtime, records)
+            harness.set_faults(script=["400"])
+            harness.deliver(
+                runtime, [harness.sample_record("conformance-log-3", personal=True)]
+            )
+            for row in runtime.store.db["deliveries"].rows:
+                errors.append(str(row.get("error") or ""))
+            for row in runtime.store.db["attempts"].rows:
+                errors.append(str(row.get("error") or ""))
+            tokens = [row for row in runtime.store.token_rows()]
+            token_values = _token_values(runtime, tokens)
+        finally:
+            runtime.close()
+        errors.extend(_error_texts(harness))
+        secrets = [*harness.secret_values, *token_values]
+        personal = list(PERSONAL_VALUES.values())
+        log_text = "\n".join(_record_text(record) for record in caplog.records)
+        for value in secrets:
+            assert value not in log_text, explain(
+                "no secret in logs",
+                "a delivery with 429, 503, 401 and 400 answers, logged at DEBUG",
+                f"a log line contains a secret ({len(value)} characters)",
+                "log only ids and error classes, never headers, bodies or tokens",
+            )
+        for value in personal:
+            assert value not in log_text, explain(
+                "no personal value in logs",
+                "a delivery of records filled with personal data, logged at DEBUG",
+                "a log line contains a personal value",
+                "log ids only and pass response text through sanitize_text",
+            )
+        error_text = "\n".join(errors)
+        for value in [*secrets, *personal]:
+            assert value not in error_text, explain(
+                "no secret or personal value in errors",
+                "error messages of failed sends",
+                "an error message contains a secret or personal value",
+                "build messages from sanitize_text(response text, known values)",
+            )
+
+    # -- webhooks --------------------------------------------------------------------
+
+    def test_webhook_verification(self, harness: Harness) -> None:
+        scheme = harness.info.webhook_scheme
+        implemented = any(
+            impl.plugin is harness.registered.plugin
+            for impl in harness.host.pm.hook.impactin_verify_webhook.get_hookimpls()
+        )
+        if scheme is None or not implemented:
+            pytest.skip(
+                f"platform {harness.info.id!r} declares no webhook scheme or "
+                "implements no impactin_verify_webhook"
+            )
+        _check_webhooks(harness, scheme)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _foreign_arguments(harness: Harness) -> dict[str, dict[str, Any]]:
+    settings = PlatformSettings(
+        tenant=TENANT,
+        platform=_OTHER_PLATFORM.id,
+        base_url="http://127.0.0.1:9",
+    )
+    request = PlatformRequest(
+        platform=_OTHER_PLATFORM.id,
+        tenant=TENANT,
+        operation="other",
+        idempotency_key="ik_other",
+        source_ids=["other-1"],
+        payload={},
+    )
+    record = harness.sample_record("conformance-other-1")
+    client = httpx.AsyncClient()
+    from .._context import AuthContext, SendContext
+
+    common: dict[str, Any] = {"platform": _OTHER_PLATFORM}
+    return {
+        "impactin_map": {
+            **common,
+            "records": [record],
+            "settings": settings,
+            "idempotency_keys": ["ik_other"],
+        },
+        "impactin_authenticate": {
+            **common,
+            "settings": settings,
+            "context": AuthContext(client=client, tokens=harness.new_tokens()),
+        },
+        "impactin_send": {
+            **common,
+            "request": request,
+            "credentials": Credentials(kind="none"),
+            "context": SendContext(client=client, settings=settings),
+        },
+        "impactin_redact": {**common, "request": request, "policy": harness.policy()},
+        "impactin_verify_webhook": {
+            **common,
+            "headers": {},
+            "body": b"{}",
+            "secrets": [],
+            "options": {},
+        },
+    }
+
+
+async def _authenticate_and_send(
+    harness: Harness, request: PlatformRequest
+) -> tuple[SendOutcome, Credentials]:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        credentials = await harness.authenticate(client, harness.new_tokens())
+        outcome = await harness.send(client, request, credentials)
+    return outcome, credentials
+
+
+def _warm_up(harness: Harness, runtime: Any) -> None:
+    """Deliver one record first, so a fault hits the send and not the token call."""
+    stats = harness.deliver(runtime, [harness.sample_record("conformance-warm-up")])
+    assert stats.delivered == 1, explain(
+        "a valid record is delivered",
+        "the sample record with no faults",
+        f"delivered={stats.delivered}, blocked={stats.blocked}, "
+        f"dead_lettered={stats.dead_lettered}",
+        "make the connector deliver the sample record to its own simulator; set "
+        "ConformanceTarget.options or record_fields if the simulator needs values",
+    )
+
+
+def _check_mapping(harness: Harness, record: ImpactRecord) -> None:
+    key = "ik_conformance_generated"
+    case = f"generated record {record!r}"
+    try:
+        requests = harness.map_records([record], [key])
+    except RecordInvalid as exc:
+        assert str(exc).strip(), explain(
+            "mapping rejects with a reason",
+            case,
+            "RecordInvalid has an empty message",
+            "name the field and the fix in the RecordInvalid message",
+        )
+        return
+    except ImpactInError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other exception breaks the rule
+        pytest.fail(
+            explain(
+                "mapping raises only RecordInvalid",
+                case,
+                f"impactin_map raised {type(exc).__name__}",
+                "raise impactin_core.RecordInvalid naming the field for records "
+                "the platform cannot take",
+            )
+        )
+    assert len(requests) == 1, explain(
+        "map returns one request per record",
+        case,
+        f"got {len(requests)} requests",
+        "return one PlatformRequest for a batch of one record",
+    )
+    request = requests[0]
+    try:
+        json.dumps(request.payload)
+    except (TypeError, ValueError) as exc:
+        pytest.fail(
+            explain(
+                "payload is JSON data",
+                case,
+                f"json.dumps failed: {type(exc).__name__}",
+                "put only dict, list, str, int, float, bool and None in payload",
+            )
+        )
+    assert request.idempotency_key == key, explain(
+        "map keeps the idempotency key",
+        case,
+        f"key {request.idempotency_key!r}",
+        "copy idempotency_keys[i] into PlatformRequest.idempotency_key",
+    )
+    harness.redact(request)
+    findings = leak_scan(request.payload, request.personal_paths)
+    assert not findings, explain(
+        "redaction leaves no undeclared personal data",
+        case,
+        ", ".join(f"{item.kind} at {item.path}" for item in findings),
+        "map only minimized fields and list allowed personal paths",
+    )
+
+
+async def _check_tokens(harness: Harness) -> None:
+    tokens = harness.new_tokens()
+    rule = "token refresh and rotation"
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        await harness.authenticate(client, tokens)
+        if tokens.refresh_count == 0:
+            pytest.skip(
+                f"transport {harness.transport!r} of {harness.info.id!r} takes no "
+                "OAuth token from context.tokens"
+            )
+        store = tokens._store
+        first = store.load_token(TENANT, harness.info.id)
+        assert first is not None, explain(
+            rule,
+            "the first authentication",
+            "no token was saved in context.tokens",
+            "obtain tokens through context.tokens.get(...)",
+        )
+        await harness.authenticate(client, tokens)
+        assert tokens.refresh_count == 1, explain(
+            rule,
+            "a second authentication while the token is fresh",
+            f"the connector fetched {tokens.refresh_count} tokens",
+            "reuse the cached token until it expires",
+        )
+        harness.clock.now = first.expires_at + 1
+        await harness.authenticate(client, tokens)
+        assert tokens.refresh_count == 2, explain(
+            rule,
+            "an authentication after the token expired",
+            "no new token was fetched",
+            "let context.tokens.get refresh an expired token",
+        )
+        second = store.load_token(TENANT, harness.info.id)
+        assert second is not None
+        if first.refresh_token is not None:
+            assert second.refresh_token is not None, explain(
+                rule,
+                "a refresh with a refresh token",
+                "the new token has no refresh token",
+                "keep the previous refresh token when the platform sends no new one",
+            )
+        harness.clock.now = second.expires_at + 1
+        credentials = await harness.authenticate(client, tokens)
+        assert tokens.refresh_count == 3, explain(
+            rule,
+            "a second refresh, which needs the rotated refresh token",
+            "no new token was fetched",
+            "save the refresh token the platform returns with each new token",
+        )
+        forced = await harness.authenticate(client, tokens, force=True)
+        assert tokens.refresh_count == 4, explain(
+            rule,
+            "an authentication with context.force_refresh set",
+            "the cached token was reused",
+            "pass force=context.force_refresh to context.tokens.get",
+        )
+        request = harness.map_records(
+            [harness.sample_record("conformance-token-1")], ["ik_conformance_token_1"]
+        )[0]
+        harness.redact(request)
+        outcome = await harness.send(client, request, forced)
+        assert isinstance(outcome, SendOutcome), explain(
+            rule,
+            "a send with refreshed credentials",
+            f"the send returned {type(outcome).__name__}",
+            "use the refreshed token in the Authorization header",
+        )
+        del credentials
+
+
+def _attempt_outcomes(runtime: Any, source_id: str) -> list[str]:
+    rows = runtime.store.list_deliveries(filters={"source_id": source_id})
+    outcomes: list[str] = []
+    for row in rows:
+        outcomes.extend(attempt["outcome"] for attempt in runtime.store.attempts(row["id"]))
+    return outcomes
+
+
+def _token_values(runtime: Any, rows: list[dict[str, Any]]) -> list[str]:
+    values: list[str] = []
+    for row in rows:
+        token = runtime.store.load_token(row["tenant"], row["platform"])
+        if token is None:
+            continue
+        values.append(token.access_token)
+        if token.refresh_token:
+            values.append(token.refresh_token)
+    return values
+
+
+def _error_texts(harness: Harness) -> list[str]:
+    """Return the messages of errors raised for a permanent and a rejected send."""
+    texts: list[str] = []
+    record = harness.sample_record("conformance-error-1", personal=True)
+    request = harness.map_records([record], ["ik_conformance_error_1"])[0]
+    harness.redact(request)
+    for status in ("400", "500"):
+        harness.set_faults(script=[status])
+        try:
+            run(_authenticate_and_send(harness, request))
+        except (PermanentError, RetryableError, ImpactInError) as exc:
+            texts.append(str(exc))
+    return texts
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        text += "\n" + repr(record.exc_info[1])
+    return text
+
+
+def _sign(scheme: str, secret: str, event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    if scheme == "standard_webhooks":
+        return sign_standard_webhooks(secret, event_id, timestamp, body)
+    if scheme == "stripe":
+        return sign_stripe(secret, timestamp, body)
+    if scheme == "github":
+        return {**sign_github(secret, body), "X-GitHub-Delivery": event_id}
+    pytest.skip(f"the suite cannot sign webhook scheme {scheme!r}")
+
+
+def _expect_rejected(call: Any, rule: str, case: str, fix: str) -> None:
+    try:
+        call()
+    except WebhookRejected:
+        return
+    pytest.fail(explain(rule, case, "the event was accepted", fix))
+
+
+def _check_webhooks(harness: Harness, scheme: str) -> None:
+    secret = "whsec_" + base64.b64encode(b"conformance-webhook-secret-32-bytes").decode()
+    if scheme != "standard_webhooks":
+        secret = "conformance-webhook-secret"
+    hook = harness.hook("impactin_verify_webhook")
+    options = dict(harness.options)
+
+    def verify(headers: dict[str, str], body: bytes) -> WebhookEvent:
+        event: WebhookEvent = hook(
+            platform=harness.info,
+            headers=headers,
+            body=body,
+            secrets=[secret],
+            options=options,
+        )
+        return event
+
+    now = int(time.time())
+    body = json.dumps({"id": "evt_conformance_1", "type": "donation.updated"}).encode()
+    headers = _sign(scheme, secret, "evt_conformance_1", now, body)
+    event = verify(headers, body)
+    assert isinstance(event, WebhookEvent), explain(
+        "webhook verification accepts valid events",
+        f"an event signed with {scheme!r}",
+        f"returned {type(event).__name__}",
+        "return the WebhookEvent that verify_with_scheme builds",
+    )
+    tampered = body.replace(b"updated", b"deleted")
+    _expect_rejected(
+        lambda: verify(headers, tampered),
+        "webhook verification rejects tampered events",
+        f"an event signed with {scheme!r} whose body changed after signing",
+        "verify the HMAC over the raw body bytes with hmac.compare_digest",
+    )
+    forged = _sign(scheme, secret + "-wrong", "evt_conformance_3", now, body)
+    _expect_rejected(
+        lambda: verify(forged, body),
+        "webhook verification rejects tampered events",
+        f"an event signed with {scheme!r} and another secret",
+        "verify against the tenant's secrets only",
+    )
+    if scheme != "github":
+        stale = now - 3600
+        stale_headers = _sign(scheme, secret, "evt_conformance_2", stale, body)
+        _expect_rejected(
+            lambda: verify(stale_headers, body),
+            "webhook verification rejects stale events",
+            f"an event signed with {scheme!r} one hour ago",
+            "check the signed timestamp against the tolerance",
+        )
+    replay = verify(headers, body)
+    assert event.event_id, explain(
+        "webhook events can be deduplicated",
+        f"an event signed with {scheme!r}",
+        "the event has no event_id",
+        "return the event id so the host's replay store can reject replays",
+    )
+    assert replay.event_id == event.event_id, explain(
+        "webhook events can be deduplicated",
+        "the same event received twice",
+        "the two verifications returned different event ids",
+        "derive event_id from the signed id, not from the time of receipt",
+    )
+    replays = MemoryReplayStore()
+    replays.seen(harness.info.id, event.event_id, float(now))
+    assert replays.seen(harness.info.id, replay.event_id or "", float(now)), explain(
+        "webhook verification rejects replayed events",
+        "the same event received twice",
+        "the replay store did not recognise the second delivery",
+        "return a stable event_id",
+    )
