@@ -138,3 +138,21 @@ def test_every_hookspec_has_a_docstring() -> None:
     for name in specs:
         assert getattr(hookspecs, name).__doc__, name
     assert impactin_register_platforms.__doc__
+
+
+def test_every_hookspec_is_documented_and_tested() -> None:
+    """Each hook has an entry in docs/hooks.md and appears in some test."""
+    from pathlib import Path
+
+    from impactin_core import hookspecs
+
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "hooks.md").read_text(encoding="utf-8")
+    tests = "".join(
+        path.read_text(encoding="utf-8")
+        for path in root.glob("*/tests/**/*.py")
+        if path.name != Path(__file__).name
+    )
+    for name in (name for name in dir(hookspecs) if name.startswith("impactin_")):
+        assert f"## `{name}(" in docs, name
+        assert name in tests, name
