@@ -6,7 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
-from impactin_core import AuthenticationError, ConfigError, PermanentError, RateLimited
+from impactin_core import (
+    AuthenticationError,
+    ConfigError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
 from impactin_core.sandbox import FaultPlan
 
 from .conftest import EMPLOYEE_ID, Harness
@@ -124,3 +130,23 @@ async def test_wrong_rest_path_is_permanent(harness: Harness) -> None:
     with pytest.raises(PermanentError) as caught:
         await harness.send(harness.settings("rest", rest_path="elsewhere"))
     assert caught.value.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        pytest.param("403", PermanentError, id="403-permanent"),
+        pytest.param("500", RetryableError, id="500-retryable"),
+        pytest.param("503", RetryableError, id="503-retryable"),
+    ],
+)
+async def test_rest_status_mapping(
+    harness: Harness, status: str, error: type[Exception]
+) -> None:
+    settings = harness.settings("rest", **REST)
+    await harness.send(settings)
+    harness.sim.app.state.replace_plan(FaultPlan(script=[status]))  # type: ignore[attr-defined]
+    with pytest.raises(error) as caught:
+        await harness.send(settings, harness.map(settings, key="key-2"))
+    assert getattr(caught.value, "status_code", None) == int(status)
+    assert not isinstance(caught.value, AuthenticationError)

@@ -174,9 +174,10 @@ class SlaTargets:
     """SLA targets from the ``[sla]`` configuration table.
 
     The defaults are a success rate of at least 98 % and a p95 latency of at
-    most 5 minutes; a platform within 1 percentage point or 60 s of a target
-    is in warning. ``[sla.platforms.NAME]`` overrides any of them for one
-    platform.
+    most 5 minutes. A platform within 1 percentage point of the success
+    target, or above 80 % of the latency target, is in warning, unless the
+    ``warning_*`` settings say otherwise. ``[sla.platforms.NAME]`` overrides
+    any of them for one platform.
     """
 
     default: Targets = Targets()
@@ -236,8 +237,15 @@ def _targets(table: Any, prefix: str, base: Targets) -> Targets:
     unknown = set(table) - set(_TARGET_FIELDS) - {"platforms", "window"}
     if unknown and prefix != "sla":
         name = sorted(unknown)[0]
-        message = f"{prefix}.{name} is not a known setting; use one of {_TARGET_FIELDS}."
+        message = (
+            f"{prefix}.{name} is not a known setting; use one of {_TARGET_FIELDS}."
+        )
         raise ConfigError(message, key=f"{prefix}.{name}")
+    # A target set without its warning level gets one 1 point or 20 % inside it.
+    if "success_rate" in values and "warning_success_rate" not in values:
+        values["warning_success_rate"] = min(1.0, values["success_rate"] + 0.01)
+    if "p95_latency_s" in values and "warning_p95_latency_s" not in values:
+        values["warning_p95_latency_s"] = values["p95_latency_s"] * 0.8
     return attrs.evolve(base, **values)
 
 

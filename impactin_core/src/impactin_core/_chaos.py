@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import random
 import time
 import uuid
@@ -26,6 +27,7 @@ from typing import Any
 
 import attrs
 import httpx
+from starlette.requests import ClientDisconnect
 
 from ._config import EnvSecrets, parse_config
 from ._crypto import generate_key
@@ -95,7 +97,7 @@ class ChaosPlan:
     speedup: float = 1000.0
     concurrency: int = 16
     max_attempts: int = 8
-    breaker_threshold: int = 5
+    breaker_threshold: int = 10
     breaker_reset: float = 60.0
     #: Resume rounds after the first pass before giving up.
     max_rounds: int = 200
@@ -229,10 +231,23 @@ class _BurstMiddleware:
                 (b"content-length", str(len(body)).encode()),
                 (b"retry-after", self.retry_after),
             ]
-            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": 429, "headers": headers}
+            )
             await send({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            # The client gave up on a held request; uvicorn would log it.
+            return
+
+
+class _QuietDroppedConnections(logging.Filter):
+    """Drop uvicorn's reports of the connections the faults close on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Exception in ASGI application")
 
 
 class _TimeoutTransport(httpx.AsyncBaseTransport):
@@ -481,7 +496,12 @@ def run_chaos(plan: ChaosPlan, folder: Path) -> ChaosFigures:
         raise LookupError(message)
     records = chaos_records(plan.records, plan.seed)
     clock = FastClock(plan.speedup)
-    with _simulators(plugins, plan) as servers:
+    quiet = _QuietDroppedConnections()
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.addFilter(quiet)
+    with contextlib.ExitStack() as stack:
+        stack.callback(server_log.removeFilter, quiet)
+        servers = stack.enter_context(_simulators(plugins, plan))
         environ: dict[str, str] = {}
         config = _config(folder, servers, plan, environ)
         runtime = Runtime(

@@ -159,7 +159,7 @@ def _run_with_progress(
 
         report = RunReport(run_id=os.urandom(16).hex())
         runtime.submit(counted(), run_id=report.run_id, report=report)
-        due = len(runtime.store.due_deliveries(runtime.clock()))
+        due = runtime.store.count_due(runtime.clock())
         send = progress.add_task("delivering", total=due)
         asyncio.run(runtime.process(report, on_done=lambda: progress.advance(send)))
     return report

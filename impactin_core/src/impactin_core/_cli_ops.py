@@ -148,8 +148,10 @@ def resubmit(
     runtime = _runtime(ctx)
     try:
         entry = _find_quarantined(runtime, row_id)
-        raw = _read_corrected_row(file) if file else runtime.store.quarantined_raw(
-            entry["id"]
+        raw = (
+            _read_corrected_row(file)
+            if file
+            else runtime.store.quarantined_raw(entry["id"])
         )
         raw.update(changes)
         parsed = _parse_row(runtime, raw, input_name)
@@ -183,7 +185,10 @@ def resubmit(
 )
 @click.option("--seed", default=1, show_default=True, help="Seed of data and faults.")
 @click.option(
-    "--error-rate", default=0.20, show_default=True, help="Share of requests answered 5xx."
+    "--error-rate",
+    default=0.20,
+    show_default=True,
+    help="Share of requests answered 5xx.",
 )
 @click.option(
     "--error-status", default=500, show_default=True, help="The injected 5xx status."
@@ -245,6 +250,8 @@ def chaos(folder: str | None, **options: Any) -> None:
     with tempfile.TemporaryDirectory(prefix="impactin-chaos-") as temporary:
         figures = run_chaos(plan, Path(folder or temporary))
     console.print(_figures_table(figures))
+    for line in _reason_lines(figures):
+        console.print(line)
     console.print(
         f"{figures.rounds} resume rounds, {figures.retried} retries, "
         f"{figures.deferred} deferrals, requests per simulator: "
@@ -273,15 +280,15 @@ def _figures_table(figures: ChaosFigures) -> Any:
         "unfinished",
         "unaccounted",
         "duplicates",
-        "dead but recorded",
+        "dead, recorded",
         "repeats",
-        "dead-letter reasons",
     )
     for column in columns:
-        justify = "left" if column in ("tenant", "platform", "dead-letter reasons") else "right"
-        table.add_column(column, justify=justify)
+        if column in ("tenant", "platform"):
+            table.add_column(column)
+        else:
+            table.add_column(column, justify="right")
     for group in figures.groups:
-        reasons = ", ".join(f"{kind} {count}" for kind, count in group.reasons.items())
         table.add_row(
             group.tenant,
             group.platform,
@@ -294,6 +301,14 @@ def _figures_table(figures: ChaosFigures) -> Any:
             str(group.duplicates),
             str(group.dead_but_recorded),
             str(group.repeats),
-            reasons or "-",
         )
     return table
+
+
+def _reason_lines(figures: ChaosFigures) -> list[str]:
+    lines = []
+    for group in figures.groups:
+        if group.reasons:
+            counts = ", ".join(f"{kind} {n}" for kind, n in group.reasons.items())
+            lines.append(f"Dead-letter reasons of {group.tenant}: {counts}.")
+    return lines

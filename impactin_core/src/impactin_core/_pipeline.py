@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import random
@@ -138,7 +139,7 @@ class Runtime:
         self.transport = transport
         self.key_ttl = key_ttl
         self.instruments = instruments or Instruments()
-        # Each token the cache saves is a refresh; the wrapper counts it.
+        # The wrapper counts each token the cache saves as one refresh.
         self.tokens = TokenCache(
             self.instruments.counting_token_store(store), clock=clock
         )
@@ -360,27 +361,29 @@ class Runtime:
         include_future: bool = False,
         on_done: Callable[[], None] | None = None,
     ) -> None:
-        """Deliver every due delivery in the outbox, ``concurrency`` at a time."""
-        due = self.store.due_deliveries(self.clock(), include_future=include_future)
-        if not due:
+        """Deliver every due delivery in the outbox, ``concurrency`` at a time.
+
+        The outbox is read a page at a time, so memory does not grow with
+        the number of due deliveries.
+        """
+        rows = self.store.iter_due_deliveries(
+            self.clock(), include_future=include_future
+        )
+        first = next(rows, None)
+        if first is None:
             return
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        for row in due:
-            queue.put_nowait(row)
+        # Workers share one iterator. Each next() runs without an await, so
+        # no two workers get the same row.
+        due = itertools.chain([first], rows)
         async with self._client() as client:
 
             async def worker() -> None:
-                while True:
-                    try:
-                        row = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        return
+                for row in due:
                     await self.run_delivery(row, client, report)
                     if on_done is not None:
                         on_done()
 
-            workers = min(self.config.concurrency, len(due))
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            await asyncio.gather(*(worker() for _ in range(self.config.concurrency)))
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(

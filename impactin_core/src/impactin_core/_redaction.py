@@ -10,6 +10,7 @@ outside the paths the connector declared.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -37,7 +38,9 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
 
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
-_SSN = re.compile(rf"(?<![\w-])\d{{3}}[\s{_DASHES}]\d{{2}}[\s{_DASHES}]\d{{4}}(?![\w-])")
+_SSN = re.compile(
+    rf"(?<![\w-])\d{{3}}[\s{_DASHES}]\d{{2}}[\s{_DASHES}]\d{{4}}(?![\w-])"
+)
 _NINO = re.compile(
     r"(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Z0-9])"
@@ -155,6 +158,9 @@ def _iban_valid(candidate: str) -> bool:
     return int(digits) % 97 == 1
 
 
+# phonenumbers.parse costs tens of microseconds, and a record's dates and ids
+# reach this check several times (leak scan, log filter), so results are cached.
+@functools.lru_cache(maxsize=8192)
 def _is_phone(candidate: str, digits: str) -> bool:
     import phonenumbers
 
@@ -181,10 +187,41 @@ def _is_phone(candidate: str, digits: str) -> bool:
 
 def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
     for match in _PHONE_CANDIDATE.finditer(text):
-        candidate = match.group()
-        digits = re.sub(r"\D", "", candidate)
-        if 7 <= len(digits) <= 15 and _is_phone(candidate, digits):
-            yield match.span()
+        yield from _phones_in(match.group(), match.start())
+
+
+def _is_phone_text(candidate: str) -> bool:
+    digits = re.sub(r"\D", "", candidate)
+    return 7 <= len(digits) <= 15 and _is_phone(candidate, digits)
+
+
+def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
+    """Yield the phone numbers in one candidate run of digits and separators.
+
+    The candidate pattern also takes in digits that follow a number
+    (``+44 7700 900123 12345``), so when the whole run is no phone number,
+    its whitespace-separated prefixes are tried, longest first, and the
+    search goes on after each number found.
+    """
+    start = 0
+    while start < len(candidate):
+        rest = candidate[start:]
+        gaps = [gap.start() for gap in re.finditer(r"\s+", rest)]
+        ends = [len(rest), *reversed(gaps)]
+        for end in ends:
+            piece = rest[:end].rstrip(" ,.;:-")
+            if piece and piece[-1].isdigit() and _is_phone_text(piece):
+                yield (offset + start, offset + start + len(piece))
+                start += end
+                break
+        else:
+            gap = re.search(r"\s+", rest)
+            if gap is None:
+                return
+            start += gap.end()
+            continue
+        gap = re.match(r"\s*", candidate[start:])
+        start += gap.end() if gap else 0
 
 
 def _spans(text: str) -> Iterator[tuple[int, int, str]]:
@@ -229,17 +266,33 @@ def scrub_text(text: str, names: Iterable[str] = ()) -> tuple[str, int]:
         pattern = re.compile(re.escape(normalize_text(name)), re.IGNORECASE)
         result, found = pattern.subn("[name]", result)
         count += found
-    spans = sorted(_spans(result), key=lambda span: (span[0], -span[1]))
+    # A phone candidate runs over the digits that follow it, so a phone
+    # number next to another identifier shows only once that one is replaced.
+    # Passes repeat until nothing is found, at most _SCRUB_PASSES times.
+    for _ in range(_SCRUB_PASSES):
+        result, found = _replace_spans(result)
+        count += found
+        if not found:
+            break
+    return result, count
+
+
+_SCRUB_PASSES = 4
+
+
+def _replace_spans(text: str) -> tuple[str, int]:
+    spans = sorted(_spans(text), key=lambda span: (span[0], -span[1]))
     pieces: list[str] = []
     cursor = 0
+    count = 0
     for start, end, kind in spans:
         if start < cursor:
             continue
-        pieces.append(result[cursor:start])
+        pieces.append(text[cursor:start])
         pieces.append(f"[{kind}]")
         cursor = end
         count += 1
-    pieces.append(result[cursor:])
+    pieces.append(text[cursor:])
     return "".join(pieces), count
 
 
@@ -255,6 +308,9 @@ def _scrub_value(value: Any, names: list[str]) -> tuple[Any, int]:
         total = 0
         cleaned: dict[str, Any] = {}
         for key, item in value.items():
+            if isinstance(key, str):
+                key, found = scrub_text(key, names)
+                total += found
             cleaned[key], count = _scrub_value(item, names)
             total += count
         return cleaned, total
@@ -308,7 +364,13 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
         yield path, value
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            yield from _walk(item, f"{path}.{key}" if path else str(key))
+            # A key is text too, and metadata keys can carry personal values,
+            # so the path names a scrubbed key and the key itself is scanned.
+            label = scrub_text(key)[0] if isinstance(key, str) else str(key)
+            child = f"{path}.{label}" if path else label
+            if isinstance(key, str):
+                yield f"{child}[key]", key
+            yield from _walk(item, child)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             yield from _walk(item, f"{path}[{index}]")

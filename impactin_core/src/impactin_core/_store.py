@@ -456,6 +456,45 @@ class Store:
             )
         )
 
+    def iter_due_deliveries(
+        self, now: float, *, include_future: bool = False, page_size: int = 500
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the deliveries ``due_deliveries`` returns, ``page_size`` rows a read.
+
+        Pages follow the rowid, which is insertion order, so memory stays
+        flat however large the outbox is and no row is yielded twice. A row
+        that becomes due while the pages are read is yielded if its rowid
+        is still ahead.
+        """
+        where = "rowid > ? AND status IN ('pending', 'in_flight')"
+        if not include_future:
+            where += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+        query = (
+            f"SELECT rowid AS row_number, {_LIST_COLUMNS} FROM deliveries "
+            f"WHERE {where} ORDER BY rowid LIMIT ?"
+        )
+        last = 0
+        while True:
+            args: tuple[Any, ...] = (last, page_size)
+            if not include_future:
+                args = (last, now, page_size)
+            page = self.db.conn.execute(query, args).fetchall()
+            for row in page:
+                values = dict(row)
+                last = values.pop("row_number")
+                yield values
+            if len(page) < page_size:
+                return
+
+    def count_due(self, now: float) -> int:
+        """Return how many deliveries ``due_deliveries(now)`` would return."""
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'in_flight') "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+            (now,),
+        ).fetchone()
+        return int(row[0])
+
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
         rows = list(
             self.db["deliveries"].rows_where(
@@ -686,7 +725,8 @@ class Store:
             # by schema version 1 get the table without a version bump.
             conn.execute(_TOKEN_LOCKS_TABLE)
             row = conn.execute(
-                "SELECT owner, until FROM token_locks WHERE tenant = ? AND platform = ?",
+                "SELECT owner, until FROM token_locks "
+                "WHERE tenant = ? AND platform = ?",
                 (tenant, platform),
             ).fetchone()
             if row is not None and row["owner"] != owner and row["until"] > now:
@@ -702,7 +742,8 @@ class Store:
         with self.transaction() as conn:
             conn.execute(_TOKEN_LOCKS_TABLE)
             conn.execute(
-                "DELETE FROM token_locks WHERE tenant = ? AND platform = ? AND owner = ?",
+                "DELETE FROM token_locks "
+                "WHERE tenant = ? AND platform = ? AND owner = ?",
                 (tenant, platform, owner),
             )
 

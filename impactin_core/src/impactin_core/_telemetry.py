@@ -60,8 +60,8 @@ ALLOWED_ATTRIBUTES = frozenset(
     }
 )
 
-#: Metric label names; anything else is dropped. Their values are tenant and
-#: platform ids from the configuration or fixed words (statuses, reasons).
+#: Metric label names the runtime may set. Other names are dropped, and the
+#: values are tenant and platform ids or fixed words such as statuses.
 ALLOWED_LABELS = frozenset(
     {"tenant", "platform", "status", "outcome", "reason", "detected_by"}
 )
@@ -70,8 +70,8 @@ ALLOWED_LABELS = frozenset(
 BREAKER_STATE_VALUES = {"closed": 0.0, "half-opened": 0.5, "opened": 1.0}
 
 #: Histogram bucket bounds of ``impact_in_delivery_latency_seconds``, in
-#: seconds. The bounds at 300 s and 900 s let the alert rules read the
-#: 5-minute latency limit and the 15-minute SLA target from exact buckets.
+#: seconds. A bound at 300 s makes the 5-minute latency limit of the alert
+#: rules and of ``impactin sla`` an exact bucket edge.
 LATENCY_BUCKETS = (
     0.1,
     0.25,
@@ -158,6 +158,7 @@ class Instruments:
         self.tracer = trace.get_tracer("impactin", tracer_provider=tracer_provider)
         meter = metrics.get_meter("impactin", meter_provider=meter_provider)
         self._provider_key = id(meter_provider) if meter_provider else 0
+
         self.deliveries = meter.create_counter(
             "impact_in_deliveries_total",
             description="Deliveries that reached a final status, by status",
@@ -199,6 +200,9 @@ class Instruments:
             "impact_in_webhook_verification_failures_total",
             description="Inbound webhook events rejected, by reason",
         )
+
+        # A meter keeps the first instrument of each name, so these callbacks
+        # read every watched runtime of this meter provider, not only ours.
         key = self._provider_key
         meter.create_observable_gauge(
             "impact_in_circuit_breaker_state",
@@ -368,11 +372,6 @@ def current_trace_id() -> str | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x")
-
-
-def add_event(span: trace.Span, name: str, attributes: Mapping[str, Any]) -> None:
-    """Add an event to ``span`` with only the allowed attributes."""
-    span.add_event(name, safe_attributes(attributes))
 
 
 def record_events(

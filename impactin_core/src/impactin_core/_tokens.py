@@ -3,9 +3,9 @@
 ``TokenCache`` keeps one token per tenant and platform in a ``TokenStore``.
 Callers in one event loop share one refresh through an ``asyncio.Lock``.
 When the store also implements ``TokenLockStore`` (the SQLite ``Store``
-does), processes that share the store file share one refresh too: the
-refreshing process holds a lease row, and a waiting process re-reads the
-store after it gets the lease, so it uses the token the other one saved.
+does), processes that share the store file share one refresh too. The
+refreshing process takes a lease row. A waiting process re-reads the store
+once it gets the lease, so it uses the token the other process saved.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ logger = logging.getLogger("impactin.tokens")
 #: Seconds before expiry at which a token counts as expired and is refreshed.
 DEFAULT_REFRESH_LEEWAY = 60.0
 
-#: Seconds a process may hold the refresh lease of one tenant and platform.
+#: Seconds a process may keep the refresh lease of one tenant and platform.
 #: A process that dies while refreshing blocks the others for at most this
-#: long; it is well above the 30 s default HTTP timeout of one token request.
+#: long. It is twice the runtime's 30 s HTTP timeout of one token request.
 DEFAULT_LEASE_SECONDS = 60.0
 
 #: Seconds between two attempts to take a lease that another process holds.
@@ -103,7 +103,7 @@ Fetch = Callable[[OAuthToken | None], Awaitable[OAuthToken]]
 
 
 class RefreshTokenRejected(AuthenticationError):
-    """The authorization server answered ``invalid_grant`` to a refresh token.
+    """The authorization server rejected a refresh token with ``invalid_grant``.
 
     A connector's fetch function raises it, and ``TokenCache`` then re-reads
     the store once, because another worker may have rotated the token.
@@ -111,7 +111,7 @@ class RefreshTokenRejected(AuthenticationError):
 
 
 def reauthentication_error(tenant: str, platform: str) -> RefreshTokenRejected:
-    """Build the error that asks the operator to issue a new refresh token."""
+    """Build the error that tells the operator to issue a new refresh token."""
     message = (
         f"The refresh token of tenant {tenant!r} on {platform!r} was rejected "
         "(invalid_grant), and the token store holds no newer one. Issue a new "
@@ -196,9 +196,11 @@ class TokenCache:
             return seen
         async with self._lock(tenant, platform), self._lease(tenant, platform):
             stored = self._store.load_token(tenant, platform)
-            if stored is not None and self._usable(stored):
-                if not force or _replaced(stored, seen):
-                    return stored
+            # A forced refresh still uses a token that another caller saved
+            # while this one waited: the platform rejected the older token.
+            usable = stored is not None and self._usable(stored)
+            if stored is not None and usable and (not force or _replaced(stored, seen)):
+                return stored
             token = await self._obtain(tenant, platform, fetch, stored)
             self._store.save_token(tenant, platform, token)
             self.refresh_count += 1

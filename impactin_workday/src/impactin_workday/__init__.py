@@ -5,10 +5,12 @@ from __future__ import annotations
 from ._faults import ValidationMessage, WorkdayFaultError
 from ._options import DEFAULT_FIELD_NAMES, WorkdayOptions
 from ._plugin import PLATFORM
+from ._soap import SameDateConflict
 
 __all__ = [
     "DEFAULT_FIELD_NAMES",
     "PLATFORM",
+    "SameDateConflict",
     "ValidationMessage",
     "WorkdayFaultError",
     "WorkdayOptions",

@@ -112,7 +112,10 @@ def classify_http_failure(
     delay = parse_retry_after(response.headers.get("retry-after"), time.time())
     if status == 429:
         raise RateLimited(
-            f"{message}; the call is throttled.", retry_after=delay, sent=False, **context
+            f"{message}; the call is throttled.",
+            retry_after=delay,
+            sent=False,
+            **context,
         )
     if status >= 500:
         # Workday can throttle SOAP calls with a plain HTTP 500.

@@ -64,8 +64,8 @@ def _read_text(
     return str(value)
 
 
-def _read_bool(settings: PlatformSettings, name: str) -> bool:
-    value = settings.options.get(name, False)
+def _read_bool(settings: PlatformSettings, name: str, *, default: bool = False) -> bool:
+    value = settings.options.get(name, default)
     if not isinstance(value, bool):
         _invalid(settings, name, value, "true or false")
     return bool(value)
@@ -97,8 +97,12 @@ class WorkdayOptions:
     custom_object: str = "Volunteer_Activity"
     #: A local path or URL of the WSDL; None selects the bundled WSDL.
     wsdl: str | None = None
+    #: Seconds a WSDL or schema fetched over HTTP is reused from the disk cache.
+    wsdl_cache_ttl: int = 86400
     password_digest: bool = False
     timestamp: bool = False
+    #: Reject a second row for one worker, custom object and effective date.
+    same_date_guard: bool = True
     #: Seconds between ``wsu:Created`` and ``wsu:Expires`` of the Timestamp.
     timestamp_ttl: int = 300
     #: Path below ``/ccx/api/v1/TENANT/`` that accepts the REST write.
@@ -126,6 +130,15 @@ class WorkdayOptions:
         ttl = settings.options.get("timestamp_ttl", 300)
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
             _invalid(settings, "timestamp_ttl", ttl, "a positive number of seconds")
+        cache_ttl = settings.options.get("wsdl_cache_ttl", 86400)
+        if (
+            isinstance(cache_ttl, bool)
+            or not isinstance(cache_ttl, int)
+            or cache_ttl < 0
+        ):
+            _invalid(
+                settings, "wsdl_cache_ttl", cache_ttl, "a number of seconds, 0 or more"
+            )
         wsdl = settings.options.get("wsdl")
         if wsdl is not None and (not isinstance(wsdl, str) or not wsdl.strip()):
             _invalid(settings, "wsdl", wsdl, "a local path or URL of a WSDL")
@@ -146,7 +159,9 @@ class WorkdayOptions:
             )
             or "Volunteer_Activity",
             wsdl=wsdl,
+            wsdl_cache_ttl=cache_ttl,
             password_digest=_read_bool(settings, "password_digest"),
+            same_date_guard=_read_bool(settings, "same_date_guard", default=True),
             timestamp=_read_bool(settings, "timestamp"),
             timestamp_ttl=ttl,
             rest_path=_read_text(

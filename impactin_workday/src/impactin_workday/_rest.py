@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any, NoReturn
 
+import attrs
 import httpx
 
 from impactin_core import (
@@ -29,7 +30,7 @@ from impactin_core import (
     request_with_mapping,
     sanitize_text,
 )
-from impactin_core._tokens import reauthentication_error
+from impactin_core._tokens import fingerprint, reauthentication_error
 
 from ._options import PLATFORM_ID, WorkdayOptions
 
@@ -63,6 +64,10 @@ def _raise_transient(
     if response.status_code == 429:
         # A 429 refuses the request before any work, so repeating it is safe.
         raise RateLimited(message, sent=False, **context)
+    if response.status_code == 503:
+        # A 503 also means the server did not act (RFC 9110 section 15.6.4),
+        # as the SOAP path and impactin_core.raise_for_response treat it.
+        raise RetryableError(message, sent=False, **context)
     if response.status_code >= 500:
         raise RetryableError(message, **context)
 
@@ -145,19 +150,31 @@ async def _refresh(
     return _token_from(response, refresh_token, settings.tenant, now)
 
 
+def _refresh_token_to_use(
+    stored: OAuthToken | None, configured: str, source: str
+) -> str:
+    # The store carries the latest rotated refresh token, which wins over the
+    # configured secret as long as the rotations started from that secret.
+    # A different configured secret means an operator issued a new refresh
+    # token (for example after invalid_grant), so it wins instead.
+    if stored is None or not stored.refresh_token:
+        return configured
+    if stored.source_fingerprint not in (None, source):
+        return configured
+    return stored.refresh_token
+
+
 async def authenticate_rest(
     settings: PlatformSettings, options: WorkdayOptions, context: AuthContext
 ) -> Credentials:
     """Return bearer credentials, refreshing the access token when needed."""
     configured = settings.secret("refresh_token")
+    source = fingerprint(configured)
 
     async def fetch(stored: OAuthToken | None) -> OAuthToken:
-        # The stored token carries the latest rotated refresh token; the
-        # configured secret is only the first one.
-        refresh = (
-            stored.refresh_token if stored and stored.refresh_token else configured
-        )
-        return await _refresh(settings, options, context, refresh)
+        refresh = _refresh_token_to_use(stored, configured, source)
+        token = await _refresh(settings, options, context, refresh)
+        return attrs.evolve(token, source_fingerprint=source)
 
     token = await context.tokens.get(
         settings.tenant, PLATFORM_ID, fetch, force=context.force_refresh

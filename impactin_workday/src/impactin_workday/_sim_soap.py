@@ -263,6 +263,7 @@ async def staffing_endpoint(request: Request, state: WorkdaySimulatorState) -> R
     if request.method == "GET":
         if "wsdl" not in request.query_params:
             return html_not_found()
+        state.count_wsdl_request()
         with open(bundled_wsdl(), "rb") as wsdl:
             return Response(wsdl.read(), media_type=_XML)
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import threading
+import time
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from impactin_core import (
+    AuthenticationError,
     Credentials,
     PermanentError,
     PlatformRequest,
@@ -25,6 +29,8 @@ from impactin_core import (
 
 from ._faults import classify_http_failure, classify_soap_fault, is_xml
 from ._options import PLATFORM_ID, WorkdayOptions
+from ._same_date import SameDateLedger, slot_digest
+from ._wsdl_cache import WsdlDocumentCache
 
 if TYPE_CHECKING:
     from zeep.transports import AsyncTransport
@@ -33,6 +39,7 @@ __all__ = [
     "BSVC_NS",
     "CUSTOM_DATA_NS",
     "STAFFING_BINDING",
+    "SameDateConflict",
     "build_envelope",
     "bundled_wsdl",
     "security_token",
@@ -43,6 +50,8 @@ __all__ = [
 BSVC_NS = "urn:com.workday/bsvc"
 CUSTOM_DATA_NS = "urn:com.workday/tenants/super/data/custom"
 STAFFING_BINDING = "{urn:com.workday/bsvc/Staffing}StaffingBinding"
+logger = logging.getLogger("impactin.workday")
+
 _SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 
 # Parsed WSDLs with their service proxy, per (WSDL source, endpoint). A zeep
@@ -50,6 +59,10 @@ _SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 # WSDL and endpoint share one.
 _clients: dict[tuple[str, str], tuple[Any, Any]] = {}
 _clients_lock = threading.Lock()
+
+
+class SameDateConflict(PermanentError):
+    """Another row already occupies the worker's custom object entry for the date."""
 
 
 def bundled_wsdl() -> str:
@@ -70,7 +83,9 @@ def zeep_settings() -> Any:
     )
 
 
-def _load_client(wsdl: str, endpoint: str) -> tuple[Any, Any]:
+def _load_client(
+    wsdl: str, endpoint: str, cache: WsdlDocumentCache | None
+) -> tuple[Any, Any]:
     import zeep
     from zeep.transports import Transport
 
@@ -78,16 +93,29 @@ def _load_client(wsdl: str, endpoint: str) -> tuple[Any, Any]:
         cached = _clients.get((wsdl, endpoint))
         if cached is not None:
             return cached
-        # This transport only reads the WSDL; sends go through the runtime's
-        # client. Its timeout is in seconds.
-        loader = Transport(timeout=30)  # type: ignore[no-untyped-call]
+        started = time.perf_counter()
+        # This transport only reads the WSDL and its schemas; sends go through
+        # the runtime's client. Its timeout is in seconds.
+        loader = Transport(timeout=30, cache=cache)  # type: ignore[no-untyped-call]
         client = zeep.Client(wsdl, transport=loader, settings=zeep_settings())  # type: ignore[no-untyped-call]
         service = client.create_service(STAFFING_BINDING, endpoint)  # type: ignore[no-untyped-call]
         _clients[(wsdl, endpoint)] = (client, service)
+        logger.debug(
+            "Built the Workday SOAP client from %s in %.3f s",
+            wsdl,
+            time.perf_counter() - started,
+        )
         return client, service
 
 
-async def _client_for(options: WorkdayOptions, tenant: str) -> tuple[Any, Any]:
+async def _client_for(
+    options: WorkdayOptions, tenant: str, cache_dir: Path | None = None
+) -> tuple[Any, Any]:
+    """Return the zeep client and service proxy for the tenant's WSDL and endpoint.
+
+    With ``cache_dir``, documents fetched over HTTP are kept there for
+    ``wsdl_cache_ttl`` seconds, so the next process reads them from disk.
+    """
     wsdl = options.wsdl or bundled_wsdl()
     endpoint = options.soap_endpoint
     cached = _clients.get((wsdl, endpoint))
@@ -95,9 +123,12 @@ async def _client_for(options: WorkdayOptions, tenant: str) -> tuple[Any, Any]:
         return cached
     from zeep.exceptions import Error as ZeepError
 
+    cache = None
+    if cache_dir is not None:
+        cache = WsdlDocumentCache(cache_dir / "workday-wsdl", options.wsdl_cache_ttl)
     try:
         # Parsing a WSDL is blocking work (and a download for a URL).
-        return await asyncio.to_thread(_load_client, wsdl, endpoint)
+        return await asyncio.to_thread(_load_client, wsdl, endpoint, cache)
     except (OSError, ZeepError, ValueError) as exc:
         message = (
             f"Could not load the Workday WSDL ({type(exc).__name__}); check the "
@@ -205,10 +236,68 @@ async def send_soap(
     options: WorkdayOptions,
 ) -> SendOutcome:
     """Send one ``Edit_Worker_Additional_Data`` request and classify the response."""
+    guard = _claim_same_date_slot(request, credentials, context, options)
+    try:
+        outcome = await _send_envelope(request, credentials, context, options)
+    except (PermanentError, AuthenticationError):
+        # Workday rejected the write, so the slot is free for another row.
+        if guard is not None:
+            guard[0].release(guard[1], guard[2])
+        raise
+    return outcome
+
+
+def _claim_same_date_slot(
+    request: PlatformRequest,
+    credentials: Credentials,
+    context: SendContext,
+    options: WorkdayOptions,
+) -> tuple[SameDateLedger, str, str] | None:
+    """Claim the worker's custom object slot for the date, or raise a conflict.
+
+    Returns None when the guard is off or the runtime gives no cache folder.
+    """
+    if not options.same_date_guard or context.cache_dir is None:
+        return None
+    payload = request.payload
+    row_id = payload["row"][options.field_names["row_id"]]
+    ledger = SameDateLedger(context.cache_dir / "workday-same-date.sqlite")
+    # The password keys the digest, so the ledger contains no Employee_ID.
+    # NOTE: a new password starts a new ledger, so conflicts with rows written
+    # before a password change are not detected.
+    slot = slot_digest(
+        (credentials.password or "").encode("utf-8"),
+        options.tenant_name,
+        payload["custom_object"],
+        payload["employee_id"],
+        payload["effective_date"],
+    )
+    holder = ledger.claim(slot, row_id)
+    if holder != row_id:
+        message = (
+            f"Workday keeps one {payload['custom_object']} entry per worker and "
+            f"effective date, and row {holder} already holds this worker's entry "
+            f"for {payload['effective_date']}; Edit_Worker_Additional_Data would "
+            f"replace it with row {row_id}, so the record was not sent. Combine "
+            "the activities at the source, or set the option same_date_guard = "
+            "false to let the later row replace the earlier one."
+        )
+        raise SameDateConflict(
+            message, platform=PLATFORM_ID, tenant=request.tenant, status_code=None
+        )
+    return ledger, slot, row_id
+
+
+async def _send_envelope(
+    request: PlatformRequest,
+    credentials: Credentials,
+    context: SendContext,
+    options: WorkdayOptions,
+) -> SendOutcome:
     from lxml import etree
 
     tenant = request.tenant
-    client, service = await _client_for(options, tenant)
+    client, service = await _client_for(options, tenant, context.cache_dir)
     envelope = build_envelope(client, service, request.payload, options.version)
     headers = dict(_SOAP_HEADERS)
     envelope, headers = security_token(credentials, options).apply(envelope, headers)

@@ -78,8 +78,14 @@ class WorkdaySimulatorState:
     #: True issues a new refresh token on each refresh and revokes the old one.
     rotate_refresh_token: bool = True
     rest_path: str = "volunteerActivities"
+    #: False rejects every REST write with 401, as if each token were expired.
+    accept_access_tokens: bool = True
     #: ``expires_in`` of issued access tokens, in seconds.
     token_lifetime: int = 3600
+    #: ``GET ?wsdl`` requests served, so tests can prove the WSDL disk cache.
+    wsdl_requests: int = 0
+    #: Successful refresh-token grants.
+    grants: int = 0
     refresh_tokens: set[str] = attrs.field(factory=set, repr=False)
     access_tokens: set[str] = attrs.field(factory=set, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
@@ -88,6 +94,10 @@ class WorkdaySimulatorState:
         if self.workers is None:
             return bool(_WORKER_ID.match(employee_id))
         return employee_id in self.workers
+
+    def count_wsdl_request(self) -> None:
+        with self._lock:
+            self.wsdl_requests += 1
 
     def expire_access_tokens(self) -> None:
         """Revoke every access token, as if each had expired."""
@@ -101,6 +111,7 @@ class WorkdaySimulatorState:
                 return None
             access = secrets.token_urlsafe(24)
             self.access_tokens.add(access)
+            self.grants += 1
             answer: dict[str, Any] = {
                 "access_token": access,
                 "token_type": "Bearer",
@@ -116,6 +127,8 @@ class WorkdaySimulatorState:
     def accepts_bearer(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
         with self._lock:
+            if not self.accept_access_tokens:
+                return False
             return scheme.lower() == "bearer" and token in self.access_tokens
 
 

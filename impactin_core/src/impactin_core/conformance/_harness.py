@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import importlib
 import random
 import re
@@ -35,7 +36,7 @@ from .._tokens import MemoryTokenStore, TokenCache
 from ..sandbox import SandboxServer, Simulator
 from ._target import ConformanceTarget
 
-__all__ = ["FakeClock", "Harness", "PERSONAL_VALUES", "running_harness"]
+__all__ = ["PERSONAL_VALUES", "FakeClock", "Harness", "running_harness"]
 
 T = TypeVar("T")
 
@@ -100,6 +101,11 @@ def load_simulator(info: PlatformInfo) -> Simulator:
     return simulator
 
 
+def _date_for(source_id: str) -> dt.date:
+    offset = int(hashlib.sha256(source_id.encode("utf-8")).hexdigest()[:6], 16) % 3000
+    return dt.date(2018, 1, 1) + dt.timedelta(days=offset)
+
+
 def _env_name(credential: str) -> str:
     return "IMPACTIN_CONFORMANCE_" + re.sub(r"\W", "_", credential).upper()
 
@@ -116,6 +122,11 @@ class Harness:
     url: str
     folder: Path
     clock: FakeClock
+    #: Token cache of direct hook calls; the runtime keeps its own in its store.
+    tokens: TokenCache = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.tokens = TokenCache(MemoryTokenStore(), clock=self.clock)
 
     @property
     def info(self) -> PlatformInfo:
@@ -156,7 +167,9 @@ class Harness:
             "source_id": source_id,
             "tenant": TENANT,
             "kind": kind,
-            "activity_date": dt.date(2026, 3, 2),
+            # One date per source id, so that platforms which key writes on
+            # the employee and the day see each sample record as new.
+            "activity_date": _date_for(source_id),
             "employee_id": PERSONAL_VALUES["employee_id"],
             "employee_email": PERSONAL_VALUES["employee_email"],
             "cause": "Food bank",

@@ -1,0 +1,121 @@
+"""The leak scan: named hard cases, negatives, paths, and agreement with scrubbing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from impactin_core._redaction import Finding, detect, leak_scan, scrub_text
+
+HARD_CASES = [
+    pytest.param("maria.lopez+volunteer@example.org", "email", id="plus-address"),
+    pytest.param("bob\uff20example.net", "email", id="fullwidth-at"),
+    pytest.param("dana@\u200bexample.com", "email", id="zero-width-space"),
+    pytest.param("maria%40example.org", "email", id="percent-encoded-at"),
+    pytest.param("jos\u00e9@b\u00fccher.example", "email", id="idn-domain"),
+    pytest.param("j\u043ehn@example.com", "email", id="mixed-script"),
+    pytest.param("+44 7700 900123", "phone", id="uk-international"),
+    pytest.param("07700 900 123", "phone", id="uk-national"),
+    pytest.param("+82 10-1234-5678", "phone", id="korea-international"),
+    pytest.param("(415) 555-2671", "phone", id="us-national"),
+    pytest.param("123\u201045\u20106789", "us_ssn", id="ssn-unicode-hyphens"),
+    pytest.param("123 45 6789", "us_ssn", id="ssn-spaces"),
+    pytest.param("123-45-6789", "us_ssn", id="ssn-dashes"),
+    pytest.param("AB 12 34 56 C", "uk_nino", id="nino-spaced"),
+    pytest.param("AB123456C", "uk_nino", id="nino-compact"),
+    pytest.param("4111 1111 1111 1111", "payment_card", id="card-luhn"),
+    pytest.param("GB82 WEST 1234 5698 7654 32", "iban", id="iban"),
+    pytest.param("DOB: 1990-05-17", "date_of_birth", id="dob-label"),
+    pytest.param("born on 17/05/1990", "date_of_birth", id="dob-born"),
+]
+
+NEGATIVES = [
+    pytest.param("ZIP 12345-6789", id="zip-plus-four"),
+    pytest.param("Invoice 100234567", id="invoice-number"),
+    pytest.param("4111 1111 1111 1112", id="card-failing-luhn"),
+    pytest.param("2026-03-01", id="activity-date"),
+    pytest.param("ik_" + "3f" * 20, id="idempotency-key"),
+    pytest.param("psn_" + "a1" * 16, id="pseudonym"),
+    pytest.param("Open Doors Community Arts", id="organization-name"),
+    pytest.param("ORG-1701", id="organization-id"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind"), HARD_CASES)
+def test_detects_hard_case(text: str, kind: str) -> None:
+    assert kind in detect(text)
+
+
+@pytest.mark.parametrize(("text", "kind"), HARD_CASES)
+def test_scrub_removes_hard_case(text: str, kind: str) -> None:
+    cleaned, count = scrub_text(f"Note: {text}.")
+
+    assert f"[{kind}]" in cleaned
+    assert count >= 1
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_negative_does_not_block(text: str) -> None:
+    assert leak_scan({"description": text}) == []
+
+
+def test_finding_names_path_and_kind() -> None:
+    payload = {"event": {"notes": ["ok", "call +44 7700 900123"]}}
+
+    assert leak_scan(payload) == [Finding("event.notes[1]", "phone")]
+
+
+def test_finding_never_holds_value() -> None:
+    payload = {"meta": {"maria@example.org": "+44 7700 900123"}}
+
+    findings = leak_scan(payload)
+    text = repr(findings)
+
+    assert "maria" not in text
+    assert "7700" not in text
+    assert Finding("meta.[email][key]", "email") in findings
+
+
+def test_allowed_path_is_skipped() -> None:
+    payload = {"donor": [{"email": "maria@example.org"}], "note": "maria@example.org"}
+
+    findings = leak_scan(payload, {"donor.email"})
+
+    assert findings == [Finding("note", "email")]
+
+
+def test_nested_depth_is_scanned() -> None:
+    payload: dict[str, object] = {"a": {"b": {"c": [{"d": ["AB 12 34 56 C"]}]}}}
+
+    assert leak_scan(payload) == [Finding("a.b.c[0].d[0]", "uk_nino")]
+
+
+_pieces = st.sampled_from(
+    [
+        "maria.lopez+volunteer@example.org",
+        "bob\uff20example.net",
+        "dana@\u200bexample.com",
+        "+44 7700 900123",
+        "07700 900 123",
+        "+82 10-1234-5678",
+        "123\u201045\u20106789",
+        "AB 12 34 56 C",
+        "4111 1111 1111 1111",
+        "ZIP 12345-6789",
+        "Invoice 100234567",
+        " ",
+        ", ",
+        "\n",
+        "tutored ",
+    ]
+)
+_noise = st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_pieces, _noise), max_size=8))
+def test_scrubbed_text_passes_scan(parts: list[str]) -> None:
+    cleaned, _ = scrub_text(" ".join(parts))
+
+    assert detect(cleaned) == []

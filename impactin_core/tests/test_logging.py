@@ -1,0 +1,147 @@
+"""The logging filter, bound personal values and the span-attribute guard."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from impactin_core._logging import (
+    PersonalDataFilter,
+    bind_personal_values,
+    detach_chained,
+    guard_attributes,
+    install_filter,
+    scrub_known,
+)
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, Capture]]:
+    logger = logging.getLogger("impactin.test_logging")
+    handler = Capture()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.addFilter(PersonalDataFilter())
+    try:
+        yield logger, handler
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+
+
+def run_isolated(function: object) -> None:
+    """Run in a copied context so bound values do not reach other tests."""
+    contextvars.copy_context().run(function)  # type: ignore[arg-type]
+
+
+def test_filter_scrubs_arguments(captured: tuple[logging.Logger, Capture]) -> None:
+    logger, handler = captured
+
+    logger.info("Contact %s or %s", "maria@example.org", "+44 7700 900123")
+
+    assert handler.lines == ["Contact [email] or [phone]"]
+
+
+def test_filter_scrubs_bound_employee_id(
+    captured: tuple[logging.Logger, Capture],
+) -> None:
+    logger, handler = captured
+
+    def body() -> None:
+        bind_personal_values(["E-004217"])
+        logger.warning("Worker %s rejected", "E-004217")
+
+    run_isolated(body)
+
+    assert handler.lines == ["Worker [name] rejected"]
+
+
+def test_filter_scrubs_exception_text(
+    captured: tuple[logging.Logger, Capture],
+) -> None:
+    logger, handler = captured
+
+    try:
+        raise ValueError("bad email maria@example.org")
+    except ValueError:
+        logger.exception("Send failed")
+
+    assert "maria@example.org" not in handler.lines[0]
+    assert "[email]" in handler.lines[0]
+
+
+def test_binding_stays_in_its_context() -> None:
+    def body() -> None:
+        bind_personal_values(["E-004217"])
+
+    run_isolated(body)
+
+    assert scrub_known("E-004217") == "E-004217"
+
+
+def test_bind_reads_record_fields() -> None:
+    class Record:
+        employee_id = "E-004217"
+        employee_email = None
+        employee_name = "Maria Lopez"
+        employee_phone = None
+
+    def body() -> None:
+        bind_personal_values(Record())
+        assert scrub_known("Maria Lopez / E-004217") == "[name] / [name]"
+
+    run_isolated(body)
+
+
+def test_guard_scrubs_string_attributes() -> None:
+    guarded = guard_attributes(
+        {"note": "call 07700 900 123", "attempt": 2, "tags": ["bob@example.net"]}
+    )
+
+    assert guarded == {"note": "call [phone]", "attempt": 2, "tags": ["[email]"]}
+
+
+def test_detach_chained_drops_context() -> None:
+    try:
+        try:
+            raise KeyError("E-004217")
+        except KeyError:
+            raise RuntimeError("sanitized") from None
+    except RuntimeError as exc:
+        error = exc
+    error.__context__ = KeyError("E-004217")
+
+    detach_chained(error)
+
+    assert error.__context__ is None
+    assert error.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("impactin.runtime", id="runtime"),
+        pytest.param("impactin.webhooks", id="webhooks"),
+        pytest.param("httpx", id="httpx"),
+        pytest.param("zeep.transports", id="zeep"),
+    ],
+)
+def test_install_filter_covers_logger(name: str) -> None:
+    install_filter()
+
+    filters = logging.getLogger(name).filters
+
+    assert any(isinstance(item, PersonalDataFilter) for item in filters)

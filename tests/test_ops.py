@@ -1,0 +1,348 @@
+"""Operator commands against the Benevity simulator on 127.0.0.1.
+
+Covers ``impactin deliveries retry`` (one id and ``--all-failed``),
+``impactin quarantine list`` and ``resubmit``, and what ``resume`` does with
+a delivery that a stopped process left in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from impactin_core import load_config
+from impactin_core._cli import main
+from impactin_core._crypto import generate_key
+from impactin_core._pipeline import Runtime
+from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator
+
+pytest.importorskip("impactin_benevity")
+
+from impactin_benevity import create_simulator  # noqa: E402
+
+Served = tuple[SandboxServer, Simulator]
+
+
+@pytest.fixture
+def benevity() -> Iterator[Served]:
+    simulator = create_simulator(plan=FaultPlan())
+    with SandboxServer(simulator.app) as server:
+        yield server, simulator
+
+
+def write_config(
+    folder: Path, url: str, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> Path:
+    monkeypatch.setenv("OPS_STORE_KEY", generate_key())
+    monkeypatch.setenv("OPS_ACME_KEY", "ops-tenant-key-" + "x" * 32)
+    monkeypatch.setenv("OPS_CLIENT_ID", "sandbox-client-id")
+    monkeypatch.setenv("OPS_CLIENT_SECRET", "sandbox-client-secret")
+    extra = "".join(
+        f", {name} = {json.dumps(value)}" for name, value in options.items()
+    )
+    path = folder / "impactin.toml"
+    path.write_text(
+        f"""
+[store]
+path = "ops.db"
+key_env = "OPS_STORE_KEY"
+
+[tenants.acme]
+key_env = "OPS_ACME_KEY"
+
+[tenants.acme.platforms.benevity]
+base_url = "{url}"
+credentials = {{ client_id = "OPS_CLIENT_ID", client_secret = "OPS_CLIENT_SECRET" }}
+options = {{ foundation_id = "ops-foundation"{extra} }}
+retry = {{ max_attempts = 2, base_delay = 0.01, max_delay = 0.02, deadline = 5 }}
+breaker = {{ threshold = 50 }}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, benevity: Served, monkeypatch: pytest.MonkeyPatch) -> Path:
+    server, simulator = benevity
+    path = write_config(tmp_path, server.url, monkeypatch)
+    monkeypatch.setenv("OPS_CLIENT_ID", simulator.credentials["client_id"])
+    monkeypatch.setenv("OPS_CLIENT_SECRET", simulator.credentials["client_secret"])
+    return path
+
+
+def donation(source_id: str, **changes: Any) -> dict[str, Any]:
+    row = {
+        "source_id": source_id,
+        "tenant": "acme",
+        "kind": "donation",
+        "activity_date": "2025-03-01",
+        "employee_id": "E-000101",
+        "employee_email": "ana.silva@example.org",
+        "amount_minor": 2500,
+        "currency": "USD",
+        "organization_id": "ORG-1701",
+    }
+    row.update(changes)
+    return row
+
+
+def write_rows(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    path = folder / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def invoke(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--config", str(config), *args])
+
+
+def set_faults(server: SandboxServer, **plan: Any) -> None:
+    httpx.put(f"{server.url}/_sandbox/faults", json=plan).raise_for_status()
+
+
+def deliveries(config: Path) -> list[dict[str, Any]]:
+    runtime = Runtime(load_config(config))
+    try:
+        return runtime.store.list_deliveries(limit=None)
+    finally:
+        runtime.close()
+
+
+def quarantined(config: Path, include_resolved: bool = False) -> list[dict[str, Any]]:
+    runtime = Runtime(load_config(config))
+    try:
+        return runtime.store.quarantined(include_resolved=include_resolved)
+    finally:
+        runtime.close()
+
+
+# -- deliveries retry -----------------------------------------------------------
+
+
+def test_retry_replays_one_delivery(config: Path, benevity: Served) -> None:
+    server, simulator = benevity
+    set_faults(server, error_rate=1.0, error_status=503)
+    invoke(config, "deliver", str(write_rows(config.parent, [donation("gift-1")])))
+    failed = deliveries(config)[0]
+    set_faults(server)
+
+    result = invoke(config, "deliveries", "retry", failed["id"][:12])
+
+    assert result.exit_code == 0, result.output
+    assert failed["status"] == "dead_lettered"
+    replay = [row for row in deliveries(config) if row["parent_id"] == failed["id"]]
+    assert len(replay) == 1
+    assert replay[0]["status"] == "delivered"
+    assert len(simulator.journal.entries) == 1
+
+
+def test_retry_all_failed(config: Path, benevity: Served) -> None:
+    server, simulator = benevity
+    set_faults(server, error_rate=1.0, error_status=503)
+    rows = [donation(f"gift-{n}") for n in range(3)]
+    invoke(config, "deliver", str(write_rows(config.parent, rows)))
+    set_faults(server)
+
+    result = invoke(config, "deliveries", "retry", "--all-failed")
+
+    assert result.exit_code == 0, result.output
+    statuses = [row["status"] for row in deliveries(config)]
+    assert statuses.count("dead_lettered") == 3
+    assert statuses.count("delivered") == 3
+    assert len(simulator.journal.entries) == 3
+
+
+def test_retry_keeps_parent_untouched(config: Path, benevity: Served) -> None:
+    server, _ = benevity
+    set_faults(server, error_rate=1.0, error_status=503)
+    invoke(config, "deliver", str(write_rows(config.parent, [donation("gift-1")])))
+    set_faults(server)
+    failed = deliveries(config)[0]
+
+    invoke(config, "deliveries", "retry", failed["id"])
+
+    parent = next(row for row in deliveries(config) if row["id"] == failed["id"])
+    assert parent["status"] == "dead_lettered"
+    assert parent["error"]
+
+
+def test_retry_of_delivered_is_rejected(config: Path) -> None:
+    invoke(config, "deliver", str(write_rows(config.parent, [donation("gift-1")])))
+    delivered = deliveries(config)[0]
+
+    result = invoke(config, "deliveries", "retry", delivered["id"])
+
+    assert result.exit_code != 0
+    assert "only dead-lettered or blocked" in result.output
+
+
+def test_retry_needs_ids(config: Path) -> None:
+    result = invoke(config, "deliveries", "retry")
+
+    assert result.exit_code == 2
+    assert "--all-failed" in result.output
+
+
+# -- resume after a stopped process ---------------------------------------------
+
+
+def test_interrupted_send_is_not_repeated(config: Path, benevity: Served) -> None:
+    """Benevity honours no idempotency key, so an in-flight send is not resent."""
+    _, simulator = benevity
+    runtime = Runtime(load_config(config))
+    from impactin_core._stats import RunReport
+
+    report = RunReport(run_id="stopped")
+    rows = list(_records([donation("gift-1")]))
+    runtime.submit(rows, run_id="stopped", report=report)
+    delivery = runtime.store.list_deliveries()[0]
+    runtime.store.update_delivery(delivery["id"], status="in_flight")
+
+    asyncio.run(runtime.resume())
+
+    row = runtime.store.get_delivery(delivery["id"])
+    runtime.close()
+    assert row is not None
+    assert row["status"] == "dead_lettered"
+    assert row["error_kind"] == "interrupted"
+    assert simulator.journal.request_count == 0
+
+
+def test_interrupted_send_resent_when_replay_safe(
+    tmp_path: Path, benevity: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, simulator = benevity
+    path = write_config(tmp_path, server.url, monkeypatch, replay_safe=True)
+    monkeypatch.setenv("OPS_CLIENT_ID", simulator.credentials["client_id"])
+    monkeypatch.setenv("OPS_CLIENT_SECRET", simulator.credentials["client_secret"])
+    runtime = Runtime(load_config(path))
+    from impactin_core._stats import RunReport
+
+    runtime.submit(
+        list(_records([donation("gift-1")])),
+        run_id="stopped",
+        report=RunReport(run_id="stopped"),
+    )
+    delivery = runtime.store.list_deliveries()[0]
+    runtime.store.update_delivery(delivery["id"], status="in_flight")
+
+    asyncio.run(runtime.resume())
+
+    row = runtime.store.get_delivery(delivery["id"])
+    runtime.close()
+    assert row is not None
+    assert row["status"] == "delivered"
+    assert len(simulator.journal.entries) == 1
+
+
+def _records(rows: list[dict[str, Any]]) -> Iterator[Any]:
+    from impactin_core import ImpactRecord
+    from impactin_core._converter import converter
+
+    for row in rows:
+        yield converter.structure(row, ImpactRecord)
+
+
+# -- quarantine -----------------------------------------------------------------
+
+
+@pytest.fixture
+def rejected(config: Path) -> dict[str, Any]:
+    rows = [donation("gift-ok"), donation("gift-bad", amount_minor=-5)]
+    invoke(config, "deliver", str(write_rows(config.parent, rows)))
+    return quarantined(config)[0]
+
+
+def test_quarantine_list_shows_reason(config: Path, rejected: dict[str, Any]) -> None:
+    result = invoke(config, "quarantine", "list")
+
+    assert result.exit_code == 0, result.output
+    assert rejected["id"][:12] in result.output
+    assert "amount_minor" in result.output
+
+
+def test_resubmit_with_set(
+    config: Path, benevity: Served, rejected: dict[str, Any]
+) -> None:
+    _, simulator = benevity
+
+    result = invoke(
+        config,
+        "quarantine",
+        "resubmit",
+        rejected["id"][:12],
+        "--set",
+        "amount_minor=700",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert quarantined(config) == []
+    sent = [entry["payload"] for entry in simulator.journal.entries]
+    assert len(sent) == 2
+    delivered = [row["source_id"] for row in deliveries(config)]
+    assert "gift-bad" in delivered
+
+
+def test_resubmit_with_file(config: Path, rejected: dict[str, Any]) -> None:
+    corrected = config.parent / "corrected.jsonl"
+    corrected.write_text(json.dumps(donation("gift-bad", amount_minor=900)) + "\n")
+
+    result = invoke(
+        config, "quarantine", "resubmit", rejected["id"], "--file", str(corrected)
+    )
+
+    assert result.exit_code == 0, result.output
+    statuses = {row["source_id"]: row["status"] for row in deliveries(config)}
+    assert statuses["gift-bad"] == "delivered"
+
+
+def test_resubmit_still_invalid(config: Path, rejected: dict[str, Any]) -> None:
+    result = invoke(
+        config, "quarantine", "resubmit", rejected["id"], "--set", "amount_minor=0"
+    )
+
+    assert result.exit_code == 1
+    assert "still invalid" in result.output
+    assert [row["id"] for row in quarantined(config)] == [rejected["id"]]
+
+
+def test_resubmit_twice_is_rejected(config: Path, rejected: dict[str, Any]) -> None:
+    invoke(config, "quarantine", "resubmit", rejected["id"], "--set", "amount_minor=7")
+
+    result = invoke(
+        config, "quarantine", "resubmit", rejected["id"], "--set", "amount_minor=7"
+    )
+
+    assert result.exit_code == 1
+    assert "already re-submitted" in result.output
+
+
+def test_resubmit_unknown_id(config: Path) -> None:
+    result = invoke(config, "quarantine", "resubmit", "nope", "--set", "hours=1")
+
+    assert result.exit_code == 1
+    assert "no quarantined row matches" in result.output
+
+
+def test_resubmit_needs_a_change(config: Path, rejected: dict[str, Any]) -> None:
+    result = invoke(config, "quarantine", "resubmit", rejected["id"])
+
+    assert result.exit_code == 2
+    assert "--set" in result.output
+
+
+def test_resubmit_rejects_bad_assignment(
+    config: Path, rejected: dict[str, Any]
+) -> None:
+    result = invoke(config, "quarantine", "resubmit", rejected["id"], "--set", "x")
+
+    assert result.exit_code == 2
+    assert "FIELD=VALUE" in result.output
