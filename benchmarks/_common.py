@@ -22,7 +22,7 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-#: Public sample files kept next to the repository; optional.
+#: Public sample files kept next to the repository, which may be absent.
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 
 TENANT = "bench"
@@ -52,8 +52,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "system": f"{platform.system()} {platform.release()}",
-        # Other programs share this machine; the 1-minute load average at
-        # the end of a benchmark shows how busy it was.
+        # The 1-minute load average at the end of a benchmark shows how busy
+        # other programs kept the machine.
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 

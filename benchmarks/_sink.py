@@ -1,10 +1,10 @@
 """A minimal Benevity-shaped server for the memory benchmark.
 
-It answers the token endpoint and ``POST /donations`` with fixed JSON and
-keeps nothing, so its speed and memory stay flat over a million requests.
+It responds to the token endpoint and ``POST /donations`` with fixed JSON
+and keeps nothing, so its speed and memory stay flat over a million requests.
 It checks no credentials and no payload: the simulator does that in the
-throughput benchmark. An optional second argument delays every answer by
-that many milliseconds, to stand in for a platform across a network.
+throughput benchmark. An optional second argument delays every response
+by that many milliseconds, to stand in for a platform across a network.
 
     python benchmarks/_sink.py PORT [DELAY_MS]
 """

@@ -82,7 +82,8 @@ def deliver(url: str, count: int) -> dict[str, object]:
         elapsed = time.perf_counter() - started
         store_bytes = (folder / "bench.db").stat().st_size
     if result.returncode != 0:
-        message = f"impactin deliver exited with {result.returncode}: {result.stderr}"
+        code = result.returncode
+        message = f"impactin deliver failed with exit code {code}: {result.stderr}"
         raise RuntimeError(message)
     # ru_maxrss of RUSAGE_CHILDREN is the largest child so far, in KiB on
     # Linux, so sizes must run from small to large.
@@ -98,7 +99,11 @@ def deliver(url: str, count: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="Inputs."
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000],
+        help="Record counts to deliver, run in increasing order.",
     )
     args = parser.parse_args()
     with sink_server() as url:

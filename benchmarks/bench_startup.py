@@ -1,7 +1,7 @@
 """Start-up time of ``impactin --help`` and ``impactin plugins``, and their imports.
 
-Each command runs as a new process several times; the median wall time
-and the median CPU time (user plus system) of the process are reported.
+Each command runs as a new process several times, and the median wall
+time and median CPU time (user plus system) of the process are reported.
 CPU time depends less on other programs competing for the machine. A
 further run under ``python -X importtime`` lists whether zeep or lxml was
 imported, which only a SOAP send should do.
@@ -27,7 +27,7 @@ WATCHED = ("zeep", "lxml")
 
 
 def run_timed(command: list[str]) -> tuple[float, float]:
-    """Run ``command``; return its wall time and CPU time in seconds."""
+    """Run ``command`` and return its wall time and CPU time in seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, capture_output=True, check=True)

@@ -9,7 +9,7 @@ log and the audit fields. The bare loop authenticates once and then only
 posts. The figure is the median of the rounds.
 
 With ``--delay-ms`` both talk to the minimal sink of ``_sink.py`` instead,
-which answers after that delay, to show the ratio when the platform is
+which responds after that delay, to show the ratio when the platform is
 across a network rather than on loopback.
 
     python benchmarks/bench_throughput.py [--records N] [--rounds R] [--delay-ms D]
@@ -51,7 +51,7 @@ def new_runtime(folder: Path, url: str, concurrency: int) -> Runtime:
 async def run_pipeline(
     url: str, concurrency: int, count: int, prefix: str
 ) -> tuple[float, int]:
-    """Deliver ``count`` records; return the seconds taken and the failed count."""
+    """Deliver ``count`` records and return the seconds taken and the failed count."""
     with tempfile.TemporaryDirectory() as folder:
         runtime = new_runtime(Path(folder), url, concurrency)
         try:
@@ -67,7 +67,7 @@ async def run_pipeline(
 async def run_bare(
     url: str, concurrency: int, count: int, prefix: str
 ) -> tuple[float, int]:
-    """Post ``count`` payloads; return the seconds taken and the failed count."""
+    """Post ``count`` payloads and return the seconds taken and the failed count."""
     with tempfile.TemporaryDirectory() as folder:
         runtime = new_runtime(Path(folder), url, concurrency)
         try:
@@ -160,7 +160,7 @@ def main() -> None:
         "--delay-ms",
         type=float,
         default=None,
-        help="Use the sink, answering after this many milliseconds.",
+        help="Use the sink, which responds after this many milliseconds.",
     )
     args = parser.parse_args()
     if args.delay_ms is None:

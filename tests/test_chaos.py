@@ -1,6 +1,6 @@
 """The chaos run: faulty simulators on 127.0.0.1, then an audit of every record.
 
-The simulators answer 20% of requests with HTTP 500, hold 5% past the
+The simulators return HTTP 500 to 20% of requests, hold 5% past the
 client timeout, drop 5% of connections and send bursts of 429 with
 ``Retry-After``. Every record must end delivered exactly once or
 dead-lettered with a reason, with nothing unaccounted for.

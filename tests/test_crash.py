@@ -1,9 +1,9 @@
 """Crash recovery: SIGKILL ``impactin deliver`` at random points, then resume.
 
 The three simulators run in the test process on 127.0.0.1 for the whole
-test. Each run delivers a new batch in a child process, kills it with
-SIGKILL once the simulators have seen a random number of requests, then
-runs ``impactin resume --all`` and then delivers the same file again, which
+test. Each run delivers a new batch in a child process and kills it with
+SIGKILL once the simulators have received a random number of requests. It
+then runs ``impactin resume --all`` and delivers the same file again, which
 adds rows the killed process never read. Every record must then be
 recorded exactly once by each simulator it routes to, and every delivery
 must be delivered. Benevity and Goodera honour no idempotency key, so the
@@ -34,7 +34,7 @@ from impactin_core._plugins import PluginHost
 from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator
 
 PLATFORMS = ("benevity", "goodera", "workday")
-OPTIONS = {
+OPTIONS: dict[str, dict[str, Any]] = {
     "benevity": {"foundation_id": "crash-foundation", "replay_safe": True},
     "goodera": {"opportunity_id": "64b7f0c2a1d3e4f5a6b7c8d9", "replay_safe": True},
     "workday": {"version": "v26.1"},

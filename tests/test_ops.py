@@ -25,7 +25,7 @@ from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator
 
 pytest.importorskip("impactin_benevity")
 
-from impactin_benevity import create_simulator  # noqa: E402
+from impactin_benevity import create_simulator
 
 Served = tuple[SandboxServer, Simulator]
 

@@ -163,3 +163,48 @@ def test_unknown_tenant_lists_known(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="configured: acme"):
         config.tenant("globex")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        pytest.param(
+            {"base_url": "https://user:pw@x.example"},
+            "tenants.acme.platforms.benevity.base_url",
+            id="userinfo",
+        ),
+        pytest.param(
+            {"base_url": "https://x.example/?access_token=abc"},
+            "tenants.acme.platforms.benevity.base_url",
+            id="query",
+        ),
+        pytest.param(
+            {"retrys": {"max_attempts": 2}},
+            "tenants.acme.platforms.benevity.retrys",
+            id="unknown-platform-key",
+        ),
+    ],
+)
+def test_platform_setting_rejected(changes: dict[str, Any], key: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(**changes), base_dir=tmp_path)
+
+    assert caught.value.key == key
+    assert "pw" not in str(caught.value)
+    assert "abc" not in str(caught.value)
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    data = {**platform(), "tenant": {}}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, base_dir=tmp_path)
+
+    assert caught.value.key == "tenant"
+
+
+def test_type_error_reads_well(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(enabled="yes"), base_dir=tmp_path)
+
+    assert "set it to true or false" in str(caught.value)

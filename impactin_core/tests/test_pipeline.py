@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from echo_connector import EchoPlugin
 
-from impactin_core import ImpactRecord, RecordKind
+from impactin_core import ConfigError, ImpactRecord, RecordKind, StoreError
 from impactin_core._config import EnvSecrets, parse_config
 from impactin_core._crypto import generate_key
 from impactin_core._pipeline import Runtime
@@ -379,3 +380,73 @@ async def test_circuit_opens_and_defers(tmp_path: Path, echo_simulator: Echo) ->
     assert row["status"] == "pending"
     assert runtime.breakers.states()[0].state == "opened"
     assert simulator.journal.request_count == 3
+
+
+async def test_two_runtimes_send_once(tmp_path: Path, echo_simulator: Echo) -> None:
+    """Two processes on one store never send the same delivery twice."""
+    import asyncio
+
+    from impactin_core._stats import RunReport
+
+    server, simulator = echo_simulator
+    first = make_runtime(tmp_path, server.url)
+    set_faults(server, latency_seconds=0.01)
+    report = RunReport(run_id="shared")
+    first.submit([record(f"a-{index}") for index in range(30)], run_id="r", report=report)
+    second = Runtime(
+        first.config,
+        plugins=first.plugins,
+        secrets=first.secrets,
+        clock=first.clock,
+        sleep=first.sleep,
+    )
+    second._owner = "other-host:1"  # a live owner that is not this process
+
+    await asyncio.gather(
+        first.process(RunReport(run_id="one")), second.process(RunReport(run_id="two"))
+    )
+
+    assert len(simulator.journal.entries) == 30
+    assert simulator.journal.repeats == {}
+
+
+async def test_retry_all_failed_replays_once(tmp_path: Path, echo_simulator: Echo) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, retry={"max_attempts": 1})
+    set_faults(server, script=["500"])
+    await runtime.deliver([record()])
+    failed = runtime.store.list_deliveries(filters={"status": "dead_lettered"})[0]
+
+    await runtime.retry([failed["id"]])
+
+    parent = runtime.store.get_delivery(failed["id"])
+    assert parent is not None
+    assert parent["replayed_by"] is not None
+    with pytest.raises(StoreError, match="already replayed"):
+        await runtime.retry([failed["id"]])
+
+
+async def test_unknown_tenant_row_is_quarantined(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    report = await runtime.deliver([record("x-1", tenant="globex"), record("a-1")])
+
+    reasons = [row["reason"] for row in runtime.store.quarantined()]
+    assert report.platforms["echo"].delivered == 1
+    assert "'globex' is not configured" in reasons[0]
+
+
+async def test_unknown_platform_is_config_error(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    platforms = dict(runtime.config.tenants["acme"].platforms)
+    platforms["benevlty"] = platforms["echo"]
+    object.__setattr__(runtime.config.tenants["acme"], "platforms", platforms)
+
+    with pytest.raises(ConfigError, match="benevlty"):
+        await runtime.deliver([record()])

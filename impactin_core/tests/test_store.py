@@ -117,13 +117,25 @@ def test_claim_conflict(store: Store) -> None:
 
 
 def test_claim_default_ttl(store: Store) -> None:
+    """A failed delivery's key is free again once its TTL has passed."""
     first = _enqueue(store)
-    _finish(store, first.delivery_id, "delivered", NOW)
+    _finish(store, first.delivery_id, "dead_lettered", NOW)
     before = _enqueue(store, now=NOW + DEFAULT_KEY_TTL - 1)
     after = _enqueue(store, now=NOW + DEFAULT_KEY_TTL)
     assert DEFAULT_KEY_TTL == 24 * 3600
-    assert before.state == "duplicate"
+    assert before.state == "unfinished"
     assert after.state == "new"
+
+
+def test_delivered_stays_duplicate_past_ttl(store: Store) -> None:
+    """The delivery log outlives the key's TTL, so a re-run sends nothing."""
+    first = _enqueue(store)
+    _finish(store, first.delivery_id, "delivered", NOW)
+
+    later = _enqueue(store, now=NOW + 10 * DEFAULT_KEY_TTL)
+
+    assert later.state == "duplicate"
+    assert later.delivery_id == first.delivery_id
 
 
 def test_claim_keeps_unfinished_past_ttl(store: Store) -> None:
@@ -302,7 +314,8 @@ def test_rotate_key_drops_old(tmp_path: Path) -> None:
     delivery_id = with_new.list_deliveries()[0]["id"]
     quarantined_id = with_new.quarantined()[0]["id"]
     token = with_new.load_token("acme", "bv")
-    assert rotated == 3
+    # Three sealed rows plus the store's key check.
+    assert rotated == 4
     assert with_new.load_record(delivery_id)["email"] == EMAIL
     assert with_new.quarantined_raw(quarantined_id)["employee_id"] == EMPLOYEE_ID
     assert token is not None
@@ -310,15 +323,15 @@ def test_rotate_key_drops_old(tmp_path: Path) -> None:
     with_new.close()
 
 
-def test_missing_key_cannot_open(tmp_path: Path) -> None:
+def test_other_key_cannot_open(tmp_path: Path) -> None:
+    """A key other than the store's is refused at open, before any write."""
     path = tmp_path / "state.db"
     with_old = Store(path, _sealer(generate_key()))
-    delivery_id = _enqueue(with_old).delivery_id
+    _enqueue(with_old)
     with_old.close()
-    other = Store(path, _sealer(generate_key()))
-    with pytest.raises(StoreError, match="cannot be decrypted"):
-        other.load_record(delivery_id)
-    other.close()
+
+    with pytest.raises(StoreError, match="written with another key"):
+        Store(path, _sealer(generate_key()))
 
 
 # -- schema ---------------------------------------------------------------------------

@@ -68,14 +68,21 @@ class Deployment:
             },
         }
 
-    def runtime(self, protocol: str, **options: Any) -> Runtime:
+    def runtime(
+        self, protocol: str, *, instruments: Any = None, **options: Any
+    ) -> Runtime:
         config = parse_config(
             self.config_data(protocol, **options), base_dir=self.folder
         )
         host = PluginHost()
         host.register(_plugin, name="workday")
         host.finish()
-        runtime = Runtime(config, plugins=host, secrets=EnvSecrets(self.environ))
+        runtime = Runtime(
+            config,
+            plugins=host,
+            secrets=EnvSecrets(self.environ),
+            instruments=instruments,
+        )
         self.runtimes.append(runtime)
         return runtime
 
@@ -324,3 +331,39 @@ async def test_same_date_slot_freed_after_rejection(
     state.write_permission = True
     report = await runtime.deliver([record("act-2")])
     assert report.platform("workday").delivered == 1
+
+
+def metric_points(reader: Any, name: str) -> list[Any]:
+    data = reader.get_metrics_data()
+    return [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    ]
+
+
+async def test_refresh_metrics_recorded(deployment: Deployment) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from impactin_core._telemetry import Instruments
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    instruments = Instruments(meter_provider=provider)
+    runtime = deployment.runtime("rest", instruments=instruments)
+    await runtime.deliver([record("act-1")])
+    assert deployment.sim.state is not None
+    deployment.sim.state.expire_access_tokens()
+    await runtime.deliver([record("act-2")])
+    refreshes = metric_points(reader, "impact_in_oauth_token_refreshes_total")
+    ages = metric_points(reader, "impact_in_oauth_token_age_seconds")
+    instruments.unwatch(runtime)
+    provider.shutdown()
+    assert [point.value for point in refreshes] == [2]
+    assert dict(refreshes[0].attributes) == {"tenant": "acme", "platform": "workday"}
+    assert len(ages) == 1
+    assert ages[0].value >= 0

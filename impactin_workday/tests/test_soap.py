@@ -344,3 +344,21 @@ def test_real_schema_rejects_broken_body() -> None:
         b"</wd:Edit_Worker_Additional_Data_Request>"
     )
     assert not schema.validate(body)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"password_digest": True}, id="digest"),
+        pytest.param({"timestamp": True}, id="timestamp"),
+        pytest.param({"password_digest": True, "timestamp": True}, id="both"),
+    ],
+)
+def test_created_converted_to_utc(options: dict[str, Any]) -> None:
+    """A local time two hours ahead of UTC is written as the UTC instant."""
+    local = dt.timezone(dt.timedelta(hours=2))
+    now = dt.datetime(2026, 1, 2, 5, 4, 5, tzinfo=local)
+    envelope = _token_xml(options, now)
+    created = [element.text for element in envelope.iter("{*}Created")]
+    assert created
+    assert set(created) == {"2026-01-02T03:04:05Z"}

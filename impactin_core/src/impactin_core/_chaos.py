@@ -1,7 +1,7 @@
 """The chaos run: many records against faulty simulators, then an audit.
 
 ``run_chaos`` serves the Benevity, Goodera and Workday simulators on
-127.0.0.1 with injected faults (5xx answers, timeouts, dropped connections
+127.0.0.1 with injected faults (5xx responses, timeouts, dropped connections
 and bursts of 429 with ``Retry-After``), delivers generated records through
 a real ``Runtime``, resumes until nothing is pending, and then compares the
 store with what each simulator recorded. ``ChaosFigures`` holds the result.
@@ -67,8 +67,6 @@ TENANTS: tuple[tuple[str, str, RecordKind, bool], ...] = (
     ("wd-time", "workday", RecordKind.VOLUNTEER_TIME, False),
     ("wd-gift", "workday", RecordKind.DONATION, False),
 )
-
-_FINAL = ("delivered", "dead_lettered", "blocked")
 
 
 @attrs.frozen(kw_only=True)
@@ -136,7 +134,7 @@ class GroupFigures:
     #: Records the simulator recorded more than once.
     duplicates: int = 0
     #: Dead-lettered records the simulator recorded anyway: requests whose
-    #: answer was lost after the platform acted on them.
+    #: response was lost after the platform acted on them.
     dead_but_recorded: int = 0
     #: Writes the simulator recognised as repeats of a recorded one. A
     #: platform that honours no idempotency key would have duplicated these.
@@ -210,7 +208,7 @@ class FastClock:
 
 
 class _BurstMiddleware:
-    """Answer 429 with ``Retry-After`` to bursts of consecutive requests."""
+    """Return 429 with ``Retry-After`` to bursts of consecutive requests."""
 
     def __init__(self, app: ASGIApp, every: int, length: int, retry_after: str):
         self.app = app
@@ -254,7 +252,7 @@ class _TimeoutTransport(httpx.AsyncBaseTransport):
     """An HTTP transport that gives every request the same short timeout.
 
     Connectors pass their own timeouts per request; the chaos run needs a
-    timeout shorter than the simulators' slow answers. The inner pool is
+    timeout shorter than the simulators' slow responses. The inner pool is
     made again after the runtime's client closes it, so one runtime can
     process the outbox several times.
     """
@@ -516,7 +514,7 @@ def run_chaos(plan: ChaosPlan, folder: Path) -> ChaosFigures:
         try:
             asyncio.run(_deliver_until_settled(runtime, records, clock, figures))
             # Slow requests still held by a simulator may land after the
-            # run; wait for them so the audit sees every accepted write.
+            # run; wait for them so the audit includes every accepted write.
             time.sleep(plan.slow_seconds + 0.1)
             _audit(runtime, records, servers, figures)
         finally:

@@ -416,7 +416,11 @@ def deliveries_show(ctx: click.Context, delivery_id: str) -> None:
 
 @deliveries.command("retry")
 @click.argument("delivery_ids", nargs=-1)
-@click.option("--all-failed", is_flag=True, help="Replay every dead-lettered delivery.")
+@click.option(
+    "--all-failed",
+    is_flag=True,
+    help="Replay every dead-lettered delivery not replayed before.",
+)
 @click.pass_context
 def deliveries_retry(
     ctx: click.Context, delivery_ids: tuple[str, ...], all_failed: bool
@@ -431,7 +435,8 @@ def deliveries_retry(
             failed = runtime.store.list_deliveries(
                 filters={"status": "dead_lettered"}, limit=None
             )
-            ids += [row["id"] for row in failed]
+            # A delivery replayed before is followed through its replay.
+            ids += [row["id"] for row in failed if not row["replayed_by"]]
         report = asyncio.run(runtime.retry(ids))
     finally:
         runtime.close()

@@ -188,7 +188,7 @@ def resubmit(
     "--error-rate",
     default=0.20,
     show_default=True,
-    help="Share of requests answered 5xx.",
+    help="Share of requests that get a 5xx response (0 to 1).",
 )
 @click.option(
     "--error-status", default=500, show_default=True, help="The injected 5xx status."

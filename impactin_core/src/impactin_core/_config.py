@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -166,6 +167,16 @@ class Config:
         )
 
 
+_EXPECTED: dict[Any, str] = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    dict: "a table",
+    list: "a list",
+}
+
+
 class _Reader:
     """Typed access to a TOML table that names the full key in errors."""
 
@@ -187,18 +198,25 @@ class _Reader:
         if not isinstance(value, kind) or (
             isinstance(value, bool) and kind in (int, float, (int, float))
         ):
-            expected = kind.__name__ if isinstance(kind, type) else "a number"
-            raise self.fail(
-                name,
-                f"is {value!r}",
-                f"set it to a {expected}",
-            )
+            expected = _EXPECTED.get(kind, "a number")
+            shown = "a secret-like value" if name in ("password", "secret") else repr(value)
+            raise self.fail(name, f"is {shown}", f"set it to {expected}")
         return value
 
     def require(self, name: str, kind: type, fix: str) -> Any:
         if name not in self.data:
             raise self.fail(name, "is missing", fix)
         return self.get(name, kind)
+
+    def only(self, *names: str) -> None:
+        """Raise for a key outside ``names``, so a typo is not silently ignored."""
+        unknown = sorted(set(self.data) - set(names))
+        if unknown:
+            raise self.fail(
+                unknown[0],
+                "is not a known setting",
+                f"use one of {', '.join(sorted(names))}",
+            )
 
     def table(self, name: str) -> _Reader:
         value = self.get(name, dict, {})
@@ -219,14 +237,42 @@ def _policy(reader: _Reader, cls: type[Any]) -> Any:
         raise ConfigError(f"{reader.prefix}: {exc}.", key=reader.prefix) from exc
 
 
+_PLATFORM_KEYS = (
+    "base_url",
+    "breaker",
+    "credentials",
+    "enabled",
+    "options",
+    "protocol",
+    "rate_limit",
+    "redaction",
+    "retry",
+    "webhook_secret_envs",
+)
+
+
+def _check_base_url(reader: _Reader, base_url: str) -> None:
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise reader.fail(
+            "base_url", f"is {base_url!r}", "use an http:// or https:// URL with a host"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        # Such parts would carry secrets into logs; never echo the value.
+        raise reader.fail(
+            "base_url",
+            "contains a user name, password, query or fragment",
+            "keep only scheme, host, port and path, and put credentials in "
+            "the credentials table",
+        )
+
+
 def _platform(reader: _Reader, platform: str) -> PlatformConfig:
+    reader.only(*_PLATFORM_KEYS)
     base_url = reader.require(
         "base_url", str, "set it to the platform's API address, for example https://..."
     )
-    if not base_url.startswith(("http://", "https://")):
-        raise reader.fail(
-            "base_url", f"is {base_url!r}", "use an http:// or https:// URL"
-        )
+    _check_base_url(reader, base_url)
     credentials = reader.table("credentials").data
     for name, value in credentials.items():
         if not isinstance(value, str) or not value.isidentifier():
@@ -264,6 +310,7 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
 
 
 def _tenant(reader: _Reader, tenant: str) -> TenantConfig:
+    reader.only("key_env", "platforms")
     key_env = reader.require(
         "key_env",
         str,
@@ -286,7 +333,9 @@ def parse_config(
 ) -> Config:
     """Check a configuration read from TOML and return it."""
     root = _Reader(data, "")
+    root.only("inputs", "runtime", "sla", "store", "tenants")
     store = root.table("store")
+    store.only("key_env", "path")
     store_path = Path(store.get("path", str, "impactin.db"))
     if not store_path.is_absolute():
         store_path = base_dir / store_path
@@ -300,6 +349,7 @@ def parse_config(
         for name in sorted(tenants_reader.data)
     }
     runtime = root.table("runtime")
+    runtime.only("concurrency")
     concurrency = runtime.get("concurrency", int, 8)
     if concurrency < 1:
         raise runtime.fail("concurrency", f"is {concurrency}", "use 1 or more")

@@ -48,6 +48,9 @@ IdentityFunction = Callable[[int, Mapping[str, Any]], Mapping[str, Any]]
 FileFormat = Literal["csv", "jsonl"]
 AmountFormat = Literal["decimal", "minor"]
 
+
+#: Largest CSV field read, in bytes.
+_MAX_FIELD_BYTES = 16 * 1024 * 1024
 _FIELDS = tuple(field.name for field in attrs.fields(ImpactRecord))
 _MAPPABLE_FIELDS = frozenset(_FIELDS) - {"metadata"}
 _REQUIRED_FIELDS = ("source_id", "tenant", "kind", "activity_date", "employee_id")
@@ -845,6 +848,9 @@ def _read_csv(
 ]:
     stream = _open_text(path, encoding)
     try:
+        # The csv module stops at 128 KiB per field by default; real exports
+        # can hold longer free text.
+        csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_BYTES))
         reader = csv.reader(stream, delimiter=delimiter)
         header = [name.strip() for name in next(reader, [])]
         if mapping is None:

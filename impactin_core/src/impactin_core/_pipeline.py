@@ -62,7 +62,7 @@ from ._plugins import PluginHost
 from ._redaction import RedactionPolicy, leak_scan, minimize_record
 from ._reliability import BreakerBoard, WindowLimiter, backoff_delay
 from ._stats import RunReport
-from ._store import Store, new_delivery_id
+from ._store import Store, new_delivery_id, process_owner
 from ._telemetry import (
     Instruments,
     current_trace_id,
@@ -144,6 +144,8 @@ class Runtime:
             self.instruments.counting_token_store(store), clock=clock
         )
         self.breakers = BreakerBoard(on_event=self._on_breaker_change, clock=clock)
+        self._owner = process_owner()
+        self._platforms_checked = False
         self.instruments.watch(self)
         self._limiters: dict[tuple[str, str], WindowLimiter] = {}
         self._settings: dict[tuple[str, str], PlatformSettings] = {}
@@ -152,6 +154,35 @@ class Runtime:
         install_filter()
 
     # -- configuration lookups ---------------------------------------------
+
+    def _check_platforms(self) -> None:
+        """Raise for a configured platform no connector serves, or a bad protocol.
+
+        Called before the first delivery work, not at start, so read-only
+        commands such as listing the log work without the connectors.
+        """
+        if self._platforms_checked:
+            return
+        self._platforms_checked = True
+        installed = ", ".join(sorted(self.plugins.platforms)) or "none"
+        for tenant in self.config.tenants.values():
+            for name, platform in tenant.platforms.items():
+                key = f"tenants.{tenant.id}.platforms.{name}"
+                registered = self.plugins.platforms.get(name)
+                if registered is None:
+                    message = (
+                        f"{key} names platform {name!r}, but no connector for it is "
+                        f"installed (installed: {installed}); fix the name or pip "
+                        f"install impactin-{name}."
+                    )
+                    raise ConfigError(message, key=key)
+                transports = registered.info.transports
+                if platform.protocol is not None and platform.protocol not in transports:
+                    message = (
+                        f"{key}.protocol is {platform.protocol!r}, but {name} speaks "
+                        f"only {', '.join(transports)}; use one of those."
+                    )
+                    raise ConfigError(message, key=f"{key}.protocol")
 
     def tenant_key(self, tenant: str) -> bytes:
         env_name = self.config.tenant(tenant).key_env
@@ -226,6 +257,7 @@ class Runtime:
 
     def submit(self, rows: Iterable[Any], *, run_id: str, report: RunReport) -> None:
         """Validate, route and persist rows; nothing is sent yet."""
+        self._check_platforms()
         from ._input import ParsedRow, RejectedRow
 
         for row in rows:
@@ -233,6 +265,24 @@ class Runtime:
                 self._quarantine_row(row, run_id=run_id, report=report)
                 continue
             record = row.record if isinstance(row, ParsedRow) else row
+            if record.tenant not in self.config.tenants:
+                known = ", ".join(sorted(self.config.tenants))
+                reason = (
+                    f"Tenant {record.tenant!r} is not configured (configured: "
+                    f"{known}); add a [tenants.{record.tenant}] section or fix the row."
+                )
+                self.store.quarantine(
+                    run_id=run_id,
+                    tenant=record.tenant,
+                    source_id=record.source_id,
+                    line=row.line if isinstance(row, ParsedRow) else None,
+                    field="tenant",
+                    reason=reason,
+                    raw=converter.unstructure(record),
+                    now=self.clock(),
+                )
+                report.quarantined([])
+                continue
             self.enqueue(record, run_id=run_id, report=report)
 
     def _quarantine_row(self, row: Any, *, run_id: str, report: RunReport) -> None:
@@ -366,6 +416,7 @@ class Runtime:
         The outbox is read a page at a time, so memory does not grow with
         the number of due deliveries.
         """
+        self._check_platforms()
         rows = self.store.iter_due_deliveries(
             self.clock(), include_future=include_future
         )
@@ -407,8 +458,15 @@ class Runtime:
         with self.instruments.tracer.start_as_current_span(
             "impactin.delivery", attributes=safe_attributes(attributes)
         ) as span:
+            claimed = self.store.claim_delivery(
+                row["id"], owner=self._owner, now=time.time(), lease=self._lease_seconds(row)
+            )
+            if claimed is None:
+                # Another process is delivering it, or it finished meanwhile.
+                return
+            row = claimed
             trace_id = current_trace_id()
-            self.store.update_delivery(row["id"], status="in_flight", trace_id=trace_id)
+            self.store.update_delivery(row["id"], trace_id=trace_id)
             stats = report.platform(platform.id)
             try:
                 request, redacted = self._prepare(platform, row)
@@ -432,6 +490,12 @@ class Runtime:
                 self._dead_letter_interrupted(platform, row, report)
                 return
             await self._send_with_retries(platform, row, request, client, report, span)
+
+    def _lease_seconds(self, row: dict[str, Any]) -> float:
+        # Long enough for the whole retry deadline, so a live process keeps
+        # its delivery; a process that died frees it at once (same host).
+        deadline = self.platform_config(row["tenant"], row["platform"]).retry.deadline
+        return deadline + 300.0
 
     def _may_repeat(
         self, platform: PlatformInfo, row: dict[str, Any], request: PlatformRequest

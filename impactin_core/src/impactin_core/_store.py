@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -32,7 +34,7 @@ from ._tokens import OAuthToken
 
 __all__ = ["Claim", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Seconds an idempotency key stays claimed after it is first claimed.
 DEFAULT_KEY_TTL = 24 * 3600.0
@@ -126,7 +128,23 @@ CREATE TABLE webhook_events (
 );
 """
 
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+# Version 2: delivery leases, so two processes never send one delivery at
+# once; the replay of a delivery; a check that the store key is the one the
+# file was written with.
+_SCHEMA_V2 = """
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until REAL;
+ALTER TABLE deliveries ADD COLUMN replayed_by TEXT;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+)
+"""
+
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
+#: Plain text sealed into ``meta`` to check the store key on open.
+_KEY_CHECK = b"impactin store key check"
 
 
 @attrs.frozen
@@ -225,6 +243,7 @@ class Store:
     def _migrate(self) -> None:
         try:
             self._apply_migrations()
+            self._check_key()
         except sqlite3.DatabaseError as exc:
             message = (
                 f"The store {str(self.path)!r} is not a readable impactin "
@@ -253,6 +272,30 @@ class Store:
                 conn.execute(
                     "INSERT INTO schema_version VALUES (?, ?)", (version, time.time())
                 )
+
+    def _check_key(self) -> None:
+        """Refuse a store key other than the one the file was written with.
+
+        Without this check a new key would write rows that the old key cannot
+        read, and the mix would only show when an old row is read back.
+        """
+        with self.transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta VALUES ('key_check', ?)",
+                    (self.sealer.seal(_KEY_CHECK),),
+                )
+                return
+        try:
+            self.sealer.open(row[0])
+        except StoreError:
+            message = (
+                f"The store key does not open the store {str(self.path)!r}, which "
+                "was written with another key; set the key it was written with, "
+                "or list it after the new one (comma-separated) to rotate."
+            )
+            raise StoreError(message) from None
 
     @property
     def schema_version(self) -> int:
@@ -299,6 +342,17 @@ class Store:
                 "WHERE key = ? AND expires_at <= ? AND state != 'claimed'",
                 (key, now),
             )
+            # The delivery log outlives the key's TTL: a record already
+            # delivered stays a duplicate until retention purges its delivery.
+            earlier = conn.execute(
+                "SELECT id, content_hash FROM deliveries WHERE idempotency_key = ? "
+                "AND status = 'delivered' ORDER BY created_at DESC LIMIT 1",
+                (key,),
+            ).fetchone()
+            if earlier is not None:
+                if earlier["content_hash"] != delivery["content_hash"]:
+                    return Claim("conflict", earlier["id"])
+                return Claim("duplicate", earlier["id"])
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO idempotency_keys "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -356,6 +410,12 @@ class Store:
                 "blocked deliveries can be replayed."
             )
             raise StoreError(message)
+        if parent["replayed_by"]:
+            message = (
+                f"Delivery {parent_id!r} was already replayed as "
+                f"{parent['replayed_by']}; retry that delivery instead."
+            )
+            raise StoreError(message)
         parent_id = parent["id"]
         raw = self.db.conn.execute(
             "SELECT record_ct FROM deliveries WHERE id = ?", (parent_id,)
@@ -390,7 +450,47 @@ class Store:
                 "WHERE key = ?",
                 (new_id, parent["idempotency_key"]),
             )
+            conn.execute(
+                "UPDATE deliveries SET replayed_by = ? WHERE id = ?", (new_id, parent_id)
+            )
         return new_id
+
+    def claim_delivery(
+        self, delivery_id: str, *, owner: str, now: float, lease: float
+    ) -> dict[str, Any] | None:
+        """Take a due delivery for this process, or return None if another has it.
+
+        A delivery is free when it is pending, or in flight under a lease
+        that expired or whose owner process is gone (``owner_alive``). The
+        row is returned as it was before the claim, so the caller can tell
+        whether an earlier attempt was interrupted.
+        """
+        with self.transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_LIST_COLUMNS}, lease_owner, lease_until FROM deliveries "
+                "WHERE id = ?",
+                (delivery_id,),
+            ).fetchone()
+            if row is None or row["status"] not in ("pending", "in_flight"):
+                return None
+            held = (
+                row["status"] == "in_flight"
+                and row["lease_owner"] is not None
+                and row["lease_owner"] != owner
+                and (row["lease_until"] or 0) > now
+                and owner_alive(row["lease_owner"])
+            )
+            if held:
+                return None
+            conn.execute(
+                "UPDATE deliveries SET status = 'in_flight', lease_owner = ?, "
+                "lease_until = ?, updated_at = ? WHERE id = ?",
+                (owner, now + lease, now, delivery_id),
+            )
+        values = dict(row)
+        values.pop("lease_owner")
+        values.pop("lease_until")
+        return values
 
     def load_record(self, delivery_id: str) -> dict[str, Any]:
         row = self.db.conn.execute(
@@ -412,9 +512,11 @@ class Store:
     def finish_delivery(
         self, delivery_id: str, key: str, *, delivered: bool, **fields: Any
     ) -> None:
-        """Record a delivery's final state and release or settle its key."""
+        """Record a delivery's final state, end its lease and settle its key."""
         _check_columns(fields, "finish_delivery")
         fields["updated_at"] = time.time()
+        fields["lease_owner"] = None
+        fields["lease_until"] = None
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.transaction() as conn:
             conn.execute(
@@ -619,8 +721,20 @@ class Store:
         raw: Mapping[str, Any],
         now: float,
     ) -> str:
+        """Keep a row that cannot be delivered, with its reason.
+
+        The same row quarantined again for the same reason (a file read
+        twice) is not added twice; the id of the open row is returned.
+        """
         row_id = new_delivery_id()
-        with self.transaction():
+        with self.transaction() as conn:
+            same = conn.execute(
+                "SELECT id FROM quarantine WHERE resolved_at IS NULL AND tenant = ? "
+                "AND source_id IS ? AND line IS ? AND field IS ? AND reason = ?",
+                (tenant, source_id, line, field, reason),
+            ).fetchone()
+            if same is not None:
+                return str(same[0])
             self.db.table("quarantine").insert(
                 {
                     "id": row_id,
@@ -772,6 +886,17 @@ class Store:
                         ),
                     )
                     count += 1
+            # The key check row is sealed too, so a store opened with only the
+            # new key still passes the check. It is not a stored value, so it
+            # is not counted.
+            check = conn.execute(
+                "SELECT value FROM meta WHERE key = 'key_check'"
+            ).fetchone()
+            if check is not None:
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'key_check'",
+                    (self.sealer.rotate(check[0]),),
+                )
         return count
 
     # -- webhooks (the ReplayStore protocol) --------------------------------
@@ -789,7 +914,7 @@ _LIST_COLUMNS = (
     "id, run_id, correlation_id, parent_id, tenant, platform, kind, source_id, "
     "idempotency_key, content_hash, status, attempts, next_attempt_at, created_at, "
     "updated_at, finished_at, latency_s, response_id, error_kind, error, "
-    "evidence_hash, redacted_count, trace_id"
+    "evidence_hash, redacted_count, trace_id, replayed_by"
 )
 
 #: Refresh leases of the token cache: ``until`` is the Unix time the lease ends.
@@ -807,11 +932,13 @@ _SEALED_COLUMNS: Sequence[tuple[str, str, tuple[str, ...]]] = (
     ("deliveries", "record_ct", ("id",)),
     ("quarantine", "raw_ct", ("id",)),
     ("tokens", "token_ct", ("tenant", "platform")),
+    ("meta", "value", ("key",)),
 )
 
 
 _DELIVERY_COLUMNS = frozenset(
-    {name.strip() for name in _LIST_COLUMNS.split(",")} | {"record_ct"}
+    {name.strip() for name in _LIST_COLUMNS.split(",")}
+    | {"record_ct", "lease_owner", "lease_until"}
 )
 
 
@@ -825,6 +952,29 @@ def _check_columns(fields: Mapping[str, Any], method: str) -> None:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def process_owner() -> str:
+    """Return an id of this process for delivery leases: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Return whether a lease owner may still run.
+
+    A process on this host is checked with signal 0. One on another host
+    is assumed alive, and its lease holds until it expires.
+    """
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_delivery_id() -> str:

@@ -184,7 +184,9 @@ def security_token(
     from zeep.wsse import utils
     from zeep.wsse.username import UsernameToken
 
-    created = now or dt.datetime.now(dt.timezone.utc)
+    # zeep 4.3 relabels the Created time as UTC without converting it, so the
+    # time is converted here first.
+    created = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
     timestamp = None
     if options.timestamp:
         expires = created + dt.timedelta(seconds=options.timestamp_ttl)
