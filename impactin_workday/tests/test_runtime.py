@@ -367,3 +367,16 @@ async def test_refresh_metrics_recorded(deployment: Deployment) -> None:
     assert dict(refreshes[0].attributes) == {"tenant": "acme", "platform": "workday"}
     assert len(ages) == 1
     assert ages[0].value >= 0
+
+
+async def test_soap_bad_password_sent_once(deployment: Deployment) -> None:
+    """A WS-Security password cannot be refreshed, so it is not resent."""
+    deployment.environ["WD_PASSWORD"] = "wrong-password"
+    runtime = deployment.runtime("soap")
+
+    report = await runtime.deliver([record()])
+
+    (row,) = runtime.store.list_deliveries(filters={}, limit=10, offset=0)
+    assert report.platform("workday").dead_lettered == 1
+    assert row["error_kind"] == "authentication"
+    assert row["attempts"] == 1

@@ -143,7 +143,26 @@ class DeliveryError(ImpactInError):
 
 
 class AuthenticationError(DeliveryError):
-    """The platform rejected the credentials after one refresh."""
+    """The platform rejected the credentials.
+
+    ``refreshable`` is False for credentials that a new request cannot
+    renew (a static password, an API key), so the runtime does not send the
+    call again with ``force_refresh``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        platform: str | None = None,
+        tenant: str | None = None,
+        status_code: int | None = None,
+        refreshable: bool = True,
+    ) -> None:
+        super().__init__(
+            message, platform=platform, tenant=tenant, status_code=status_code
+        )
+        self.refreshable = refreshable
 
 
 class PermanentError(DeliveryError):

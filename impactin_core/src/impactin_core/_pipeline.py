@@ -614,7 +614,7 @@ class Runtime:
                     platform, row, request, client, attempt
                 )
             except AuthenticationError as exc:
-                if not attempt.refreshed:
+                if exc.refreshable and not attempt.refreshed:
                     attempt.refreshed = True
                     continue
                 self._dead_letter(row, "authentication", str(exc), attempt, report)

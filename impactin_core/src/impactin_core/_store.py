@@ -886,17 +886,6 @@ class Store:
                         ),
                     )
                     count += 1
-            # The key check row is sealed too, so a store opened with only the
-            # new key still passes the check. It is not a stored value, so it
-            # is not counted.
-            check = conn.execute(
-                "SELECT value FROM meta WHERE key = 'key_check'"
-            ).fetchone()
-            if check is not None:
-                conn.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'key_check'",
-                    (self.sealer.rotate(check[0]),),
-                )
         return count
 
     # -- webhooks (the ReplayStore protocol) --------------------------------

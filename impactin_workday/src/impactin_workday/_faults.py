@@ -157,8 +157,13 @@ def classify_soap_fault(
             f"Workday rejected the credentials ({code}: {text}); check the "
             "'username' secret (ISU_NAME@TENANT) and the 'password' secret."
         )
+        # A WS-Security password cannot be refreshed, so resending is useless.
         raise AuthenticationError(
-            message, platform=PLATFORM_ID, tenant=tenant, status_code=status
+            message,
+            platform=PLATFORM_ID,
+            tenant=tenant,
+            status_code=status,
+            refreshable=False,
         )
 
     context: dict[str, Any] = {
