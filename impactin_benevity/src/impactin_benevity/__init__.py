@@ -7,6 +7,8 @@ that tests and the demo serve on 127.0.0.1.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._auth import AUTH_KIND, TOKEN_LIFETIME
 from ._mapping import (
     EMPLOYEE_REF_KEY,
@@ -18,7 +20,10 @@ from ._mapping import (
 )
 from ._options import DEFAULT_PAYMENT_TYPE, DEFAULT_WEBHOOK_SCHEME, BenevityOptions
 from ._plugin import PLATFORM
-from ._simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, create_simulator
+
+# The simulator pulls in Starlette; load it on first use so that loading the
+# plugin (every 'impactin' command does) stays fast.
+_SIMULATOR_NAMES = ("DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "create_simulator")
 
 __all__ = [
     "AUTH_KIND",
@@ -37,3 +42,11 @@ __all__ = [
     "create_simulator",
     "donation_payload",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SIMULATOR_NAMES:
+        from . import _simulator
+
+        return getattr(_simulator, name)
+    raise AttributeError(f"module 'impactin_benevity' has no attribute {name!r}")

@@ -6,8 +6,6 @@ commands that use them, so ``impactin --help`` starts fast.
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import datetime as dt
 import logging
 import os
@@ -161,6 +159,8 @@ def _run_with_progress(
         runtime.submit(counted(), run_id=report.run_id, report=report)
         due = runtime.store.count_due(runtime.clock())
         send = progress.add_task("delivering", total=due)
+        import asyncio
+
         asyncio.run(runtime.process(report, on_done=lambda: progress.advance(send)))
     return report
 
@@ -267,6 +267,8 @@ def resume(ctx: click.Context, include_future: bool) -> None:
     """Deliver what earlier runs left pending or in flight."""
     runtime = _runtime(ctx)
     try:
+        import asyncio
+
         report = asyncio.run(runtime.resume(include_future=include_future))
     finally:
         runtime.close()
@@ -437,6 +439,8 @@ def deliveries_retry(
             )
             # A delivery replayed before is followed through its replay.
             ids += [row["id"] for row in failed if not row["replayed_by"]]
+        import asyncio
+
         report = asyncio.run(runtime.retry(ids))
     finally:
         runtime.close()
@@ -475,6 +479,8 @@ def deliveries_export(
             if not rows:
                 break
             if writer is None:
+                import csv
+
                 writer = csv.DictWriter(output, fieldnames=list(rows[0]))
                 writer.writeheader()
             writer.writerows(rows)
