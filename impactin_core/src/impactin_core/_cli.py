@@ -573,19 +573,34 @@ def plugins() -> None:
     "--port",
     default=0,
     show_default=True,
+    type=click.IntRange(0, 65535),
     help="Port on 127.0.0.1; 0 picks a free one.",
 )
 @click.option(
-    "--error-rate", default=0.0, help="Share of requests answered with 503 (0 to 1)."
+    "--error-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Share of requests answered with 503, from 0 to 1.",
 )
-@click.option("--throttle-rate", default=0.0, help="Share answered with 429 (0 to 1).")
+@click.option(
+    "--throttle-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Share of requests answered with 429, from 0 to 1.",
+)
 @click.option(
     "--retry-after", default="1", show_default=True, help="Retry-After value on 429."
 )
 def sandbox(
     platform: str, port: int, error_rate: float, throttle_rate: float, retry_after: str
 ) -> None:
-    """Serve the simulator of PLATFORM on 127.0.0.1 until interrupted."""
+    """Serve the simulator of PLATFORM on 127.0.0.1 until interrupted.
+
+    It prints its address and the sandbox credentials it accepts, so a
+    configuration can point at it; change its faults with PUT /_sandbox/faults.
+    """
+    import socket
+
     import uvicorn
 
     from ._demo import load_simulator
@@ -597,15 +612,29 @@ def sandbox(
         error_rate=error_rate, throttle_rate=throttle_rate, retry_after=retry_after
     )
     simulator = load_simulator(host, platform, plan)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", port))
+    except OSError as exc:
+        message = (
+            f"Cannot listen on 127.0.0.1:{port}: {exc.strerror}; pick another --port."
+        )
+        raise click.ClickException(message) from exc
+    bound = listener.getsockname()[1]
     console = _console()
-    console.print(
-        f"Simulator of {platform} on http://127.0.0.1:{port or '(free port)'}"
-    )
+    console.print(f"Simulator of {platform} on http://127.0.0.1:{bound}")
     names = ", ".join(sorted(simulator.credentials)) or "none"
     console.print(
-        f"It accepts the sandbox credentials for: {names} (see the connector docs)."
+        f"  credentials: {names} (sandbox values in docs/platforms/{platform}.md)"
     )
-    uvicorn.run(simulator.app, host="127.0.0.1", port=port, log_level="info")
+    for name, value in sorted(simulator.options.items()):
+        console.print(f"  option {name}: {value}")
+    state = getattr(simulator, "state", None)
+    if hasattr(state, "tenant_name"):
+        console.print(f"  option tenant_name: {state.tenant_name}")
+    config = uvicorn.Config(simulator.app, log_level="info", lifespan="off")
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 @main.command()

@@ -799,12 +799,16 @@ def _file_format(path: Path, mapping: ColumnMapping | None) -> FileFormat:
         return mapping.format
     file_format = _SUFFIX_FORMATS.get(path.suffix.lower())
     if file_format is None:
-        key = mapping.key if mapping is not None else "input"
+        if mapping is not None:
+            fix = f"or set {mapping.key}.format to 'csv' or 'jsonl'"
+        else:
+            fix = "or read it with a column mapping (--input NAME) that sets format"
         message = (
             f"Cannot tell the format of {path} from its suffix; name it .csv or "
-            f".jsonl, or set {key}.format to 'csv' or 'jsonl'."
+            f".jsonl, {fix}."
         )
-        raise ConfigError(message, key=f"{key}.format")
+        key = f"{mapping.key}.format" if mapping is not None else None
+        raise ConfigError(message, key=key)
     return file_format
 
 

@@ -692,7 +692,8 @@ class Runtime:
             )
             return ("dead", reason)
         if attempt.number >= config.retry.max_attempts:
-            reason = f"{exc} Gave up after {attempt.number} attempts."
+            tries = "attempt" if attempt.number == 1 else "attempts"
+            reason = f"{exc} Gave up after {attempt.number} {tries}."
             return ("dead", reason)
         now = self.clock()
         delay = exc.retry_after
@@ -865,7 +866,7 @@ class Runtime:
         report: RunReport,
     ) -> None:
         logger.error(
-            "Dead-lettered delivery %s for tenant %s on %s after %d attempts: %s",
+            "Dead-lettered delivery %s for tenant %s on %s after %d attempt(s): %s",
             row["id"],
             row["tenant"],
             row["platform"],
