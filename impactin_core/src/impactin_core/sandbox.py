@@ -38,6 +38,9 @@ ASGIApp = Callable[..., Awaitable[None]]
 ADMIN_PREFIX = "/_sandbox/"
 
 
+_SCRIPT_WORDS = frozenset({"ok", "drop", "drop_after", "slow", "error"})
+
+
 @attrs.define(kw_only=True)
 class FaultPlan:
     """Faults a simulator injects, each drawn per request with its rate.
@@ -72,6 +75,14 @@ class FaultPlan:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 message = f"FaultPlan.{name} is {value!r}; use a rate from 0 to 1."
+                raise ValueError(message)
+        for outcome in self.script:
+            status_code = outcome.isdigit() and 100 <= int(outcome) <= 599
+            if not status_code and outcome not in _SCRIPT_WORDS:
+                message = (
+                    f"FaultPlan.script holds {outcome!r}; use an HTTP status such as "
+                    f"'503' or one of {', '.join(sorted(_SCRIPT_WORDS))}."
+                )
                 raise ValueError(message)
 
 
@@ -219,6 +230,14 @@ class _SandboxState:
             return "ok"
 
 
+def _describe(error: BaseException) -> str:
+    """Return the innermost messages of a cattrs error, which name the field."""
+    inner = getattr(error, "exceptions", None)
+    if not inner:
+        return str(error)
+    return "; ".join(_describe(item) for item in inner)
+
+
 def build_sandbox_app(
     app: ASGIApp, journal: Journal, plan: FaultPlan | None = None
 ) -> ASGIApp:
@@ -228,7 +247,7 @@ def build_sandbox_app(
     from starlette.routing import Route, Router
 
     state = _SandboxState(plan or FaultPlan(), journal)
-    converter = cattrs.Converter()
+    converter = cattrs.Converter(forbid_extra_keys=True)
 
     async def journal_route(request: Request) -> JSONResponse:
         if request.method == "DELETE":
@@ -239,7 +258,9 @@ def build_sandbox_app(
         if request.method == "PUT":
             try:
                 new_plan = converter.structure(await request.json(), FaultPlan)
-            except (ValueError, cattrs.BaseValidationError) as exc:
+            except cattrs.BaseValidationError as exc:
+                return JSONResponse({"error": _describe(exc)}, status_code=400)
+            except (ValueError, TypeError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             state.replace_plan(new_plan)
         return JSONResponse(converter.unstructure(state.plan))
