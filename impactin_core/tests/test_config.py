@@ -185,7 +185,9 @@ def test_unknown_tenant_lists_known(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_platform_setting_rejected(changes: dict[str, Any], key: str, tmp_path: Path) -> None:
+def test_platform_setting_rejected(
+    changes: dict[str, Any], key: str, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(platform(**changes), base_dir=tmp_path)
 

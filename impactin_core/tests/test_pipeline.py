@@ -392,7 +392,9 @@ async def test_two_runtimes_send_once(tmp_path: Path, echo_simulator: Echo) -> N
     first = make_runtime(tmp_path, server.url)
     set_faults(server, latency_seconds=0.01)
     report = RunReport(run_id="shared")
-    first.submit([record(f"a-{index}") for index in range(30)], run_id="r", report=report)
+    first.submit(
+        [record(f"a-{index}") for index in range(30)], run_id="r", report=report
+    )
     second = Runtime(
         first.config,
         plugins=first.plugins,
@@ -410,8 +412,10 @@ async def test_two_runtimes_send_once(tmp_path: Path, echo_simulator: Echo) -> N
     assert simulator.journal.repeats == {}
 
 
-async def test_retry_all_failed_replays_once(tmp_path: Path, echo_simulator: Echo) -> None:
-    server, simulator = echo_simulator
+async def test_retry_all_failed_replays_once(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
     runtime = make_runtime(tmp_path, server.url, retry={"max_attempts": 1})
     set_faults(server, script=["500"])
     await runtime.deliver([record()])
@@ -429,7 +433,7 @@ async def test_retry_all_failed_replays_once(tmp_path: Path, echo_simulator: Ech
 async def test_unknown_tenant_row_is_quarantined(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:
-    server, simulator = echo_simulator
+    server, _ = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
 
     report = await runtime.deliver([record("x-1", tenant="globex"), record("a-1")])

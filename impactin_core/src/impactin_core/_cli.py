@@ -630,7 +630,7 @@ def sandbox(
     )
     for name, value in sorted(simulator.options.items()):
         console.print(f"  option {name}: {value}")
-    state = getattr(simulator, "state", None)
+    state: Any = getattr(simulator, "state", None)
     if hasattr(state, "tenant_name"):
         console.print(f"  option tenant_name: {state.tenant_name}")
     config = uvicorn.Config(simulator.app, log_level="info", lifespan="off")

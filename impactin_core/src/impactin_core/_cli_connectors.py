@@ -1,4 +1,4 @@
-"""Commands for connector authors: ``impactin conformance`` and ``impactin new-connector``."""
+"""Commands for connector authors: ``conformance`` and ``new-connector``."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def conformance(
     "--title", help="Display name of the platform; defaults to NAME in title case."
 )
 def new_connector(name: str, dest: Path, title: str | None) -> None:
-    """Create the connector package impactin_NAME with a simulator and conformance tests."""
+    """Create the connector package impactin_NAME with a simulator and tests."""
     from .conformance._template import render_connector
 
     try:

@@ -199,7 +199,8 @@ class _Reader:
             isinstance(value, bool) and kind in (int, float, (int, float))
         ):
             expected = _EXPECTED.get(kind, "a number")
-            shown = "a secret-like value" if name in ("password", "secret") else repr(value)
+            secret_like = name in ("password", "secret")
+            shown = "a secret-like value" if secret_like else repr(value)
             raise self.fail(name, f"is {shown}", f"set it to {expected}")
         return value
 

@@ -459,14 +459,16 @@ class Runtime:
             "impactin.delivery", attributes=safe_attributes(attributes)
         ) as span:
             claimed = self.store.claim_delivery(
-                row["id"], owner=self._owner, now=time.time(), lease=self._lease_seconds(row)
+                row["id"],
+                owner=self._owner,
+                now=time.time(),
+                lease=self._lease_seconds(row),
+                trace_id=current_trace_id(),
             )
             if claimed is None:
                 # Another process is delivering it, or it finished meanwhile.
                 return
             row = claimed
-            trace_id = current_trace_id()
-            self.store.update_delivery(row["id"], trace_id=trace_id)
             stats = report.platform(platform.id)
             try:
                 request, redacted = self._prepare(platform, row)

@@ -456,14 +456,21 @@ class Store:
         return new_id
 
     def claim_delivery(
-        self, delivery_id: str, *, owner: str, now: float, lease: float
+        self,
+        delivery_id: str,
+        *,
+        owner: str,
+        now: float,
+        lease: float,
+        trace_id: str | None = None,
     ) -> dict[str, Any] | None:
         """Take a due delivery for this process, or return None if another has it.
 
         A delivery is free when it is pending, or in flight under a lease
         that expired or whose owner process is gone (``owner_alive``). The
         row is returned as it was before the claim, so the caller can tell
-        whether an earlier attempt was interrupted.
+        whether an earlier attempt was interrupted. ``trace_id`` (the trace of
+        this claim, or None outside a trace) is stored in the same write.
         """
         with self.transaction() as conn:
             row = conn.execute(
@@ -484,8 +491,8 @@ class Store:
                 return None
             conn.execute(
                 "UPDATE deliveries SET status = 'in_flight', lease_owner = ?, "
-                "lease_until = ?, updated_at = ? WHERE id = ?",
-                (owner, now + lease, now, delivery_id),
+                "lease_until = ?, updated_at = ?, trace_id = ? WHERE id = ?",
+                (owner, now + lease, now, trace_id, delivery_id),
             )
         values = dict(row)
         values.pop("lease_owner")
@@ -529,9 +536,33 @@ class Store:
                 ("delivered" if delivered else "failed", key, delivery_id),
             )
 
-    def add_attempt(self, attempt: Mapping[str, Any]) -> None:
-        with self.transaction():
-            self.db.table("attempts").insert(dict(attempt))
+    def add_attempt(
+        self, attempt: Mapping[str, Any], **delivery_fields: Any
+    ) -> None:
+        """Insert one attempt row, and update its delivery in the same transaction.
+
+        ``delivery_fields`` are delivery columns to set, such as ``attempts``;
+        ``updated_at`` is set with them.
+        """
+        unknown = sorted(set(attempt) - _ATTEMPT_COLUMNS)
+        if unknown:
+            message = f"Store.add_attempt got unknown attempt columns: {', '.join(unknown)}."
+            raise ValueError(message)
+        _check_columns(delivery_fields, "add_attempt")
+        names = ", ".join(attempt)
+        marks = ", ".join("?" for _ in attempt)
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO attempts ({names}) VALUES ({marks})",
+                tuple(attempt.values()),
+            )
+            if delivery_fields:
+                fields = {**delivery_fields, "updated_at": time.time()}
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                conn.execute(
+                    f"UPDATE deliveries SET {assignments} WHERE id = ?",
+                    (*fields.values(), attempt["delivery_id"]),
+                )
 
     def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
         return list(
@@ -928,6 +959,22 @@ _SEALED_COLUMNS: Sequence[tuple[str, str, tuple[str, ...]]] = (
 _DELIVERY_COLUMNS = frozenset(
     {name.strip() for name in _LIST_COLUMNS.split(",")}
     | {"record_ct", "lease_owner", "lease_until"}
+)
+
+
+_ATTEMPT_COLUMNS = frozenset(
+    {
+        "delivery_id",
+        "number",
+        "started_at",
+        "duration_s",
+        "outcome",
+        "status_code",
+        "retry_after",
+        "delay_s",
+        "error",
+        "trace_id",
+    }
 )
 
 

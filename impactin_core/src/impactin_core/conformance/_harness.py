@@ -266,7 +266,7 @@ class Harness:
     # -- the runtime ---------------------------------------------------------------
 
     def runtime(self) -> Runtime:
-        """Return a runtime with a fresh store in the harness folder and the fake clock."""
+        """Return a runtime with a fresh store in the harness folder and fake clock."""
         environ = {
             "IMPACTIN_CONFORMANCE_STORE_KEY": generate_key(),
             "IMPACTIN_CONFORMANCE_TENANT_KEY": TENANT_KEY,

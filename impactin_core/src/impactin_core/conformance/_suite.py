@@ -90,7 +90,8 @@ class ConformanceSuite:
         assert info.core_api == CORE_API_VERSION, explain(
             "platform declaration",
             f"platform {info.id!r}",
-            f"PlatformInfo.core_api is {info.core_api}, core provides {CORE_API_VERSION}",
+            f"PlatformInfo.core_api is {info.core_api}, "
+            f"core provides {CORE_API_VERSION}",
             "build the connector against this impactin-core and set core_api to match",
         )
         assert info.kinds, explain(

@@ -1,0 +1,248 @@
+"""Generated records against each connector's mapper and simulator.
+
+Valid records go through the runtime's steps (minimize, map, redact, leak
+scan, authenticate, send) and the platform's simulator must accept them over
+HTTP on 127.0.0.1. Invalid records must be rejected by the mapper with
+``RecordInvalid`` naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from impactin_core import ImpactRecord, RecordInvalid, RecordKind, leak_scan
+from impactin_core.conformance import ConformanceTarget
+from impactin_core.conformance._harness import Harness, running_harness
+from impactin_core.conformance._records import records
+
+pytest.importorskip("impactin_benevity")
+pytest.importorskip("impactin_goodera")
+workday_simulator = pytest.importorskip("impactin_workday.simulator")
+
+EXAMPLES = settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+
+GOODERA_OPPORTUNITY = "64b7f0c2a1d3e4f5a6b7c8d9"
+
+TARGETS = {
+    "benevity": ConformanceTarget(
+        platform="benevity", options={"foundation_id": "demo-foundation"}
+    ),
+    "goodera": ConformanceTarget(
+        platform="goodera", options={"opportunity_id": GOODERA_OPPORTUNITY}
+    ),
+    "workday": ConformanceTarget(
+        platform="workday",
+        options={"tenant_name": workday_simulator.SANDBOX_TENANT},
+        transport_options={"rest": {"rest_path": "volunteerActivities"}},
+    ),
+}
+
+# Benevity recipient ids as its guides show them: a charity, one of its
+# projects and a portfolio.
+_BENEVITY_RECIPIENTS = st.one_of(
+    st.from_regex(r"[0-9]{3}-[0-9]{4}[A-Z]{4}", fullmatch=True),
+    st.from_regex(
+        r"[0-9]{3}-[0-9]{4}[A-Z]{4}/[0-9][A-Z][0-9]{2}[A-Z]{2}[0-9][A-Z]{2}[0-9]",
+        fullmatch=True,
+    ),
+    st.from_regex(r"[0-9][A-Z]{5}[0-9][A-Z]{3}", fullmatch=True),
+)
+_EMAILS = st.from_regex(r"[a-z]{1,12}\.[a-z]{1,12}@example\.(org|com)", fullmatch=True)
+_UNIQUE = itertools.count()
+
+
+def _with(field: str, values: st.SearchStrategy[Any]) -> Callable[..., Any]:
+    """Return a function that sets ``field`` of a record to a drawn value."""
+
+    def build(record: ImpactRecord, value: Any) -> ImpactRecord:
+        return attrs.evolve(record, **{field: value})
+
+    return lambda strategy: st.builds(build, strategy, values)
+
+
+def _valid_records(platform: str, kinds: Any) -> st.SearchStrategy[ImpactRecord]:
+    base = records(kinds)
+    if platform == "benevity":
+        result: st.SearchStrategy[ImpactRecord] = _with(
+            "organization_id", _BENEVITY_RECIPIENTS
+        )(base)
+        return result
+    if platform == "goodera":
+        result = _with("employee_email", _EMAILS)(base)
+        return result
+    return base
+
+
+@pytest.fixture
+def harness_for(tmp_path: Path) -> Iterator[Callable[[str, str], Harness]]:
+    """Start simulators on demand and stop them when the test ends."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+
+        def start(platform: str, transport: str) -> Harness:
+            folder = tmp_path / f"{platform}-{transport}"
+            folder.mkdir()
+            harness: Harness = stack.enter_context(
+                running_harness(TARGETS[platform], transport, folder)
+            )
+            return harness
+
+        yield start
+
+
+def _unique_key(record: ImpactRecord) -> str:
+    """Return a fresh idempotency key shaped like the runtime's."""
+    seed = f"{next(_UNIQUE)}\x1f{record.source_id}".encode()
+    return "ik_" + hashlib.sha1(seed, usedforsecurity=False).hexdigest()
+
+
+async def _deliver(harness: Harness, record: ImpactRecord) -> int:
+    """Map, redact, scan and send one record as the runtime does; return the status."""
+    request = harness.map_records([record], [_unique_key(record)])[0]
+    harness.redact(request)
+    findings = leak_scan(request.payload, request.personal_paths)
+    assert findings == [], [f"{item.kind} at {item.path}" for item in findings]
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        credentials = await harness.authenticate(client, harness.tokens)
+        outcome = await harness.send(client, request, credentials)
+    return outcome.status_code
+
+
+@pytest.mark.parametrize(
+    ("platform", "transport"),
+    [
+        pytest.param("benevity", "rest", id="benevity"),
+        pytest.param("goodera", "rest", id="goodera"),
+        pytest.param("workday", "soap", id="workday-soap"),
+        pytest.param("workday", "rest", id="workday-rest"),
+    ],
+)
+def test_valid_records_accepted(
+    harness_for: Callable[[str, str], Harness], platform: str, transport: str
+) -> None:
+    harness = harness_for(platform, transport)
+    accepted_before = len(harness.journal()["entries"])
+    sent = 0
+
+    @EXAMPLES
+    @given(_valid_records(platform, harness.info.kinds))
+    def check(record: ImpactRecord) -> None:
+        nonlocal sent
+        status = asyncio.run(_deliver(harness, record))
+        sent += 1
+        assert 200 <= status < 300
+
+    check()
+    accepted = len(harness.journal()["entries"]) - accepted_before
+    assert accepted == sent
+
+
+def _volunteer(record: ImpactRecord) -> ImpactRecord:
+    return attrs.evolve(
+        record,
+        kind=RecordKind.VOLUNTEER_TIME,
+        hours=2.0,
+        amount_minor=None,
+        currency=None,
+    )
+
+
+def _donation(record: ImpactRecord) -> ImpactRecord:
+    return attrs.evolve(
+        record,
+        kind=RecordKind.DONATION,
+        hours=None,
+        amount_minor=1500,
+        currency="EUR",
+    )
+
+
+_BLANKS = st.sampled_from(["", " ", "\t", "  \n"])
+
+
+@pytest.mark.parametrize(
+    ("platform", "invalid", "field"),
+    [
+        pytest.param(
+            "benevity",
+            st.builds(
+                lambda record: attrs.evolve(record, organization_id=None),
+                records([RecordKind.DONATION]),
+            ),
+            "organization_id",
+            id="benevity-no-organization",
+        ),
+        pytest.param(
+            "benevity",
+            _with("organization_id", _BLANKS)(records([RecordKind.DONATION])),
+            "organization_id",
+            id="benevity-blank-organization",
+        ),
+        pytest.param(
+            "benevity",
+            st.builds(
+                _volunteer,
+                _with("organization_id", _BENEVITY_RECIPIENTS)(
+                    records([RecordKind.DONATION])
+                ),
+            ),
+            "kind",
+            id="benevity-volunteer-time",
+        ),
+        pytest.param(
+            "goodera",
+            st.builds(
+                lambda record: attrs.evolve(record, employee_email=None),
+                records([RecordKind.VOLUNTEER_TIME]),
+            ),
+            "employee_email",
+            id="goodera-no-email",
+        ),
+        pytest.param(
+            "goodera",
+            st.builds(
+                _donation,
+                _with("employee_email", _EMAILS)(records([RecordKind.VOLUNTEER_TIME])),
+            ),
+            "kind",
+            id="goodera-donation",
+        ),
+    ],
+)
+def test_invalid_records_rejected(
+    harness_for: Callable[[str, str], Harness],
+    platform: str,
+    invalid: st.SearchStrategy[ImpactRecord],
+    field: str,
+) -> None:
+    harness = harness_for(platform, "rest")
+
+    @EXAMPLES
+    @given(invalid)
+    def check(record: ImpactRecord) -> None:
+        with pytest.raises(RecordInvalid) as caught:
+            harness.map_records([record], [_unique_key(record)])
+        assert caught.value.field == field
+        assert field in str(caught.value)
+
+    check()
