@@ -468,7 +468,7 @@ def test_canonical_csv_unknown_column(tmp_path: Path) -> None:
 
 
 def test_unknown_suffix(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"set input\.format"):
+    with pytest.raises(ConfigError, match=r"name it \.csv or \.jsonl"):
         read_all(write(tmp_path / "a.txt", "{}\n"))
 
 

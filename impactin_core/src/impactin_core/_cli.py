@@ -614,6 +614,10 @@ def sandbox(
     simulator = load_simulator(host, platform, plan)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Connections accepted from a socket passed to uvicorn keep Nagle's
+    # algorithm on, and each small response then waits about 40 ms for the
+    # client's delayed ACK. Accepted sockets inherit this option on Linux.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         listener.bind(("127.0.0.1", port))
     except OSError as exc:

@@ -485,10 +485,13 @@ class Runtime:
                 self._block(row, "personal_data", str(exc), report)
                 return
             stats.redacted += redacted
-            self.store.update_delivery(row["id"], redacted_count=redacted)
+            # Each attempt row is written together with this count (see
+            # _attempt), so it costs no transaction of its own.
+            row["redacted_count"] = redacted
             if row["status"] == "in_flight" and not self._may_repeat(
                 platform, row, request
             ):
+                self.store.update_delivery(row["id"], redacted_count=redacted)
                 self._dead_letter_interrupted(platform, row, report)
                 return
             await self._send_with_retries(platform, row, request, client, report, span)
@@ -774,9 +777,10 @@ class Runtime:
                         "retry_after": getattr(error, "retry_after", None),
                         "error": scrub_known(str(error)) if error else None,
                         "trace_id": current_trace_id(),
-                    }
+                    },
+                    attempts=attempt.number,
+                    redacted_count=row["redacted_count"],
                 )
-                self.store.update_delivery(row["id"], attempts=attempt.number)
                 logger.info(
                     "Delivery %s attempt %d for tenant %s on %s: %s",
                     row["id"],

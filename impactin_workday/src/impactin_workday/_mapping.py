@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,30 @@ _MINOR_DIGITS = {
     ),
     **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
 }
+
+
+# Characters outside XML 1.0's Char production (most C0 controls, lone
+# surrogates, U+FFFE and U+FFFF), which no SOAP body can carry.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _check_xml_text(
+    record: ImpactRecord, payload: dict[str, Any], options: WorkdayOptions
+) -> None:
+    """Raise ``RecordInvalid`` for a SOAP value that XML 1.0 cannot carry."""
+    values = {EMPLOYEE_ID_PATH: payload[EMPLOYEE_ID_PATH], **payload["row"]}
+    fields = {name: purpose for purpose, name in options.field_names.items()}
+    for name, value in values.items():
+        match = _NOT_XML_CHAR.search(value)
+        if match is None:
+            continue
+        field = fields.get(name, name)
+        message = (
+            f"Record {record.source_id!r} has character U+{ord(match.group()):04X} "
+            f"in {field}, which an XML document cannot contain; remove control "
+            "characters from the field or send over REST."
+        )
+        raise RecordInvalid(message, field=field, source_id=record.source_id)
 
 
 def format_amount(amount_minor: int, currency: str) -> str:
@@ -81,6 +106,9 @@ def map_records(
     is_soap = options.protocol == "soap"
     requests = []
     for record, key in zip(records, idempotency_keys, strict=True):
+        payload = _payload(record, key, options)
+        if is_soap:
+            _check_xml_text(record, payload, options)
         request = PlatformRequest(
             platform=PLATFORM_ID,
             tenant=record.tenant,
@@ -88,7 +116,7 @@ def map_records(
             idempotency_key=key,
             # The ignores below work around converter typing in impactin_core.
             source_ids=(record.source_id,),  # type: ignore[arg-type]
-            payload=_payload(record, key, options),
+            payload=payload,
             personal_paths={EMPLOYEE_ID_PATH},  # type: ignore[arg-type]
             # Edit_Worker_Additional_Data sets the worker's custom object data
             # effective on Effective_Date to what the request carries, so a
