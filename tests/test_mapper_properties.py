@@ -94,6 +94,10 @@ def _xml_safe(record: ImpactRecord) -> ImpactRecord:
     return attrs.evolve(record, **changes)
 
 
+def _new_worker(record: ImpactRecord) -> ImpactRecord:
+    return attrs.evolve(record, employee_id=f"{record.employee_id}-{next(_UNIQUE)}")
+
+
 def _valid_records(
     platform: str, transport: str, kinds: Any
 ) -> st.SearchStrategy[ImpactRecord]:
@@ -106,9 +110,12 @@ def _valid_records(
     if platform == "goodera":
         result = _with("employee_email", _EMAILS)(base)
         return result
+    # The Workday connector rejects a second activity of one worker on one
+    # date, so each example gets a worker of its own.
+    workers = st.builds(_new_worker, base)
     if transport == "soap":
-        return st.builds(_xml_safe, base)
-    return base
+        return st.builds(_xml_safe, workers)
+    return workers
 
 
 @pytest.fixture
@@ -203,6 +210,10 @@ def _donation(record: ImpactRecord) -> ImpactRecord:
     )
 
 
+def _xml_safe_records(kind: RecordKind) -> st.SearchStrategy[ImpactRecord]:
+    return st.builds(_xml_safe, records([kind]))
+
+
 _BLANKS = st.sampled_from(["", " ", "\t", "  \n"])
 # Text with at least one C0 control character other than tab, LF and CR.
 _CONTROL_TEXT = st.builds(
@@ -273,7 +284,7 @@ _CONTROL_TEXT = st.builds(
         pytest.param(
             "workday",
             "soap",
-            _with("cause", _CONTROL_TEXT)(records([RecordKind.VOLUNTEER_TIME])),
+            _with("cause", _CONTROL_TEXT)(_xml_safe_records(RecordKind.VOLUNTEER_TIME)),
             "cause",
             "cause",
             id="workday-soap-control-character",
@@ -281,7 +292,9 @@ _CONTROL_TEXT = st.builds(
         pytest.param(
             "workday",
             "soap",
-            _with("organization_name", _CONTROL_TEXT)(records([RecordKind.DONATION])),
+            _with("organization_name", _CONTROL_TEXT)(
+                _xml_safe_records(RecordKind.DONATION)
+            ),
             "organization_name",
             "organization_name",
             id="workday-soap-control-character-name",
