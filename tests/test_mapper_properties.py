@@ -86,7 +86,7 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010fff
 
 def _xml_safe(record: ImpactRecord) -> ImpactRecord:
     """Drop the characters XML cannot carry from the fields a SOAP row holds."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for field in ("source_id", "cause", "organization_name", "organization_id"):
         value = getattr(record, field)
         if value is not None:
@@ -96,6 +96,12 @@ def _xml_safe(record: ImpactRecord) -> ImpactRecord:
 
 def _new_worker(record: ImpactRecord) -> ImpactRecord:
     return attrs.evolve(record, employee_id=f"{record.employee_id}-{next(_UNIQUE)}")
+
+
+def _new_volunteer(record: ImpactRecord) -> ImpactRecord:
+    assert record.employee_email is not None
+    local, _, domain = record.employee_email.partition("@")
+    return attrs.evolve(record, employee_email=f"{local}{next(_UNIQUE)}@{domain}")
 
 
 def _valid_records(
@@ -108,7 +114,9 @@ def _valid_records(
         )(base)
         return result
     if platform == "goodera":
-        result = _with("employee_email", _EMAILS)(base)
+        # Goodera takes one participation per volunteer and event (opportunity
+        # and day), so each example gets a volunteer of its own.
+        result = st.builds(_new_volunteer, _with("employee_email", _EMAILS)(base))
         return result
     # The Workday connector rejects a second activity of one worker on one
     # date, so each example gets a worker of its own.
@@ -151,7 +159,8 @@ async def _deliver(harness: Harness, record: ImpactRecord) -> int:
     async with httpx.AsyncClient(timeout=30.0) as client:
         credentials = await harness.authenticate(client, harness.tokens)
         outcome = await harness.send(client, request, credentials)
-    return outcome.status_code
+    status: int = outcome.status_code
+    return status
 
 
 def _journaled_writes(harness: Harness) -> int:
@@ -162,7 +171,8 @@ def _journaled_writes(harness: Harness) -> int:
     write per send (Goodera: an event, a registration, a participation).
     """
     journal = harness.journal()
-    return len(journal["entries"]) + sum(journal["repeats"].values())
+    repeats: dict[str, int] = journal["repeats"]
+    return len(journal["entries"]) + sum(repeats.values())
 
 
 @pytest.mark.parametrize(

@@ -312,16 +312,25 @@ def test_config_keeps_sla_table(tmp_path: Path) -> None:
         pytest.param("90d", 90 * DAY, id="days"),
         pytest.param("12h", 12 * 3600.0, id="hours"),
         pytest.param("2w", 14 * DAY, id="weeks"),
-        pytest.param("45", 45.0, id="bare"),
+        pytest.param("30min", 1800.0, id="minutes"),
+        pytest.param("45s", 45.0, id="seconds"),
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-def test_parse_duration_rejects_text() -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("ninety days", id="words"),
+        pytest.param("90", id="no-unit"),
+        pytest.param("1m", id="ambiguous-m"),
+    ],
+)
+def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
-        parse_duration("ninety days")
+        parse_duration(text)
 
 
 def test_parse_time_reads_iso_and_durations() -> None:

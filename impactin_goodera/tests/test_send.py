@@ -49,6 +49,18 @@ async def test_send_same_day_reuses_event(
     assert len(journal_entries(simulator, "participation")) == 2
 
 
+async def test_send_second_activity_same_event_refused(
+    send: Any, simulator: Any, make_record: Any, journal_entries: Any
+) -> None:
+    """Goodera keeps one participation per volunteer and event; hours would go."""
+    await send(make_record(source_id="a-1", hours=2.0))
+
+    with pytest.raises(PermanentError, match="already has a participation"):
+        await send(make_record(source_id="a-2", hours=3.0))
+
+    assert len(journal_entries(simulator, "participation")) == 1
+
+
 async def test_send_repeat_skips_confirmed_steps(
     send: Any, simulator: Any, journal_entries: Any
 ) -> None:

@@ -62,20 +62,23 @@ ATTEMPT_OUTCOMES_COLUMN = "attempt_outcomes"
 
 STATUSES = ("pending", "in_flight", "delivered", "dead_lettered", "blocked")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+# A unit is required: a bare "90" read as seconds would purge nearly all of
+# the log, and "m" could mean minutes or months, so minutes are "min".
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|min|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def parse_duration(text: str) -> float:
-    """Return the seconds in ``text`` such as ``90d``, ``12h``, ``30m`` or ``45s``.
+    """Return the seconds in ``text`` such as ``90d``, ``12h``, ``30min`` or ``45s``.
 
-    A bare number is seconds. Raises ``ValueError`` naming the accepted forms.
+    Raises ``ValueError`` naming the accepted forms for a number without a
+    unit or an unknown unit.
     """
     match = _DURATION.match(text)
     if match is None:
         message = (
-            f"{text!r} is not a duration; use a number with a unit s, m, h, d or w, "
-            "for example 90d."
+            f"{text!r} is not a duration; use a number with a unit s, min, h, d "
+            "or w, for example 90d."
         )
         raise ValueError(message)
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

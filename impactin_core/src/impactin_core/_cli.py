@@ -32,10 +32,12 @@ DEFAULT_CONFIG = "impactin.toml"
 def _console() -> Any:
     from rich.console import Console
 
-    console = Console()
+    # Stored values (source ids, reasons) may hold square brackets; with
+    # markup off they print exactly as stored instead of as rich markup.
+    console = Console(markup=False)
     if not console.is_terminal and console.width < 132:
         # Summary tables have eleven columns; keep them readable in logs.
-        console = Console(width=132)
+        console = Console(width=132, markup=False)
     return console
 
 
@@ -80,8 +82,10 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
     level = (logging.ERROR, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from ._logging import install_filter
+    from ._tracing_setup import tracing_from_environment
 
     install_filter()
+    tracing_from_environment()
 
 
 # -- demo and delivery --------------------------------------------------------
@@ -403,8 +407,8 @@ def deliveries_show(ctx: click.Context, delivery_id: str) -> None:
     for name, value in row.items():
         if name.endswith("_at"):
             value = _time(value)
-        console.print(f"[bold]{name}[/bold]: {value if value is not None else '-'}")
-    console.print("[bold]attempts[/bold]:")
+        console.print(f"{name}: {value if value is not None else '-'}")
+    console.print("attempts:")
     for attempt in attempts:
         started = _time(attempt["started_at"])
         status = attempt["status_code"] or "-"
@@ -562,8 +566,7 @@ def plugins() -> None:
     console.print(table)
     for error in host.load_errors:
         console.print(
-            f"[red]Skipped {error.name} ({error.distribution or '-'}): "
-            f"{error.reason}[/red]"
+            f"Skipped {error.name} ({error.distribution or '-'}): {error.reason}"
         )
 
 
@@ -655,11 +658,13 @@ def health(ctx: click.Context) -> None:
     """Show the outbox backlog, circuit states and tokens."""
     from rich.table import Table
 
+    from ._breaker_states import breaker_rows
+
     runtime = _runtime(ctx)
     try:
         counts = runtime.store.count_by_status()
         tokens = runtime.store.token_rows()
-        breakers = runtime.breakers.states()
+        breakers = breaker_rows(runtime.store)
     finally:
         runtime.close()
     table = Table(title="Deliveries by status")
@@ -672,10 +677,18 @@ def health(ctx: click.Context) -> None:
         )
     console = _console()
     console.print(table)
-    for state in breakers:
-        console.print(
-            f"circuit {state.name}: {state.state} ({state.failure_count} failures)"
+    for breaker in breakers:
+        # Times are on the writing runtime's clock, wall-clock time by default.
+        line = (
+            f"circuit {breaker['tenant']}/{breaker['platform']}: {breaker['state']} "
+            f"({breaker['failure_count']} failures, updated "
+            f"{_time(breaker['updated_at'])}"
         )
+        if breaker["opened_at"] is not None:
+            line += f", opened {_time(breaker['opened_at'])}"
+        if breaker["reopens_at"] is not None:
+            line += f", probe after {_time(breaker['reopens_at'])}"
+        console.print(line + ")")
     for token in tokens:
         console.print(
             f"token {token['tenant']}/{token['platform']}: "
@@ -691,6 +704,7 @@ COMMAND_MODULES = (
     "_cli_tokens",
     "_cli_observe",
     "_cli_connectors",
+    "_cli_breaker",
 )
 
 

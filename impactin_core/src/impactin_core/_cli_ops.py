@@ -262,7 +262,7 @@ def chaos(folder: str | None, **options: Any) -> None:
         console.print("Every record is delivered once or dead-lettered with a reason.")
         return
     for problem in figures.problems:
-        console.print(f"[red]{problem}[/red]")
+        console.print(problem, style="red")
     raise SystemExit(1)
 
 

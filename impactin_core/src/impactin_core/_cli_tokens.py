@@ -121,7 +121,7 @@ def tokens_list(ctx: click.Context, tenant: str | None, platform: str | None) ->
             _duration(row["expires_at"] - now),
             "yes" if row["has_refresh_token"] else "no",
         )
-    console = Console(width=132)
+    console = Console(width=132, markup=False)
     console.print(table)
     if not rows:
         console.print("No stored tokens match.")

@@ -36,6 +36,7 @@ import httpx
 from opentelemetry import trace
 
 from ._audit import AuditLog
+from ._breaker_states import BreakerSync
 from ._config import Config, EnvSecrets, PlatformConfig, SecretsProvider
 from ._context import AuthContext, SendContext
 from ._converter import converter
@@ -144,6 +145,8 @@ class Runtime:
             self.instruments.counting_token_store(store), clock=clock
         )
         self.breakers = BreakerBoard(on_event=self._on_breaker_change, clock=clock)
+        #: Mirrors circuit states into the store and applies manual resets.
+        self.breaker_sync = BreakerSync(store, self.breakers)
         self._owner = process_owner()
         self._platforms_checked = False
         self.instruments.watch(self)
@@ -177,7 +180,10 @@ class Runtime:
                     )
                     raise ConfigError(message, key=key)
                 transports = registered.info.transports
-                if platform.protocol is not None and platform.protocol not in transports:
+                if (
+                    platform.protocol is not None
+                    and platform.protocol not in transports
+                ):
                     message = (
                         f"{key}.protocol is {platform.protocol!r}, but {name} speaks "
                         f"only {', '.join(transports)}; use one of those."
@@ -550,7 +556,10 @@ class Runtime:
             idempotency_keys=[row["idempotency_key"]],
         )
         if not requests:
-            message = f"The {platform.id} connector mapped delivery {row['id']} to no request."
+            message = (
+                f"The {platform.id} connector mapped delivery {row['id']} "
+                "to no request."
+            )
             raise RecordInvalid(message, source_id=row["source_id"])
         request: PlatformRequest = requests[0]
         changed = self.plugins.hook(platform.id, "impactin_redact")(
@@ -651,7 +660,8 @@ class Runtime:
                         ),
                     )
                     logger.warning(
-                        "Retrying delivery %s for tenant %s on %s in %.2f s (attempt %d): %s",
+                        "Retrying delivery %s for tenant %s on %s in %.2f s "
+                        "(attempt %d): %s",
                         row["id"],
                         row["tenant"],
                         platform.id,
@@ -799,6 +809,7 @@ class Runtime:
         attempt: _Attempt,
     ) -> Any:
         config = self.platform_config(row["tenant"], platform.id)
+        self.breaker_sync.apply_reset(row["tenant"], platform.id)
         breaker = await self.breakers.before(row["tenant"], platform.id, config.breaker)
         outcome = "neutral"
         try:
@@ -858,7 +869,7 @@ class Runtime:
         )
         stats = report.platform(row["platform"])
         stats.delivered += 1
-        stats.latencies.append(latency)
+        stats.add_latency(latency)
         labels = {"platform": row["platform"], "status": "delivered"}
         self.instruments.deliveries.add(1, labels)
         self.instruments.latency.record(latency, {"platform": row["platform"]})
@@ -914,6 +925,7 @@ class Runtime:
     def _on_breaker_change(self, name: str, state: str) -> None:
         tenant, _, platform = name.partition("/")
         logger.warning("Circuit of tenant %s on %s is now %s", tenant, platform, state)
+        self.breaker_sync.save_change(name, self.clock())
         # impact_in_circuit_breaker_state reads the board when metrics are
         # collected, so only the span event is added here.
         if state == "opened":

@@ -55,6 +55,8 @@ _DOB = re.compile(
 # Phone candidates: an optional +, then digits with common separators.
 _PHONE_CANDIDATE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d(?!\w)")
 _NATIONAL_REGIONS = ("GB", "DE", "FR", "KR", "AU", "IN", "IE", "NL", "ES", "IT")
+# The same digit class as the patterns above, so the counts agree with them.
+_DIGIT = re.compile(r"\d")
 
 
 @attrs.frozen
@@ -115,7 +117,11 @@ class RedactionPolicy:
 
 def normalize_text(value: str) -> str:
     """Return ``value`` in NFKC with zero-width characters and %-escapes undone."""
-    text = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH)
+    # ASCII text is already NFKC and has no zero-width characters.
+    if value.isascii():
+        text = value
+    else:
+        text = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH)
     if "%" in text:
         text = urllib.parse.unquote(text)
     return text
@@ -225,8 +231,34 @@ def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
 
 
 def _spans(text: str) -> Iterator[tuple[int, int, str]]:
-    for match in _EMAIL.finditer(text):
-        yield (*match.span(), "email")
+    if "@" in text:
+        for match in _EMAIL.finditer(text):
+            yield (*match.span(), "email")
+    # Every other detector needs digits: at least 2 for an IBAN, 3 for a date
+    # of birth, 6 for a NINO, 7 for a phone number, 9 for an SSN and 13 for
+    # a card. Counting them once skips the patterns that cannot match.
+    digits = len(_DIGIT.findall(text))
+    if digits < 2:
+        return
+    if digits >= 9:
+        yield from _long_number_spans(text)
+    elif digits >= 6:
+        for match in _NINO.finditer(text):
+            yield (*match.span(), "uk_nino")
+    if len(text) >= 15:
+        for match in _IBAN.finditer(text):
+            if _iban_valid(match.group()):
+                yield (*match.span(), "iban")
+    if digits >= 3:
+        for match in _DOB.finditer(text):
+            yield (*match.span(), "date_of_birth")
+    if digits >= 7:
+        for start, end in _phone_spans(text):
+            yield (start, end, "phone")
+
+
+def _long_number_spans(text: str) -> Iterator[tuple[int, int, str]]:
+    """Yield the SSN, NINO and card spans of a text with 9 digits or more."""
     for match in _SSN.finditer(text):
         yield (*match.span(), "us_ssn")
     for match in _NINO.finditer(text):
@@ -235,13 +267,6 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
         digits = re.sub(r"\D", "", match.group())
         if _luhn_valid(digits):
             yield (*match.span(), "payment_card")
-    for match in _IBAN.finditer(text):
-        if _iban_valid(match.group()):
-            yield (*match.span(), "iban")
-    for match in _DOB.finditer(text):
-        yield (*match.span(), "date_of_birth")
-    for start, end in _phone_spans(text):
-        yield (start, end, "phone")
 
 
 def detect(text: str) -> list[str]:
@@ -257,13 +282,30 @@ def scrub_text(text: str, names: Iterable[str] = ()) -> tuple[str, int]:
     id), removed wherever they occur, case-insensitively. Returns the new
     text and the number of replacements.
     """
+    return _scrub(text, _known_names(names))
+
+
+def _known_names(names: Iterable[str]) -> list[str]:
+    """Return the normalized ``names`` of 2 characters or more, for ``_scrub``."""
+    known = []
+    for name in names:
+        name = name.strip()
+        if len(name) >= 2:
+            known.append(normalize_text(name))
+    return known
+
+
+def _scrub(text: str, names: list[str]) -> tuple[str, int]:
     result = normalize_text(text)
     count = 0
     for name in names:
-        name = name.strip()
-        if len(name) < 2:
+        # For ASCII on both sides, a case-insensitive match exists only if
+        # the lowercased name occurs in the lowercased text. This test skips
+        # compiling a pattern for each record's new names.
+        ascii_only = name.isascii() and result.isascii()
+        if ascii_only and name.lower() not in result.lower():
             continue
-        pattern = re.compile(re.escape(normalize_text(name)), re.IGNORECASE)
+        pattern = re.compile(re.escape(name), re.IGNORECASE)
         result, found = pattern.subn("[name]", result)
         count += found
     # A phone candidate runs over the digits that follow it, so a phone
@@ -282,6 +324,8 @@ _SCRUB_PASSES = 4
 
 def _replace_spans(text: str) -> tuple[str, int]:
     spans = sorted(_spans(text), key=lambda span: (span[0], -span[1]))
+    if not spans:
+        return text, 0
     pieces: list[str] = []
     cursor = 0
     count = 0
@@ -303,13 +347,13 @@ def sanitize_text(text: str, known_values: Iterable[str] = ()) -> str:
 
 def _scrub_value(value: Any, names: list[str]) -> tuple[Any, int]:
     if isinstance(value, str):
-        return scrub_text(value, names)
+        return _scrub(value, names)
     if isinstance(value, Mapping):
         total = 0
         cleaned: dict[str, Any] = {}
         for key, item in value.items():
             if isinstance(key, str):
-                key, found = scrub_text(key, names)
+                key, found = _scrub(key, names)
                 total += found
             cleaned[key], count = _scrub_value(item, names)
             total += count
@@ -330,11 +374,11 @@ def minimize_record(
 ) -> tuple[ImpactRecord, int]:
     """Return the record as the platform may see it, and the fields changed."""
     changes: dict[str, Any] = {}
-    names = [
+    names = _known_names(
         value
         for value in (record.employee_name, record.employee_id, record.employee_email)
         if value
-    ]
+    )
     for field in sorted(PERSONAL_FIELDS):
         value = getattr(record, field)
         if value is None or field in policy.keep:
@@ -348,7 +392,7 @@ def minimize_record(
     for field in ("description", "location", "cause", "organization_name"):
         value = getattr(record, field)
         if value:
-            cleaned, found = scrub_text(value, names)
+            cleaned, found = _scrub(value, names)
             if found:
                 changes[field] = cleaned
                 count += found
@@ -359,25 +403,52 @@ def minimize_record(
     return attrs.evolve(record, **changes), count
 
 
-def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+def _walk(
+    value: Any, path: str, kinds_by_text: dict[str, list[str]]
+) -> Iterator[tuple[str, str]]:
+    """Yield the path and text of every string and mapping key in ``value``.
+
+    The kinds ``detect`` finds in each string key are stored in
+    ``kinds_by_text``, because scrubbing the key for its path label finds
+    them anyway.
+    """
     if isinstance(value, str):
         yield path, value
     elif isinstance(value, Mapping):
         for key, item in value.items():
             # A key is text too, and metadata keys can carry personal values,
             # so the path names a scrubbed key and the key itself is scanned.
-            label = scrub_text(key)[0] if isinstance(key, str) else str(key)
+            if isinstance(key, str):
+                label, kinds = _scan_key(key)
+                kinds_by_text.setdefault(key, kinds)
+            else:
+                label = str(key)
             child = f"{path}.{label}" if path else label
             if isinstance(key, str):
                 yield f"{child}[key]", key
-            yield from _walk(item, child)
+            yield from _walk(item, child, kinds_by_text)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            yield from _walk(item, f"{path}[{index}]")
+            yield from _walk(item, f"{path}[{index}]", kinds_by_text)
+
+
+def _scan_key(key: str) -> tuple[str, list[str]]:
+    """Return ``scrub_text(key)[0]`` and ``detect(key)`` from one first scan."""
+    normalized = normalize_text(key)
+    spans = list(_spans(normalized))
+    kinds = sorted({kind for _, _, kind in spans})
+    if not spans:
+        return normalized, kinds
+    return scrub_text(key)[0], kinds
+
+
+_INDEX = re.compile(r"\[\d+\]")
 
 
 def _strip_indexes(path: str) -> str:
-    return re.sub(r"\[\d+\]", "", path)
+    if "[" not in path:
+        return path
+    return _INDEX.sub("", path)
 
 
 def leak_scan(payload: Any, allowed_paths: Iterable[str] = ()) -> list[Finding]:
@@ -388,9 +459,15 @@ def leak_scan(payload: Any, allowed_paths: Iterable[str] = ()) -> list[Finding]:
     """
     allowed = frozenset(allowed_paths)
     findings: list[Finding] = []
-    for path, text in _walk(payload, ""):
+    # A payload often repeats a string (a currency, a date), so each distinct
+    # string is scanned once per call.
+    kinds_by_text: dict[str, list[str]] = {}
+    for path, text in _walk(payload, "", kinds_by_text):
         if _strip_indexes(path) in allowed:
             continue
-        for kind in detect(text):
+        kinds = kinds_by_text.get(text)
+        if kinds is None:
+            kinds = kinds_by_text[text] = detect(text)
+        for kind in kinds:
             findings.append(Finding(path, kind))
     return findings

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable, Sequence
 
 import attrs
 
-__all__ = ["PlatformStats", "RunReport", "percentile"]
+__all__ = ["LATENCY_SAMPLE_SIZE", "PlatformStats", "RunReport", "percentile"]
+
+#: Latencies kept per platform for p50 and p95. Up to this many deliveries
+#: the percentiles are exact. Past it a uniform random sample of this size
+#: is kept (reservoir sampling), so memory stays flat in long runs and the
+#: percentiles are estimates.
+LATENCY_SAMPLE_SIZE = 10_000
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -33,7 +40,23 @@ class PlatformStats:
     blocked: int = 0
     deferred: int = 0
     redacted: int = 0
+    #: A sample of at most LATENCY_SAMPLE_SIZE delivery latencies in seconds.
     latencies: list[float] = attrs.field(factory=list)
+    #: Latencies added, including those the sample no longer contains.
+    latency_count: int = 0
+    _rng: random.Random = attrs.field(
+        factory=random.Random, init=False, repr=False, eq=False
+    )
+
+    def add_latency(self, seconds: float) -> None:
+        """Add one delivery latency to the sample (Vitter's algorithm R)."""
+        self.latency_count += 1
+        if len(self.latencies) < LATENCY_SAMPLE_SIZE:
+            self.latencies.append(seconds)
+            return
+        slot = self._rng.randrange(self.latency_count)
+        if slot < LATENCY_SAMPLE_SIZE:
+            self.latencies[slot] = seconds
 
     @property
     def p50(self) -> float | None:

@@ -34,7 +34,7 @@ from ._tokens import OAuthToken
 
 __all__ = ["Claim", "Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Seconds an idempotency key stays claimed after it is first claimed.
 DEFAULT_KEY_TTL = 24 * 3600.0
@@ -141,7 +141,24 @@ CREATE TABLE IF NOT EXISTS meta (
 )
 """
 
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# Version 3: the latest circuit breaker state per tenant and platform, so
+# ``impactin health`` shows it from any process, and operators' manual resets
+# (``reset_at``), which running workers apply before their next call.
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS breaker_states (
+    tenant TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    state TEXT NOT NULL,
+    failure_count INTEGER NOT NULL DEFAULT 0,
+    opened_at REAL,
+    reopens_at REAL,
+    updated_at REAL NOT NULL,
+    reset_at REAL,
+    PRIMARY KEY (tenant, platform)
+)
+"""
+
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 #: Plain text sealed into ``meta`` to check the store key on open.
 _KEY_CHECK = b"impactin store key check"
@@ -169,6 +186,8 @@ class Store:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        #: The last token read per tenant and platform, with its ciphertext.
+        self._opened_tokens: dict[tuple[str, str], tuple[bytes, OAuthToken]] = {}
         self._migrate()
 
     # -- connections -------------------------------------------------------
@@ -280,7 +299,9 @@ class Store:
         read, and the mix would only show when an old row is read back.
         """
         with self.transaction() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = 'key_check'"
+            ).fetchone()
             if row is None:
                 conn.execute(
                     "INSERT INTO meta VALUES ('key_check', ?)",
@@ -451,7 +472,8 @@ class Store:
                 (new_id, parent["idempotency_key"]),
             )
             conn.execute(
-                "UPDATE deliveries SET replayed_by = ? WHERE id = ?", (new_id, parent_id)
+                "UPDATE deliveries SET replayed_by = ? WHERE id = ?",
+                (new_id, parent_id),
             )
         return new_id
 
@@ -536,9 +558,7 @@ class Store:
                 ("delivered" if delivered else "failed", key, delivery_id),
             )
 
-    def add_attempt(
-        self, attempt: Mapping[str, Any], **delivery_fields: Any
-    ) -> None:
+    def add_attempt(self, attempt: Mapping[str, Any], **delivery_fields: Any) -> None:
         """Insert one attempt row, and update its delivery in the same transaction.
 
         ``delivery_fields`` are delivery columns to set, such as ``attempts``;
@@ -546,7 +566,8 @@ class Store:
         """
         unknown = sorted(set(attempt) - _ATTEMPT_COLUMNS)
         if unknown:
-            message = f"Store.add_attempt got unknown attempt columns: {', '.join(unknown)}."
+            names = ", ".join(unknown)
+            message = f"Store.add_attempt got unknown attempt columns: {names}."
             raise ValueError(message)
         _check_columns(delivery_fields, "add_attempt")
         names = ", ".join(attempt)
@@ -829,7 +850,16 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return OAuthToken(**self.open_json(row[0]))
+        # Each send reads the token, so the decrypted token is kept per
+        # ciphertext. Fernet output differs on every save, so a token that
+        # another process saved is decrypted afresh.
+        sealed = bytes(row[0])
+        cached = self._opened_tokens.get((tenant, platform))
+        if cached is not None and cached[0] == sealed:
+            return cached[1]
+        token = OAuthToken(**self.open_json(sealed))
+        self._opened_tokens[(tenant, platform)] = (sealed, token)
+        return token
 
     def save_token(self, tenant: str, platform: str, token: OAuthToken) -> None:
         sealed = self.seal_json(attrs.asdict(token))

@@ -10,6 +10,8 @@ mark the request safe to repeat.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -68,10 +70,36 @@ async def send_participation(
         registration_id, _ = await caller.post("/registrations", body)
         ledger.record_step(key, "registration", registration_id)
 
+    attendee = _attendee_key(credentials, event_id, request.payload["participation"])
+    owner = ledger.step_id(attendee, "owner")
+    if owner is not None and owner != key:
+        # Goodera keeps one participation per (event, email): a second
+        # activity of the same volunteer on the same event would be answered
+        # with the first one and its hours lost.
+        message = (
+            "This volunteer already has a participation on the same Goodera event "
+            "(same opportunity and day) from another activity; Goodera records "
+            "one per volunteer and event, so merge the two activities' hours "
+            "into one record or move one to another opportunity."
+        )
+        raise PermanentError(message, platform=PLATFORM, tenant=settings.tenant)
+
     body = {"eventId": event_id, **request.payload["participation"]}
     participation_id, status = await caller.post("/participation", body)
     ledger.record_step(key, "participation", participation_id)
+    ledger.record_step(attendee, "owner", key)
     return SendOutcome(status_code=status, response_id=participation_id)
+
+
+def _attendee_key(
+    credentials: Credentials, event_id: str, participation: dict[str, Any]
+) -> str:
+    # Keyed with the tenant's API key so the ledger file holds no value from
+    # which an email could be recovered by guessing.
+    secret = "".join(sorted(credentials.headers.values())).encode("utf-8")
+    email = str(participation.get("email", "")).strip().casefold()
+    digest = hmac.new(secret, f"{event_id}\x1f{email}".encode(), hashlib.sha256)
+    return f"attendee:{digest.hexdigest()[:32]}"
 
 
 async def _ensure_event(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from impactin_core import (
     AuthContext,
+    ConfigError,
     Credentials,
     ImpactRecord,
     PlatformInfo,
@@ -15,6 +17,7 @@ from impactin_core import (
     RecordKind,
     SendContext,
     SendOutcome,
+    WebhookEvent,
     hookimpl,
 )
 
@@ -37,6 +40,9 @@ PLATFORM = PlatformInfo(
     # per second is a conservative guess, not a vendor figure.
     rate_limit=RateLimit(60, 60.0),
     personal_fields={"employee_id"},  # type: ignore[arg-type]
+    # Workday publishes no signature scheme for outbound webhooks, so none is
+    # declared and a tenant must choose one with the webhook_scheme option.
+    webhook_scheme=None,
     simulator="impactin_workday.simulator:create_simulator",
 )
 
@@ -100,3 +106,52 @@ def impactin_send(
     from ._rest import send_rest
 
     return send_rest(request, credentials, context, options)
+
+
+@hookimpl
+def impactin_verify_webhook(
+    platform: PlatformInfo,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Sequence[str],
+    options: Mapping[str, Any],
+) -> WebhookEvent | None:
+    """Verify an inbound event with the tenant's ``webhook_scheme`` option.
+
+    Raises ``ConfigError`` when the option is missing, because Workday has
+    no published scheme to fall back on.
+    """
+    if platform.id != PLATFORM_ID:
+        return None
+    from impactin_core.webhooks import verify_with_scheme
+
+    return verify_with_scheme(
+        _webhook_scheme(options),
+        platform=PLATFORM_ID,
+        headers=headers,
+        body=body,
+        secrets=secrets,
+        options=options,
+    )
+
+
+def _webhook_scheme(options: Mapping[str, Any]) -> str:
+    from impactin_core.webhooks import SCHEMES
+
+    key = f"platforms.{PLATFORM_ID}.options.webhook_scheme"
+    scheme = options.get("webhook_scheme")
+    if scheme is None:
+        message = (
+            f"Workday webhooks cannot be verified: {key} is not set, and Workday "
+            "publishes no signature scheme for outbound webhooks. Set it to the "
+            f"scheme your sender uses, one of: {', '.join(SCHEMES)} (impactin "
+            "webhooks verify takes it as --scheme)."
+        )
+        raise ConfigError(message, key=key)
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        message = (
+            f"Workday option {key} is {scheme!r}; set it to one of: "
+            f"{', '.join(SCHEMES)}."
+        )
+        raise ConfigError(message, key=key)
+    return scheme

@@ -56,6 +56,12 @@ def _record(
     else:
         values["amount_minor"] = draw(st.integers(min_value=1, max_value=10**9))
         values["currency"] = draw(_CURRENCIES)
+    if values["employee_email"] is not None:
+        # One volunteer per source id: platforms such as Goodera keep one
+        # participation per volunteer and event, and shrinking repeats the
+        # same minimal email and date across examples.
+        local, _, domain = values["employee_email"].partition("@")
+        values["employee_email"] = f"{local}.{values['source_id']}@{domain}"
     values.update(fields)
     return ImpactRecord(**values)
 
