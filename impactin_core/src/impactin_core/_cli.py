@@ -599,8 +599,9 @@ def sandbox(
 ) -> None:
     """Serve the simulator of PLATFORM on 127.0.0.1 until interrupted.
 
-    It prints its address and the sandbox credentials it accepts, so a
-    configuration can point at it; change its faults with PUT /_sandbox/faults.
+    It prints its address and the names of the credentials it accepts (their
+    sandbox values are in the platform's docs page), so a configuration can
+    point at it; change its faults with PUT /_sandbox/faults.
     """
     import socket
 
