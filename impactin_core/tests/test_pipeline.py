@@ -454,3 +454,26 @@ async def test_unknown_platform_is_config_error(
 
     with pytest.raises(ConfigError, match="benevlty"):
         await runtime.deliver([record()])
+
+
+async def test_send_of_wrong_type_names_connector(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A connector whose send returns no SendOutcome stops the run with a fix."""
+    from impactin_core import PluginError, hookimpl
+
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    class DictSender:
+        @hookimpl(tryfirst=True)
+        def impactin_send(self, platform: Any, **kwargs: Any) -> Any:
+            async def send() -> dict[str, str]:
+                return {"id": "x"}
+
+            return send()
+
+    runtime.plugins.pm.register(DictSender(), name="dict-sender")
+
+    with pytest.raises(PluginError, match="returned dict, not SendOutcome"):
+        await runtime.deliver([record()])

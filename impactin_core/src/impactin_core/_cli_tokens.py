@@ -155,8 +155,9 @@ def tokens_refresh(ctx: click.Context, tenant: str, platform: str) -> None:
         runtime.close()
     if token is None:
         click.echo(
-            f"The {platform} connector of tenant {tenant} checked its credentials; "
-            "it keeps no OAuth token."
+            f"The {platform} connector of tenant {tenant} keeps no OAuth token, so "
+            "there is nothing to refresh; its credentials are only checked when "
+            "a delivery is sent."
         )
         return
     click.echo(

@@ -48,6 +48,7 @@ from ._errors import (
     DeliveryError,
     PermanentError,
     PersonalDataLeak,
+    PluginError,
     RateLimited,
     RecordInvalid,
     RetryableError,
@@ -58,7 +59,13 @@ from ._logging import (
     install_filter,
     scrub_known,
 )
-from ._models import ImpactRecord, PlatformInfo, PlatformRequest, PlatformSettings
+from ._models import (
+    ImpactRecord,
+    PlatformInfo,
+    PlatformRequest,
+    PlatformSettings,
+    SendOutcome,
+)
 from ._plugins import PluginHost
 from ._redaction import RedactionPolicy, leak_scan, minimize_record
 from ._reliability import BreakerBoard, WindowLimiter, backoff_delay
@@ -834,6 +841,13 @@ class Runtime:
                 credentials=credentials,
                 context=context,
             )
+            if not isinstance(result, SendOutcome):
+                message = (
+                    f"The {platform.id} connector's impactin_send returned "
+                    f"{type(result).__name__}, not SendOutcome; return a SendOutcome "
+                    "on success and raise a DeliveryError subclass otherwise."
+                )
+                raise PluginError(message, plugin=platform.id)
             outcome = "success"
             return result
         except RetryableError:
