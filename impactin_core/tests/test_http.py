@@ -174,7 +174,7 @@ def test_response_context() -> None:
     error = _raised(_response(400))
     assert error.platform == "bv"
     assert error.tenant == "acme"
-    assert str(error) == "bv answered HTTP 400"
+    assert str(error) == "bv returned HTTP 400"
 
 
 def test_response_scrubs_known_values() -> None:

@@ -178,7 +178,9 @@ def _run_with_progress(
     show_default=True,
     help="Folder for the demo's store and keys; a second run there skips every record.",
 )
-@click.option("--faults/--no-faults", default=True, help="Inject 5xx and 429 answers.")
+@click.option(
+    "--faults/--no-faults", default=True, help="Inject 5xx and 429 responses."
+)
 @click.option(
     "--trace",
     is_flag=True,
@@ -583,13 +585,13 @@ def plugins() -> None:
     "--error-rate",
     default=0.0,
     type=click.FloatRange(0, 1),
-    help="Share of requests answered with 503, from 0 to 1.",
+    help="Share of requests that get a 503 response, from 0 to 1.",
 )
 @click.option(
     "--throttle-rate",
     default=0.0,
     type=click.FloatRange(0, 1),
-    help="Share of requests answered with 429, from 0 to 1.",
+    help="Share of requests that get a 429 response, from 0 to 1.",
 )
 @click.option(
     "--retry-after", default="1", show_default=True, help="Retry-After value on 429."
@@ -599,9 +601,9 @@ def sandbox(
 ) -> None:
     """Serve the simulator of PLATFORM on 127.0.0.1 until interrupted.
 
-    It prints its address and the names of the credentials it accepts (their
-    sandbox values are in the platform's docs page), so a configuration can
-    point at it; change its faults with PUT /_sandbox/faults.
+    It prints its address and the names of the credentials it accepts, so a
+    configuration can point at it. The sandbox values of those credentials are
+    on the platform's docs page. Change its faults with PUT /_sandbox/faults.
     """
     import socket
 

@@ -43,7 +43,7 @@ __all__ = [
 
 
 class SecretsProvider(Protocol):
-    """Where credential and key values come from."""
+    """A source of credential and key values."""
 
     def get(self, name: str) -> str | None: ...
 

@@ -17,7 +17,7 @@ __all__ = ["AuthContext", "SendContext"]
 
 @attrs.frozen(kw_only=True)
 class AuthContext:
-    """What ``impactin_authenticate`` may use."""
+    """The objects ``impactin_authenticate`` may use."""
 
     client: httpx.AsyncClient
     tokens: TokenCache
@@ -28,7 +28,7 @@ class AuthContext:
 
 @attrs.frozen(kw_only=True)
 class SendContext:
-    """What ``impactin_send`` may use."""
+    """The objects ``impactin_send`` may use."""
 
     client: httpx.AsyncClient
     settings: PlatformSettings

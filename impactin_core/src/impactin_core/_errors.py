@@ -197,7 +197,7 @@ class RetryableError(DeliveryError):
 
 
 class RateLimited(RetryableError):
-    """The platform answered 429 (or its throttling equivalent)."""
+    """The platform returned 429 (or its throttling equivalent)."""
 
 
 class CircuitOpen(RetryableError):

@@ -100,7 +100,7 @@ def raise_for_response(
     """
     status = response.status_code
     text = _error_text(response, known_values)
-    message = f"{platform} answered HTTP {status}: {text}".rstrip(": ")
+    message = f"{platform} returned HTTP {status}: {text}".rstrip(": ")
     context: dict[str, Any] = {
         "platform": platform,
         "tenant": tenant,
@@ -109,7 +109,7 @@ def raise_for_response(
     delay = parse_retry_after(response.headers.get("retry-after"), now)
     # 429, 503 and 408 mean the server did not act on the request (RFC 6585
     # section 4, RFC 9110 sections 15.6.4 and 15.5.9), so repeating it
-    # cannot create a duplicate. Other 5xx answers may come after the work
+    # cannot create a duplicate. Other 5xx responses may come after the work
     # was done.
     if status == 429:
         raise RateLimited(message, retry_after=delay, sent=False, **context)

@@ -56,7 +56,7 @@ _PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
 
 class RecordKind(str, enum.Enum):
-    """What an employee did: gave time or gave money."""
+    """The kind of activity: time given or money given."""
 
     VOLUNTEER_TIME = "volunteer_time"
     DONATION = "donation"
@@ -146,7 +146,7 @@ class RateLimit:
 
 @attrs.frozen(kw_only=True)
 class PlatformInfo:
-    """What a connector declares about its platform when it registers."""
+    """A connector's declaration of its platform, made when it registers."""
 
     id: str = attrs.field(validator=attrs.validators.matches_re(_PLATFORM_ID))
     name: str
@@ -227,7 +227,7 @@ class PlatformRequest:
 
 @attrs.frozen(kw_only=True)
 class Credentials:
-    """What ``impactin_authenticate`` returns for one send."""
+    """The credentials ``impactin_authenticate`` returns for one send."""
 
     kind: str
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)

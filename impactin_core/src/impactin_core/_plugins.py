@@ -64,9 +64,9 @@ class PluginHost:
         return host
 
     def load_entry_points(self) -> None:
-        wanted = _wanted_names()
+        selected = _selected_names()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if wanted is not None and entry_point.name not in wanted:
+            if selected is not None and entry_point.name not in selected:
                 continue
             dist = entry_point.dist
             dist_name = dist.metadata["Name"] if dist is not None else None
@@ -167,7 +167,7 @@ class PluginHost:
         return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
 
 
-def _wanted_names() -> set[str] | None:
+def _selected_names() -> set[str] | None:
     value = os.environ.get(LOAD_PLUGINS_ENV)
     if value is None:
         return None

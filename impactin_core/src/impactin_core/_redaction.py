@@ -69,7 +69,7 @@ class Finding:
 
 @attrs.frozen(kw_only=True)
 class RedactionPolicy:
-    """Which personal fields a platform receives, for one tenant.
+    """The personal fields a platform receives, for one tenant.
 
     ``keep`` are sent in clear; ``pseudonymize`` are replaced by a keyed
     hash made with ``key`` (a per-tenant secret); every other personal field

@@ -28,7 +28,7 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
 
 @attrs.define
 class PlatformStats:
-    """What happened to one platform's deliveries in one run."""
+    """Counts and latencies of one platform's deliveries in one run."""
 
     queued: int = 0
     resumed: int = 0

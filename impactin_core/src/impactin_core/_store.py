@@ -128,9 +128,9 @@ CREATE TABLE webhook_events (
 );
 """
 
-# Version 2: delivery leases, so two processes never send one delivery at
-# once; the replay of a delivery; a check that the store key is the one the
-# file was written with.
+# Version 2 adds delivery leases, so two processes never send one delivery at
+# once. It also records the replay of a delivery and keeps a value that
+# checks the store key is the one the file was written with.
 _SCHEMA_V2 = """
 ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
 ALTER TABLE deliveries ADD COLUMN lease_until REAL;
@@ -166,7 +166,7 @@ _KEY_CHECK = b"impactin store key check"
 
 @attrs.frozen
 class Claim:
-    """What claiming an idempotency key found.
+    """The result of claiming an idempotency key.
 
     ``state`` is ``"new"`` (this caller owns it), ``"duplicate"`` (delivered
     within its TTL, same content), ``"conflict"`` (same key, other content)
@@ -502,14 +502,14 @@ class Store:
             ).fetchone()
             if row is None or row["status"] not in ("pending", "in_flight"):
                 return None
-            held = (
+            leased_elsewhere = (
                 row["status"] == "in_flight"
                 and row["lease_owner"] is not None
                 and row["lease_owner"] != owner
                 and (row["lease_until"] or 0) > now
                 and owner_alive(row["lease_owner"])
             )
-            if held:
+            if leased_elsewhere:
                 return None
             conn.execute(
                 "UPDATE deliveries SET status = 'in_flight', lease_owner = ?, "

@@ -49,7 +49,7 @@ class FaultPlan:
     rates apply: an HTTP status such as ``"503"`` or ``"400"`` (``"429"``
     carries ``retry_after``), ``"drop"`` (connection
     closed before the request is handled), ``"drop_after"`` (handled, then
-    the connection is closed before the answer), ``"slow"`` and ``"ok"``.
+    the connection is closed before the response), ``"slow"`` and ``"ok"``.
     """
 
     error_rate: float = 0.0
@@ -89,7 +89,7 @@ class FaultPlan:
 class Journal:
     """Accepted writes, keyed by the platform's natural or idempotency key.
 
-    ``accept`` returns the stored answer when the key was seen before, so a
+    ``accept`` returns the stored response when the key was seen before, so a
     simulator honours idempotency and the journal counts the repeat.
     """
 
@@ -103,7 +103,7 @@ class Journal:
     def accept(
         self, key: str | None, entry: dict[str, Any], answer: Callable[[], Any]
     ) -> tuple[Any, bool]:
-        """Store ``entry`` under ``key`` and return (answer, was_repeat)."""
+        """Store ``entry`` under ``key`` and return (response, was_repeat)."""
         with self._lock:
             if key is not None and key in self._answers:
                 self.repeats[key] = self.repeats.get(key, 0) + 1

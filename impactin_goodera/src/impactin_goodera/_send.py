@@ -73,9 +73,9 @@ async def send_participation(
     attendee = _attendee_key(credentials, event_id, request.payload["participation"])
     owner = ledger.step_id(attendee, "owner")
     if owner is not None and owner != key:
-        # Goodera keeps one participation per (event, email): a second
-        # activity of the same volunteer on the same event would be answered
-        # with the first one and its hours lost.
+        # Goodera keeps one participation per (event, email), so it would
+        # return the first participation for a second activity of the same
+        # volunteer on the same event, and that activity's hours would be lost.
         message = (
             "This volunteer already has a participation on the same Goodera event "
             "(same opportunity and day) from another activity; Goodera records "
@@ -94,8 +94,8 @@ async def send_participation(
 def _attendee_key(
     credentials: Credentials, event_id: str, participation: dict[str, Any]
 ) -> str:
-    # Keyed with the tenant's API key so the ledger file holds no value from
-    # which an email could be recovered by guessing.
+    # Keyed with the tenant's API key, so the ledger file contains no value
+    # from which an email could be recovered by guessing.
     secret = "".join(sorted(credentials.headers.values())).encode("utf-8")
     email = str(participation.get("email", "")).strip().casefold()
     digest = hmac.new(secret, f"{event_id}\x1f{email}".encode(), hashlib.sha256)
