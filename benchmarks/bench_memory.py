@@ -5,7 +5,7 @@ donations, in a child process, against the minimal sink of ``_sink.py``
 (its own process on 127.0.0.1). The figure is the child's peak resident
 set size from ``getrusage``, with the wall time of the run.
 
-    python benchmarks/bench_memory.py [--sizes 100000 1000000]
+    python benchmarks/bench_memory.py [--sizes 100000 1000000] [--concurrency C]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ path = "bench.db"
 key_env = "{store_key_env}"
 
 [runtime]
-concurrency = 16
+concurrency = {concurrency}
 
 [tenants.bench]
 key_env = "{tenant_key_env}"
@@ -48,7 +48,7 @@ rate_limit = {{ calls = 1000000, period = 1 }}
 """
 
 
-def deliver(url: str, count: int) -> dict[str, object]:
+def deliver(url: str, count: int, concurrency: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         data = folder / "records.jsonl"
@@ -56,7 +56,10 @@ def deliver(url: str, count: int) -> dict[str, object]:
         config = folder / "impactin.toml"
         config.write_text(
             _CONFIG.format(
-                url=url, store_key_env=STORE_KEY_ENV, tenant_key_env=TENANT_KEY_ENV
+                url=url,
+                store_key_env=STORE_KEY_ENV,
+                tenant_key_env=TENANT_KEY_ENV,
+                concurrency=concurrency,
             ),
             encoding="utf-8",
         )
@@ -90,6 +93,7 @@ def deliver(url: str, count: int) -> dict[str, object]:
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
         "records": count,
+        "concurrency": concurrency,
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "wall_s": round(elapsed, 1),
         "store_mib": round(store_bytes / 1024 / 1024, 1),
@@ -105,10 +109,17 @@ def main() -> None:
         default=[100_000, 1_000_000],
         help="Record counts to deliver, run in increasing order.",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="Deliveries in flight at once (runtime.concurrency).",
+    )
     args = parser.parse_args()
     with sink_server() as url:
         for count in sorted(args.sizes):
-            emit("memory", {**deliver(url, count), "machine": machine()})
+            result = deliver(url, count, args.concurrency)
+            emit("memory", {**result, "machine": machine()})
 
 
 if __name__ == "__main__":

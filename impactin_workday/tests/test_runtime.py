@@ -273,7 +273,8 @@ def test_wsdl_cache_spares_second_fetch(deployment: Deployment, tmp_path: Path) 
         outputs.append(result.stdout)
     assert deployment.sim.state is not None
     assert deployment.sim.state.wsdl_requests == 1
-    assert "Built the Workday SOAP client" in outputs[1]
+    assert "(the full WSDL)" in outputs[0]
+    assert "(the reduced copy cached on disk)" in outputs[1]
 
 
 def test_wsdl_cache_expires(deployment: Deployment, tmp_path: Path) -> None:

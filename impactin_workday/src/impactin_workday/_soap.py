@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import tempfile
 import threading
 import time
 from importlib import resources
@@ -30,7 +31,7 @@ from impactin_core import (
 from ._faults import classify_http_failure, classify_soap_fault, is_xml
 from ._options import PLATFORM_ID, WorkdayOptions
 from ._same_date import SameDateLedger, slot_digest
-from ._wsdl_cache import WsdlDocumentCache
+from ._wsdl_cache import WsdlDocumentCache, is_url
 
 if TYPE_CHECKING:
     from zeep.transports import AsyncTransport
@@ -50,6 +51,7 @@ __all__ = [
 BSVC_NS = "urn:com.workday/bsvc"
 CUSTOM_DATA_NS = "urn:com.workday/tenants/super/data/custom"
 STAFFING_BINDING = "{urn:com.workday/bsvc/Staffing}StaffingBinding"
+_OPERATION = "Edit_Worker_Additional_Data"
 logger = logging.getLogger("impactin.workday")
 
 _SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
@@ -87,25 +89,92 @@ def _load_client(
     wsdl: str, endpoint: str, cache: WsdlDocumentCache | None
 ) -> tuple[Any, Any]:
     import zeep
-    from zeep.transports import Transport
 
     with _clients_lock:
         cached = _clients.get((wsdl, endpoint))
         if cached is not None:
             return cached
         started = time.perf_counter()
-        # This transport only reads the WSDL and its schemas; sends go through
-        # the runtime's client. Its timeout is in seconds.
-        loader = Transport(timeout=30, cache=cache)  # type: ignore[no-untyped-call]
-        client = zeep.Client(wsdl, transport=loader, settings=zeep_settings())  # type: ignore[no-untyped-call]
-        service = client.create_service(STAFFING_BINDING, endpoint)  # type: ignore[no-untyped-call]
+        client, origin = None, "the full WSDL"
+        compiled = cache.compiled(wsdl, _OPERATION) if cache is not None else None
+        if compiled is not None:
+            client = _client_from_copy(compiled)
+        if client is not None:
+            origin = "the reduced copy cached on disk"
+        if client is None:
+            from zeep.transports import Transport
+
+            # This transport only reads the WSDL and its schemas; sends go
+            # through the runtime's client. Its timeout is in seconds.
+            loader = Transport(timeout=30, cache=cache)  # type: ignore[no-untyped-call]
+            client = zeep.Client(wsdl, transport=loader, settings=zeep_settings())  # type: ignore[no-untyped-call]
+            if cache is not None:
+                _cache_reduced_copy(client, wsdl, cache)
+        service = client.create_service(STAFFING_BINDING, endpoint)
         _clients[(wsdl, endpoint)] = (client, service)
         logger.debug(
-            "Built the Workday SOAP client from %s in %.3f s",
+            "Built the Workday SOAP client from %s (%s) in %.3f s",
             wsdl,
+            origin,
             time.perf_counter() - started,
         )
         return client, service
+
+
+def _client_from_copy(path: Path) -> Any:
+    import zeep
+    from lxml import etree  # type: ignore[import-untyped]
+    from zeep.exceptions import Error as ZeepError
+
+    try:
+        return zeep.Client(str(path), settings=zeep_settings())  # type: ignore[no-untyped-call]
+    except (OSError, ValueError, ZeepError, etree.Error) as exc:
+        # A damaged copy costs one full build, which replaces it.
+        logger.debug("Ignored the cached WSDL copy %s: %s", path.name, exc)
+        return None
+
+
+def _cache_reduced_copy(client: Any, wsdl: str, cache: WsdlDocumentCache) -> None:
+    """Store a reduced copy of ``wsdl`` after checking it renders the same envelope."""
+    from lxml import etree  # type: ignore[import-untyped]
+
+    from ._wsdl_prune import PruneError, prune_wsdl
+
+    if cache.ttl <= 0:
+        return
+    try:
+        # A fetched WSDL was just stored in the cache; reading it from there
+        # costs no second download.
+        document = cache.get(wsdl) if is_url(wsdl) else Path(wsdl).read_bytes()
+        if document is None:
+            return
+        reduced = prune_wsdl(document, STAFFING_BINDING, _OPERATION)
+    except (OSError, ValueError, etree.Error) as exc:
+        # PruneError is a ValueError: the document is not self-contained.
+        reason = str(exc) if isinstance(exc, PruneError) else type(exc).__name__
+        logger.debug("Kept no reduced copy of %s: %s", wsdl, reason)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        trial = Path(folder) / "reduced.wsdl"
+        trial.write_bytes(reduced)
+        copy = _client_from_copy(trial)
+        if copy is None or _probe_envelope(copy) != _probe_envelope(client):
+            logger.debug("Kept no reduced copy of %s: it renders differently", wsdl)
+            return
+    cache.add_compiled(wsdl, _OPERATION, reduced)
+
+
+def _probe_envelope(client: Any) -> bytes:
+    from lxml import etree  # type: ignore[import-untyped]
+
+    service = client.create_service(STAFFING_BINDING, "http://127.0.0.1/probe")
+    payload = {
+        "employee_id": "probe",
+        "effective_date": "2000-01-01",
+        "custom_object": "Probe",
+        "row": {"Field": "value"},
+    }
+    return bytes(etree.tostring(build_envelope(client, service, payload, "v0")))
 
 
 async def _client_for(
@@ -113,8 +182,9 @@ async def _client_for(
 ) -> tuple[Any, Any]:
     """Return the zeep client and service proxy for the tenant's WSDL and endpoint.
 
-    With ``cache_dir``, documents fetched over HTTP are kept there for
-    ``wsdl_cache_ttl`` seconds, so the next process reads them from disk.
+    With ``cache_dir``, documents fetched over HTTP, and a copy of the WSDL
+    reduced to the one operation sent, are kept there for ``wsdl_cache_ttl``
+    seconds, so the next process neither fetches nor parses the full WSDL.
     """
     wsdl = options.wsdl or bundled_wsdl()
     endpoint = options.soap_endpoint
@@ -296,7 +366,7 @@ async def _send_envelope(
     context: SendContext,
     options: WorkdayOptions,
 ) -> SendOutcome:
-    from lxml import etree
+    from lxml import etree  # type: ignore[import-untyped]
 
     tenant = request.tenant
     client, service = await _client_for(options, tenant, context.cache_dir)
