@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 from echo_connector import EchoPlugin
@@ -45,6 +47,7 @@ def make_runtime(
     breaker: dict[str, Any] | None = None,
     clock: FakeTime | None = None,
     options: dict[str, Any] | None = None,
+    concurrency: int | None = None,
 ) -> Runtime:
     environ = {
         "STORE_KEY": generate_key(),
@@ -68,6 +71,8 @@ def make_runtime(
             }
         },
     }
+    if concurrency is not None:
+        data["runtime"] = {"concurrency": concurrency}
     config = parse_config(data, base_dir=tmp_path)
     host = PluginHost()
     host.register(EchoPlugin(), name="echo")
@@ -477,3 +482,91 @@ async def test_send_of_wrong_type_names_connector(
 
     with pytest.raises(PluginError, match="returned dict, not SendOutcome"):
         await runtime.deliver([record()])
+
+
+def status_elsewhere(runtime: Runtime) -> list[str]:
+    """Read every delivery's status through a separate SQLite connection."""
+    conn = sqlite3.connect(runtime.store.path)
+    try:
+        rows = conn.execute("SELECT status FROM deliveries ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("honours_keys", "options", "first_status"),
+    [
+        (True, {}, "in_flight"),
+        (False, {"replay_safe": True}, "in_flight"),
+        (False, {}, "delivered"),
+    ],
+    ids=["honours-keys", "replay-safe", "unrepeatable"],
+)
+async def test_success_write_deferred_if_repeatable(
+    tmp_path: Path,
+    echo_simulator: Echo,
+    monkeypatch: pytest.MonkeyPatch,
+    honours_keys: bool,
+    options: dict[str, Any],
+    first_status: str,
+) -> None:
+    """A success that a crash could safely resend is committed with the next write."""
+    import echo_connector
+
+    server, _ = echo_simulator
+    info = attrs.evolve(echo_connector.INFO, honours_idempotency_key=honours_keys)
+    monkeypatch.setattr(echo_connector, "INFO", info)
+    runtime = make_runtime(tmp_path, server.url, options=options, concurrency=1)
+    seen: list[list[str]] = []
+
+    report = await runtime.deliver(
+        [record("a-1"), record("a-2")],
+        on_done=lambda: seen.append(status_elsewhere(runtime)),
+    )
+
+    assert report.platforms["echo"].delivered == 2
+    assert seen[0] == [first_status, "pending"]
+    assert seen[1][0] == "delivered"
+    assert status_elsewhere(runtime) == ["delivered", "delivered"]
+
+
+async def test_map_error_leaves_deliveries_pending(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A connector bug while building requests stops the run with that error."""
+    from impactin_core import hookimpl
+
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    class BrokenMapper:
+        @hookimpl(tryfirst=True)
+        def impactin_map(self, platform: Any, **kwargs: Any) -> Any:
+            raise KeyError("mapping-table")
+
+    runtime.plugins.pm.register(BrokenMapper(), name="broken-mapper")
+
+    with pytest.raises(KeyError, match="mapping-table"):
+        await runtime.deliver([record("a-1"), record("a-2")])
+    assert status_elsewhere(runtime) == ["pending", "pending"]
+    assert simulator.journal.entries == []
+
+
+def test_submit_spans_several_batches(tmp_path: Path) -> None:
+    from impactin_core._pipeline import SUBMIT_BATCH
+    from impactin_core._stats import RunReport
+
+    runtime = make_runtime(tmp_path, "http://127.0.0.1:9")
+    count = SUBMIT_BATCH * 2 + 7
+    report = RunReport(run_id="run-batches")
+
+    runtime.submit(
+        (record(f"b-{index}") for index in range(count)),
+        run_id=report.run_id,
+        report=report,
+    )
+
+    assert report.platforms["echo"].queued == count
+    assert runtime.store.count_due(runtime.clock()) == count
+    runtime.close()

@@ -513,3 +513,100 @@ def test_rolled_back_on_error(store: Store) -> None:
         conn.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-9', 0)")
         raise RuntimeError("stop")
     assert store.seen("bv", "evt-9", NOW) is False
+
+
+# -- nested transactions and deferred writes -------------------------------------
+
+
+def _status_seen_elsewhere(path: Path, delivery_id: str) -> str:
+    """Read a delivery's status through a separate SQLite connection."""
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(
+            "SELECT status FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return str(row[0])
+
+
+def _attempt(delivery_id: str) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery_id,
+        "number": 1,
+        "started_at": NOW,
+        "duration_s": 0.1,
+        "outcome": "success",
+    }
+
+
+def test_nested_error_rolls_back_inner(store: Store) -> None:
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-outer', 0)")
+        with pytest.raises(RuntimeError), store.transaction() as inner:
+            inner.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-inner', 0)")
+            raise RuntimeError("stop")
+    assert store.seen("bv", "evt-outer", NOW) is True
+    assert store.seen("bv", "evt-inner", NOW) is False
+
+
+def test_nested_commits_with_outer(store: Store, tmp_path: Path) -> None:
+    with store.transaction():
+        claim = _enqueue(store)
+        assert claim.state == "new"
+        conn = sqlite3.connect(tmp_path / "state.db")
+        try:
+            count = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+        finally:
+            conn.close()
+        assert count == 0
+    assert _status_seen_elsewhere(tmp_path / "state.db", claim.delivery_id) == (
+        "pending"
+    )
+
+
+def test_deferred_finish_waits_for_transaction(store: Store, tmp_path: Path) -> None:
+    first = _enqueue(store, "ik_1").delivery_id
+    second = _enqueue(store, "ik_2").delivery_id
+    store.finish_delivery(
+        first, "ik_1", delivered=True, status="delivered", finished_at=NOW, defer=True
+    )
+    path = tmp_path / "state.db"
+    assert _status_seen_elsewhere(path, first) == "pending"
+    store.update_delivery(second, status="in_flight")
+    assert _status_seen_elsewhere(path, first) == "delivered"
+    assert store.get_delivery(first)["status"] == "delivered"  # type: ignore[index]
+
+
+def test_deferred_attempt_written_by_flush(store: Store) -> None:
+    delivery_id = _enqueue(store).delivery_id
+    attempt = _attempt(delivery_id)
+    store.add_attempt(attempt, attempts=1, defer=True)
+    assert store.attempts(delivery_id) == []
+    store.flush()
+    (row,) = store.attempts(delivery_id)
+    assert row["outcome"] == "success"
+    assert store.get_delivery(delivery_id)["attempts"] == 1  # type: ignore[index]
+
+
+def test_close_commits_deferred_writes(tmp_path: Path, key: str) -> None:
+    store = Store(tmp_path / "state.db", _sealer(key))
+    delivery_id = _enqueue(store).delivery_id
+    store.finish_delivery(
+        delivery_id, "ik_1", delivered=True, status="delivered", defer=True
+    )
+    store.close()
+    assert _status_seen_elsewhere(tmp_path / "state.db", delivery_id) == "delivered"
+
+
+def test_failing_deferred_write_dropped(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    delivery_id = _enqueue(store).delivery_id
+    store.add_attempt(_attempt("no-such-delivery"), defer=True)
+    store.add_attempt(_attempt(delivery_id), defer=True)
+    store.flush()
+    assert "Dropped a deferred store write that failed (INSERT INTO" in caplog.text
+    assert len(store.attempts(delivery_id)) == 1
+    store.update_delivery(delivery_id, status="in_flight")
+    assert store.get_delivery(delivery_id)["status"] == "in_flight"  # type: ignore[index]

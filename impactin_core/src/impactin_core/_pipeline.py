@@ -83,6 +83,9 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger("impactin.runtime")
 
+#: Rows that ``Runtime.submit`` writes in one transaction.
+SUBMIT_BATCH = 500
+
 #: Seconds an idempotency key stays claimed after its delivery.
 DEFAULT_KEY_TTL = 24 * 3600.0
 
@@ -109,6 +112,20 @@ class _Attempt:
     number: int = 0
     refreshed: bool = False
     started: float = 0.0
+    #: Whether a success's writes may wait for the next transaction: true
+    #: when repeating the request after a crash cannot duplicate it.
+    defer_success: bool = False
+
+
+@attrs.define
+class _Prepared:
+    """A delivery's record and request, built before the delivery is claimed."""
+
+    row: dict[str, Any]
+    record: ImpactRecord
+    request: PlatformRequest | None = None
+    redacted: int = 0
+    error: ConfigError | RecordInvalid | PersonalDataLeak | None = None
 
 
 class Runtime:
@@ -269,34 +286,45 @@ class Runtime:
     # -- accept and persist ----------------------------------------------------
 
     def submit(self, rows: Iterable[Any], *, run_id: str, report: RunReport) -> None:
-        """Validate, route and persist rows; nothing is sent yet."""
+        """Validate, route and persist rows; nothing is sent yet.
+
+        Rows are written ``SUBMIT_BATCH`` to a transaction, because a commit
+        per record cost more than the record's own writes. A crash loses at
+        most the batch that was not committed yet.
+        """
         self._check_platforms()
+        pending = iter(rows)
+        while batch := list(itertools.islice(pending, SUBMIT_BATCH)):
+            with self.store.transaction():
+                for row in batch:
+                    self._submit_row(row, run_id=run_id, report=report)
+
+    def _submit_row(self, row: Any, *, run_id: str, report: RunReport) -> None:
         from ._input import ParsedRow, RejectedRow
 
-        for row in rows:
-            if isinstance(row, RejectedRow):
-                self._quarantine_row(row, run_id=run_id, report=report)
-                continue
-            record = row.record if isinstance(row, ParsedRow) else row
-            if record.tenant not in self.config.tenants:
-                known = ", ".join(sorted(self.config.tenants))
-                reason = (
-                    f"Tenant {record.tenant!r} is not configured (configured: "
-                    f"{known}); add a [tenants.{record.tenant}] section or fix the row."
-                )
-                self.store.quarantine(
-                    run_id=run_id,
-                    tenant=record.tenant,
-                    source_id=record.source_id,
-                    line=row.line if isinstance(row, ParsedRow) else None,
-                    field="tenant",
-                    reason=reason,
-                    raw=converter.unstructure(record),
-                    now=self.clock(),
-                )
-                report.quarantined([])
-                continue
-            self.enqueue(record, run_id=run_id, report=report)
+        if isinstance(row, RejectedRow):
+            self._quarantine_row(row, run_id=run_id, report=report)
+            return
+        record = row.record if isinstance(row, ParsedRow) else row
+        if record.tenant not in self.config.tenants:
+            known = ", ".join(sorted(self.config.tenants))
+            reason = (
+                f"Tenant {record.tenant!r} is not configured (configured: "
+                f"{known}); add a [tenants.{record.tenant}] section or fix the row."
+            )
+            self.store.quarantine(
+                run_id=run_id,
+                tenant=record.tenant,
+                source_id=record.source_id,
+                line=row.line if isinstance(row, ParsedRow) else None,
+                field="tenant",
+                reason=reason,
+                raw=converter.unstructure(record),
+                now=self.clock(),
+            )
+            report.quarantined([])
+            return
+        self.enqueue(record, run_id=run_id, report=report)
 
     def _quarantine_row(self, row: Any, *, run_id: str, report: RunReport) -> None:
         tenant = str(row.raw.get("tenant") or "")
@@ -427,7 +455,11 @@ class Runtime:
         """Deliver every due delivery in the outbox, ``concurrency`` at a time.
 
         The outbox is read a page at a time, so memory does not grow with
-        the number of due deliveries.
+        the number of due deliveries. One task builds each delivery's
+        request (decryption, minimization, the map and redact hooks and the
+        leak scan) up to ``concurrency`` deliveries ahead, so that this work
+        runs while sends wait for the network. A delivery is claimed only
+        when a worker takes it to send.
         """
         self._check_platforms()
         rows = self.store.iter_due_deliveries(
@@ -436,18 +468,32 @@ class Runtime:
         first = next(rows, None)
         if first is None:
             return
-        # Workers share one iterator. Each next() runs without an await, so
-        # no two workers get the same row.
-        due = itertools.chain([first], rows)
-        async with self._client() as client:
+        workers = self.config.concurrency
+        ready: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=workers)
 
-            async def worker() -> None:
-                for row in due:
-                    await self.run_delivery(row, client, report)
-                    if on_done is not None:
-                        on_done()
+        async def produce() -> None:
+            for row in itertools.chain([first], rows):
+                await ready.put(self._prepare_row(row))
+                # Let responses that arrived meanwhile be handled first.
+                await asyncio.sleep(0)
+            for _ in range(workers):
+                await ready.put(None)
 
-            await asyncio.gather(*(worker() for _ in range(self.config.concurrency)))
+        async def work(client: httpx.AsyncClient) -> None:
+            while (prepared := await ready.get()) is not None:
+                await self.run_delivery(prepared.row, client, report, prepared)
+                if on_done is not None:
+                    on_done()
+
+        try:
+            async with self._client() as client:
+                await _run_until_first_error(
+                    [produce(), *(work(client) for _ in range(workers))]
+                )
+        finally:
+            # Successful sends that repeat safely defer their final writes
+            # (see _attempt), and this commits the last of them.
+            self.store.flush()
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -458,9 +504,17 @@ class Runtime:
         )
 
     async def run_delivery(
-        self, row: dict[str, Any], client: httpx.AsyncClient, report: RunReport
+        self,
+        row: dict[str, Any],
+        client: httpx.AsyncClient,
+        report: RunReport,
+        prepared: _Prepared | None = None,
     ) -> None:
-        """Take one outbox row to a final state, or leave it pending for later."""
+        """Take one outbox row to a final state, or leave it pending for later.
+
+        ``prepared`` is the row's request built ahead by ``_prepare_row``;
+        without it the request is built after the claim.
+        """
         platform = self.plugins.platform(row["platform"]).info
         attributes = {
             "tenant_id": row["tenant"],
@@ -482,21 +536,28 @@ class Runtime:
                 # Another process is delivering it, or it finished meanwhile.
                 return
             row = claimed
+            if prepared is None:
+                prepared = self._prepare_row(row)
+            # Logs, stored errors and span events of this delivery drop these
+            # values. The binding belongs to this task's context.
+            bind_personal_values(prepared.record)
             stats = report.platform(platform.id)
-            try:
-                request, redacted = self._prepare(platform, row)
-            except ConfigError:
+            error = prepared.error
+            if isinstance(error, ConfigError):
                 # A setting is wrong for every delivery: stop the run and
                 # keep this one pending so 'impactin resume' picks it up.
                 self.store.update_delivery(row["id"], status="pending")
-                raise
-            except RecordInvalid as exc:
-                self._block(row, "invalid", str(exc), report)
+                raise error
+            if isinstance(error, RecordInvalid):
+                self._block(row, "invalid", str(error), report)
                 return
-            except PersonalDataLeak as exc:
+            if isinstance(error, PersonalDataLeak):
                 self.instruments.pii_blocked.add(1, {"platform": platform.id})
-                self._block(row, "personal_data", str(exc), report)
+                self._block(row, "personal_data", str(error), report)
                 return
+            request = prepared.request
+            assert request is not None
+            redacted = prepared.redacted
             stats.redacted += redacted
             # Each attempt row is written together with this count (see
             # _attempt), so it costs no transaction of its own.
@@ -540,11 +601,21 @@ class Runtime:
         attempt = _Attempt(number=row["attempts"], started=self.clock())
         self._dead_letter(row, "interrupted", reason, attempt, report)
 
-    def _prepare(
-        self, platform: PlatformInfo, row: dict[str, Any]
-    ) -> tuple[PlatformRequest, int]:
+    def _prepare_row(self, row: dict[str, Any]) -> _Prepared:
+        """Build a row's request; errors that settle the delivery are kept."""
         record = converter.structure(self.store.load_record(row["id"]), ImpactRecord)
-        # Logs, stored errors and span events of this delivery drop these values.
+        prepared = _Prepared(row=row, record=record)
+        platform = self.plugins.platform(row["platform"]).info
+        try:
+            prepared.request, prepared.redacted = self._prepare(platform, row, record)
+        except (ConfigError, RecordInvalid, PersonalDataLeak) as exc:
+            prepared.error = exc
+        return prepared
+
+    def _prepare(
+        self, platform: PlatformInfo, row: dict[str, Any], record: ImpactRecord
+    ) -> tuple[PlatformRequest, int]:
+        # The hooks may log, so this context drops the record's values too.
         bind_personal_values(record)
         config = self.platform_config(row["tenant"], platform.id)
         policy = RedactionPolicy.for_platform(
@@ -626,7 +697,10 @@ class Runtime:
         config = self.platform_config(row["tenant"], platform.id)
         policy = config.retry
         stats = report.platform(platform.id)
-        attempt = _Attempt(started=self.clock())
+        attempt = _Attempt(
+            started=self.clock(),
+            defer_success=self._may_repeat(platform, row, request),
+        )
         deadline = attempt.started + policy.deadline
         while True:
             attempt.number += 1
@@ -797,6 +871,7 @@ class Runtime:
                     },
                     attempts=attempt.number,
                     redacted_count=row["redacted_count"],
+                    defer=attempt.defer_success and error is None,
                 )
                 logger.info(
                     "Delivery %s attempt %d for tenant %s on %s: %s",
@@ -880,6 +955,7 @@ class Runtime:
             error_kind=None,
             error=None,
             next_attempt_at=None,
+            defer=attempt.defer_success,
         )
         stats = report.platform(row["platform"])
         stats.delivered += 1
@@ -989,6 +1065,21 @@ class Runtime:
     def close(self) -> None:
         self.instruments.unwatch(self)
         self.store.close()
+
+
+async def _run_until_first_error(coroutines: list[Awaitable[None]]) -> None:
+    """Run the coroutines as tasks; on the first error cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _outcome_name(exc: DeliveryError) -> str:

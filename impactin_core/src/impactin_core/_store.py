@@ -13,6 +13,7 @@ produce exactly one winner per key.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -31,6 +32,8 @@ import sqlite_utils
 from ._crypto import Sealer
 from ._errors import StoreError
 from ._tokens import OAuthToken
+
+logger = logging.getLogger("impactin.store")
 
 __all__ = ["Claim", "Store"]
 
@@ -226,18 +229,78 @@ class Store:
 
         ``BEGIN IMMEDIATE`` takes the write lock up front, so the statements
         inside never wait for another writer. A wait for the lock that passes
-        the 60 s busy timeout raises ``StoreError``.
+        the 60 s busy timeout raises ``StoreError``. Writes deferred with
+        ``defer=True`` on this thread run first, in the same transaction.
+        Inside another transaction of the same thread, this one is a
+        savepoint: its statements commit with the outer transaction, and an
+        error rolls back only its own statements.
         """
         conn = self.db.conn
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            with self._savepoint(conn, depth):
+                yield conn
+            return
         self._execute_control(conn, "BEGIN IMMEDIATE")
+        self._local.depth = 1
         try:
+            ran = self._run_deferred(conn)
             yield conn
         except BaseException:
             # SQLite ends the transaction itself after some errors.
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            self._local.depth = 0
         self._execute_control(conn, "COMMIT")
+        del self._deferred()[:ran]
+
+    @contextmanager
+    def _savepoint(self, conn: sqlite3.Connection, depth: int) -> Iterator[None]:
+        name = f"nested_{depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        self._local.depth = depth + 1
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            self._local.depth = depth
+        conn.execute(f"RELEASE {name}")
+
+    def _deferred(self) -> list[tuple[str, tuple[Any, ...]]]:
+        pending: list[tuple[str, tuple[Any, ...]]] | None = getattr(
+            self._local, "deferred", None
+        )
+        if pending is None:
+            pending = self._local.deferred = []
+        return pending
+
+    def _run_deferred(self, conn: sqlite3.Connection) -> int:
+        """Run this thread's deferred writes and return how many ran."""
+        pending = self._deferred()
+        for statement, parameters in pending:
+            try:
+                conn.execute(statement, parameters)
+            except sqlite3.Error as exc:
+                # Keeping a failing write would fail every later transaction,
+                # so it is dropped and the others still run.
+                logger.error(
+                    "Dropped a deferred store write that failed (%s): %s",
+                    " ".join(statement.split(" ", 3)[:3]),
+                    exc,
+                )
+        return len(pending)
+
+    def flush(self) -> None:
+        """Commit the writes this thread deferred with ``defer=True``."""
+        if self._deferred():
+            with self.transaction():
+                pass
 
     def _execute_control(self, conn: sqlite3.Connection, statement: str) -> None:
         try:
@@ -253,6 +316,8 @@ class Store:
             raise StoreError(message) from exc
 
     def close(self) -> None:
+        if getattr(self._local, "db", None) is not None:
+            self.flush()
         with self._lock:
             for conn in self._connections:
                 conn.close()
@@ -539,30 +604,47 @@ class Store:
             )
 
     def finish_delivery(
-        self, delivery_id: str, key: str, *, delivered: bool, **fields: Any
+        self,
+        delivery_id: str,
+        key: str,
+        *,
+        delivered: bool,
+        defer: bool = False,
+        **fields: Any,
     ) -> None:
-        """Record a delivery's final state, end its lease and settle its key."""
+        """Record a delivery's final state, end its lease and settle its key.
+
+        With ``defer=True`` the write waits for this thread's next
+        transaction or ``flush()``. A process that stops before then leaves
+        the delivery in flight, and the next run treats it as interrupted,
+        so defer only where repeating the request is safe.
+        """
         _check_columns(fields, "finish_delivery")
         fields["updated_at"] = time.time()
         fields["lease_owner"] = None
         fields["lease_until"] = None
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        with self.transaction() as conn:
-            conn.execute(
+        statements = [
+            (
                 f"UPDATE deliveries SET {assignments} WHERE id = ?",
                 (*fields.values(), delivery_id),
-            )
-            conn.execute(
+            ),
+            (
                 "UPDATE idempotency_keys SET state = ? "
                 "WHERE key = ? AND delivery_id = ?",
                 ("delivered" if delivered else "failed", key, delivery_id),
-            )
+            ),
+        ]
+        self._write(statements, defer=defer)
 
-    def add_attempt(self, attempt: Mapping[str, Any], **delivery_fields: Any) -> None:
+    def add_attempt(
+        self, attempt: Mapping[str, Any], *, defer: bool = False, **delivery_fields: Any
+    ) -> None:
         """Insert one attempt row, and update its delivery in the same transaction.
 
         ``delivery_fields`` are delivery columns to set, such as ``attempts``;
-        ``updated_at`` is set with them.
+        ``updated_at`` is set with them. ``defer`` works as in
+        ``finish_delivery``.
         """
         unknown = sorted(set(attempt) - _ATTEMPT_COLUMNS)
         if unknown:
@@ -572,18 +654,32 @@ class Store:
         _check_columns(delivery_fields, "add_attempt")
         names = ", ".join(attempt)
         marks = ", ".join("?" for _ in attempt)
-        with self.transaction() as conn:
-            conn.execute(
+        statements = [
+            (
                 f"INSERT INTO attempts ({names}) VALUES ({marks})",
                 tuple(attempt.values()),
             )
-            if delivery_fields:
-                fields = {**delivery_fields, "updated_at": time.time()}
-                assignments = ", ".join(f"{name} = ?" for name in fields)
-                conn.execute(
+        ]
+        if delivery_fields:
+            fields = {**delivery_fields, "updated_at": time.time()}
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            statements.append(
+                (
                     f"UPDATE deliveries SET {assignments} WHERE id = ?",
                     (*fields.values(), attempt["delivery_id"]),
                 )
+            )
+        self._write(statements, defer=defer)
+
+    def _write(
+        self, statements: list[tuple[str, tuple[Any, ...]]], *, defer: bool
+    ) -> None:
+        if defer:
+            self._deferred().extend(statements)
+            return
+        with self.transaction() as conn:
+            for statement, parameters in statements:
+                conn.execute(statement, parameters)
 
     def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
         return list(
