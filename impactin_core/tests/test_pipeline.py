@@ -482,6 +482,9 @@ async def test_send_of_wrong_type_names_connector(
 
     with pytest.raises(PluginError, match="returned dict, not SendOutcome"):
         await runtime.deliver([record()])
+    (delivery,) = runtime.store.list_deliveries()
+    (attempt,) = runtime.store.attempts(delivery["id"])
+    assert attempt["outcome"] == "interrupted"
 
 
 def status_elsewhere(runtime: Runtime) -> list[str]:

@@ -828,7 +828,9 @@ class Runtime:
         ) as span:
             sink: list[bytes] = []
             token = _evidence.set(sink)
-            outcome_name = "success"
+            # Cancellation and errors that are not DeliveryErrors (a
+            # connector bug) end the attempt without an outcome of their own.
+            outcome_name = "interrupted"
             status_code: int | None = None
             error: DeliveryError | None = None
             try:
@@ -840,6 +842,7 @@ class Runtime:
                 status_code = result.status_code
                 if getattr(result, "duplicate", False):
                     self._platform_idempotency_hit(span, platform.id)
+                outcome_name = "success"
                 return result, b"".join(sink)
             except DeliveryError as exc:
                 # The span records this exception on exit, so its chained
@@ -871,7 +874,9 @@ class Runtime:
                     },
                     attempts=attempt.number,
                     redacted_count=row["redacted_count"],
-                    defer=attempt.defer_success and error is None,
+                    # A success's attempt row is committed with its finish
+                    # (see _succeed), in one transaction.
+                    defer=outcome_name == "success",
                 )
                 logger.info(
                     "Delivery %s attempt %d for tenant %s on %s: %s",
