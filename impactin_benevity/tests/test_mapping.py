@@ -102,9 +102,16 @@ def test_map_options_shape_payload(make_record: MakeRecord) -> None:
     assert payload["donor"]["receipted"] is False
 
 
-def test_map_ignores_unknown_options(make_record: MakeRecord) -> None:
-    (request,) = _map([make_record()], rate_limit_calls=10)
-    assert "rate_limit_calls" not in str(request.payload)
+def test_map_rejects_misspelled_option(make_record: MakeRecord) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _map([make_record()], foundaton_id="f-1")
+    assert caught.value.key == "tenants.acme.platforms.benevity.options.foundaton_id"
+    assert "did you mean 'foundation_id'?" in str(caught.value)
+
+
+def test_map_accepts_runtime_option(make_record: MakeRecord) -> None:
+    (request,) = _map([make_record()], replay_safe=True)
+    assert "replay_safe" not in str(request.payload)
 
 
 def test_map_name_when_kept(make_record: MakeRecord) -> None:

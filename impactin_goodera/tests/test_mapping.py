@@ -148,6 +148,7 @@ def test_map_donation_rejects(
         ),
         pytest.param({"event_contact_email": "x"}, "event_contact_email", id="email"),
         pytest.param({"hours_field": "a b"}, "hours_field", id="hours-field"),
+        pytest.param({"timezon": "Europe/Paris"}, "timezon", id="misspelled"),
     ],
 )
 def test_map_invalid_option_names_key(

@@ -183,6 +183,7 @@ def test_field_names_override() -> None:
             {"field_names": {"nope": "X"}}, "options.field_names", id="bad-field"
         ),
         pytest.param({"protocol": "graphql"}, "protocol", id="bad-protocol"),
+        pytest.param({"wsdl_cache_tll": 60}, "options.wsdl_cache_tll", id="misspelled"),
     ],
 )
 def test_invalid_options_rejected(changes: dict[str, Any], key: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from impactin_core import ConfigError
+from impactin_core import ConfigError, check_option_names
 
 __all__ = [
     "DEFAULT_PAYMENT_TYPE",
@@ -52,10 +52,11 @@ class BenevityOptions:
     def from_settings(cls, tenant: str, options: Mapping[str, Any]) -> BenevityOptions:
         """Build the options of ``tenant``, raising ``ConfigError`` on a bad value.
 
-        Keys this connector does not read are ignored, because the runtime
-        keeps its own settings in the same table.
+        An unknown key is an error too, so that a misspelled option is not
+        ignored. The runtime's own keys (``RUNTIME_OPTIONS``) are accepted.
         """
         known = {field.name for field in attrs.fields(cls)}
+        check_option_names(options, known, tenant=tenant, platform="benevity")
         values = {name: options[name] for name in known if name in options}
         parsed = cls(**values)
         parsed.check(tenant)

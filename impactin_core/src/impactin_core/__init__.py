@@ -11,7 +11,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._config import Config, EnvSecrets, SecretsProvider, load_config
+    from ._config import (
+        RUNTIME_OPTIONS,
+        Config,
+        EnvSecrets,
+        SecretsProvider,
+        check_option_names,
+        load_config,
+    )
     from ._context import AuthContext, SendContext
     from ._errors import (
         AuthenticationError,
@@ -61,7 +68,14 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
-    "._config": ("Config", "EnvSecrets", "SecretsProvider", "load_config"),
+    "._config": (
+        "RUNTIME_OPTIONS",
+        "Config",
+        "EnvSecrets",
+        "SecretsProvider",
+        "check_option_names",
+        "load_config",
+    ),
     "._context": ("AuthContext", "SendContext"),
     "._errors": (
         "AuthenticationError",
@@ -115,6 +129,7 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 __all__ = [
     "CORE_API_VERSION",
     "PERSONAL_FIELDS",
+    "RUNTIME_OPTIONS",
     "AuthContext",
     "AuthenticationError",
     "CircuitOpen",
@@ -158,6 +173,7 @@ __all__ = [
     "UnsupportedKind",
     "WebhookEvent",
     "WebhookRejected",
+    "check_option_names",
     "hookimpl",
     "leak_scan",
     "load_config",

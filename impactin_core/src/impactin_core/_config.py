@@ -13,10 +13,11 @@ variables (or of entries in another secrets provider) that hold the value::
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "RUNTIME_OPTIONS",
     "BreakerPolicy",
     "Config",
     "EnvSecrets",
@@ -38,8 +40,37 @@ __all__ = [
     "RetryPolicy",
     "SecretsProvider",
     "TenantConfig",
+    "check_option_names",
     "load_config",
 ]
+
+#: Keys of a platform's ``options`` table that the runtime reads itself.
+#: Every other key belongs to the connector.
+RUNTIME_OPTIONS = frozenset({"replay_safe"})
+
+
+def check_option_names(
+    options: Mapping[str, Any], known: Iterable[str], *, tenant: str, platform: str
+) -> None:
+    """Raise ``ConfigError`` for an ``options`` key that nothing reads.
+
+    ``known`` is the connector's option names; ``RUNTIME_OPTIONS`` are
+    accepted as well. The message names the full key, the closest known
+    name and the list of known names, so a misspelled option cannot be
+    silently ignored.
+    """
+    accepted = set(known) | RUNTIME_OPTIONS
+    for name in sorted(options):
+        if name in accepted:
+            continue
+        key = f"tenants.{tenant}.platforms.{platform}.options.{name}"
+        close = difflib.get_close_matches(name, sorted(accepted), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        message = (
+            f"Unknown {platform} option {key}; {hint}known options: "
+            f"{', '.join(sorted(accepted))}."
+        )
+        raise ConfigError(message, key=key)
 
 
 class SecretsProvider(Protocol):

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from impactin_core import ConfigError
+from impactin_core import ConfigError, check_option_names
 
 __all__ = ["OBJECT_ID", "GooderaOptions", "is_object_id"]
 
@@ -48,8 +48,13 @@ class GooderaOptions:
 
     @classmethod
     def from_settings(cls, tenant: str, options: Mapping[str, Any]) -> GooderaOptions:
-        """Build the options of ``tenant``, raising ``ConfigError`` on a bad value."""
+        """Build the options of ``tenant``, raising ``ConfigError`` on a bad value.
+
+        An unknown key is an error too, so that a misspelled option is not
+        ignored. The runtime's own keys (``RUNTIME_OPTIONS``) are accepted.
+        """
         known = {field.name for field in attrs.fields(cls)}
+        check_option_names(options, known, tenant=tenant, platform="goodera")
         values = {name: options[name] for name in known if name in options}
         parsed = cls(**values)
         parsed.check(tenant)

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from impactin_core import ConfigError, PlatformSettings
+from impactin_core import ConfigError, PlatformSettings, check_option_names
 
 __all__ = ["DEFAULT_FIELD_NAMES", "WorkdayOptions"]
 
@@ -111,7 +111,17 @@ class WorkdayOptions:
 
     @classmethod
     def from_settings(cls, settings: PlatformSettings) -> WorkdayOptions:
-        """Read and validate the options, raising ``ConfigError`` naming the key."""
+        """Read and validate the options, raising ``ConfigError`` naming the key.
+
+        An unknown key is an error too, so that a misspelled option is not
+        ignored. The runtime's own keys (``RUNTIME_OPTIONS``) are accepted.
+        """
+        check_option_names(
+            settings.options,
+            _OPTION_NAMES,
+            tenant=settings.tenant,
+            platform=settings.platform,
+        )
         protocol = settings.protocol
         if protocol not in _PROTOCOLS:
             key = f"tenants.{settings.tenant}.platforms.{settings.platform}.protocol"
@@ -197,3 +207,16 @@ class WorkdayOptions:
             )
             raise ConfigError(message, key=key)
         return f"{self.base_url}/ccx/api/v1/{self.tenant_name}/{self.rest_path}"
+
+
+#: The ``options`` keys the connector reads: every field but the two that
+#: come from the platform's own settings, and the webhook scheme, which the
+#: verify_webhook hook reads.
+_OPTION_NAMES = frozenset(
+    {"webhook_scheme"}
+    | {
+        field.name
+        for field in attrs.fields(WorkdayOptions)
+        if field.name not in ("protocol", "base_url")
+    }
+)
