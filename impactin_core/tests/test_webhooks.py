@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -750,3 +753,50 @@ def test_random_headers_only_rejected(
             "stale_timestamp",
             "future_timestamp",
         }
+
+
+_COUNT_SCRIPT = textwrap.dedent(
+    """
+    import json, time
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from impactin_core import WebhookRejected
+    from impactin_core.webhooks import sign_github, verify_with_scheme
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    body = b'{"id": "evt-1"}'
+    good = sign_github("s3cret", body)
+    verify_with_scheme("github", platform="acme", headers=good, body=body,
+                       secrets=["s3cret"], options={})
+    for headers in ({"X-Hub-Signature-256": "sha256=" + "0" * 64}, {}):
+        try:
+            verify_with_scheme("github", platform="acme", headers=headers,
+                               body=body, secrets=["s3cret"], options={})
+        except WebhookRejected:
+            pass
+    counts = {}
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    key = metric.name + ":" + point.attributes["reason"]
+                    counts[key] = point.value
+    print(json.dumps(counts))
+    """
+)
+
+
+def test_rejections_counted_in_global_meter() -> None:
+    """A host that calls verify_with_scheme directly gets the metric too."""
+    result = subprocess.run(
+        [sys.executable, "-c", _COUNT_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    counts = json.loads(result.stdout)
+    name = "impact_in_webhook_verification_failures_total"
+    assert counts == {f"{name}:bad_signature": 1, f"{name}:missing_header": 1}

@@ -223,7 +223,6 @@ def register(main: click.Group) -> None:
         and 1 when it is rejected.
         """
         from ._errors import ConfigError, WebhookRejected
-        from ._telemetry import Instruments
 
         options: dict[str, Any] = {}
         if tenant is not None:
@@ -247,7 +246,7 @@ def register(main: click.Group) -> None:
         try:
             event = _verify(platform, header_map, body, secrets, options)
         except WebhookRejected as exc:
-            Instruments().count_webhook_rejection(platform, exc.reason)
+            # verify_with_scheme has counted the rejection in the metrics.
             click.echo(f"rejected: {exc.reason}")
             click.echo(f"why: {exc}")
             ctx.exit(EXIT_REJECTED)

@@ -176,8 +176,54 @@ def verify_with_scheme(
 
     Raises ``WebhookRejected`` when the request fails verification,
     ``ValueError`` for an unknown scheme and ``ConfigError`` for unusable
-    secrets or options.
+    secrets or options. Each rejection adds one to the
+    ``impact_in_webhook_verification_failures_total`` counter of the global
+    OpenTelemetry meter provider, labelled with the platform and the reason.
     """
+    try:
+        return _verify(
+            scheme,
+            platform=platform,
+            headers=headers,
+            body=body,
+            secrets=secrets,
+            options=options,
+            now=now,
+            replay_store=replay_store,
+        )
+    except WebhookRejected as exc:
+        _count_rejection(platform, exc.reason)
+        raise
+
+
+def _count_rejection(platform: str, reason: str) -> None:
+    global _rejections
+    if _rejections is None:
+        # Imported here so that verifying needs no OpenTelemetry import
+        # until the first rejection.
+        from opentelemetry import metrics
+
+        _rejections = metrics.get_meter("impactin").create_counter(
+            "impact_in_webhook_verification_failures_total",
+            description="Inbound webhook events rejected, by reason",
+        )
+    _rejections.add(1, {"platform": platform, "reason": reason})
+
+
+_rejections: Any = None
+
+
+def _verify(
+    scheme: str,
+    *,
+    platform: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Sequence[str],
+    options: Mapping[str, Any],
+    now: float | None,
+    replay_store: ReplayStore | None,
+) -> WebhookEvent:
     verifier = _VERIFIERS.get(scheme)
     if verifier is None:
         valid = ", ".join(SCHEMES)
