@@ -497,41 +497,37 @@ def status_elsewhere(runtime: Runtime) -> list[str]:
     return [row[0] for row in rows]
 
 
-@pytest.mark.parametrize(
-    ("honours_keys", "options", "first_status"),
-    [
-        (True, {}, "in_flight"),
-        (False, {"replay_safe": True}, "in_flight"),
-        (False, {}, "delivered"),
-    ],
-    ids=["honours-keys", "replay-safe", "unrepeatable"],
-)
-async def test_success_write_deferred_if_repeatable(
+@pytest.mark.parametrize("honours_keys", [True, False], ids=["keys", "no-keys"])
+async def test_success_committed_before_next_send(
     tmp_path: Path,
     echo_simulator: Echo,
     monkeypatch: pytest.MonkeyPatch,
     honours_keys: bool,
-    options: dict[str, Any],
-    first_status: str,
 ) -> None:
-    """A success that a crash could safely resend is committed with the next write."""
+    """A success's deferred writes are committed before the next request goes out."""
     import echo_connector
+
+    from impactin_core import hookimpl
 
     server, _ = echo_simulator
     info = attrs.evolve(echo_connector.INFO, honours_idempotency_key=honours_keys)
     monkeypatch.setattr(echo_connector, "INFO", info)
-    runtime = make_runtime(tmp_path, server.url, options=options, concurrency=1)
-    seen: list[list[str]] = []
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    at_send: list[list[str]] = []
 
-    report = await runtime.deliver(
-        [record("a-1"), record("a-2")],
-        on_done=lambda: seen.append(status_elsewhere(runtime)),
-    )
+    class Watcher:
+        @hookimpl(tryfirst=True)
+        def impactin_send(self, platform: Any, **kwargs: Any) -> None:
+            at_send.append(status_elsewhere(runtime))
 
-    assert report.platforms["echo"].delivered == 2
-    assert seen[0] == [first_status, "pending"]
-    assert seen[1][0] == "delivered"
-    assert status_elsewhere(runtime) == ["delivered", "delivered"]
+    runtime.plugins.pm.register(Watcher(), name="watcher")
+    report = await runtime.deliver([record("a-1"), record("a-2"), record("a-3")])
+
+    assert report.platforms["echo"].delivered == 3
+    assert at_send[0] == ["in_flight", "pending", "pending"]
+    assert at_send[1] == ["delivered", "in_flight", "pending"]
+    assert at_send[2] == ["delivered", "delivered", "in_flight"]
+    assert status_elsewhere(runtime) == ["delivered"] * 3
 
 
 async def test_map_error_leaves_deliveries_pending(

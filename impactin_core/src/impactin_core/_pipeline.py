@@ -112,9 +112,6 @@ class _Attempt:
     number: int = 0
     refreshed: bool = False
     started: float = 0.0
-    #: Whether a success's writes may wait for the next transaction: true
-    #: when repeating the request after a crash cannot duplicate it.
-    defer_success: bool = False
 
 
 @attrs.define
@@ -484,6 +481,12 @@ class Runtime:
                 await self.run_delivery(prepared.row, client, report, prepared)
                 if on_done is not None:
                     on_done()
+                # A success's final writes are deferred (see _succeed). The
+                # next claim commits them in its own transaction when a
+                # request is ready; otherwise they are committed here, before
+                # this worker waits, so a crash can lose none.
+                if ready.empty():
+                    self.store.flush()
 
         try:
             async with self._client() as client:
@@ -491,8 +494,6 @@ class Runtime:
                     [produce(), *(work(client) for _ in range(workers))]
                 )
         finally:
-            # Successful sends that repeat safely defer their final writes
-            # (see _attempt), and this commits the last of them.
             self.store.flush()
 
     def _client(self) -> httpx.AsyncClient:
@@ -697,10 +698,7 @@ class Runtime:
         config = self.platform_config(row["tenant"], platform.id)
         policy = config.retry
         stats = report.platform(platform.id)
-        attempt = _Attempt(
-            started=self.clock(),
-            defer_success=self._may_repeat(platform, row, request),
-        )
+        attempt = _Attempt(started=self.clock())
         deadline = attempt.started + policy.deadline
         while True:
             attempt.number += 1
@@ -960,7 +958,9 @@ class Runtime:
             error_kind=None,
             error=None,
             next_attempt_at=None,
-            defer=attempt.defer_success,
+            # Committed with the worker's next write: its next claim, or the
+            # flush in process() before the worker waits for anything.
+            defer=True,
         )
         stats = report.platform(row["platform"])
         stats.delivered += 1
