@@ -50,24 +50,25 @@ def new_runtime(folder: Path, url: str, concurrency: int) -> Runtime:
 
 async def run_pipeline(
     url: str, concurrency: int, count: int, prefix: str
-) -> tuple[float, int]:
-    """Deliver ``count`` records and return the seconds taken and the failed count."""
+) -> tuple[float, float, int]:
+    """Deliver ``count`` records; return wall and CPU seconds and the failed count."""
     with tempfile.TemporaryDirectory() as folder:
         runtime = new_runtime(Path(folder), url, concurrency)
         try:
             batch = list(records(count, prefix))
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             report = await runtime.deliver(batch)
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
         finally:
             runtime.close()
-    return elapsed, count - report.platform(PLATFORM).delivered
+    return elapsed, cpu, count - report.platform(PLATFORM).delivered
 
 
 async def run_bare(
     url: str, concurrency: int, count: int, prefix: str
-) -> tuple[float, int]:
-    """Post ``count`` payloads and return the seconds taken and the failed count."""
+) -> tuple[float, float, int]:
+    """Post ``count`` payloads; return wall and CPU seconds and the failed count."""
     with tempfile.TemporaryDirectory() as folder:
         runtime = new_runtime(Path(folder), url, concurrency)
         try:
@@ -99,9 +100,10 @@ async def run_bare(
                 if response.status_code != 201:
                     failed += 1
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, failed
+        elapsed = time.perf_counter() - started
+        return elapsed, time.process_time() - cpu_started, failed
 
 
 async def bare_headers(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, str]:
@@ -123,15 +125,22 @@ async def measure(
     await run_pipeline(url, concurrency, 20, f"warm-pipe-{concurrency}")
     bare: list[float] = []
     pipeline: list[float] = []
+    # Client CPU (this process only; the server runs in its own) per record.
+    bare_cpu: list[float] = []
+    pipeline_cpu: list[float] = []
     failed = {"bare": 0, "pipeline": 0}
     for round_number in range(rounds):
         prefix = f"c{concurrency}-r{round_number}"
         # Rates count only the records that arrived.
-        elapsed, lost = await run_bare(url, concurrency, count, prefix + "-bare")
+        elapsed, cpu, lost = await run_bare(url, concurrency, count, prefix + "-bare")
         bare.append((count - lost) / elapsed)
+        bare_cpu.append(cpu / count)
         failed["bare"] += lost
-        elapsed, lost = await run_pipeline(url, concurrency, count, prefix + "-pipe")
+        elapsed, cpu, lost = await run_pipeline(
+            url, concurrency, count, prefix + "-pipe"
+        )
         pipeline.append((count - lost) / elapsed)
+        pipeline_cpu.append(cpu / count)
         failed["pipeline"] += lost
     bare_median = statistics.median(bare)
     pipeline_median = statistics.median(pipeline)
@@ -144,6 +153,8 @@ async def measure(
         "ratio": round(pipeline_median / bare_median, 3),
         "bare_rounds": [round(value, 1) for value in bare],
         "pipeline_rounds": [round(value, 1) for value in pipeline],
+        "bare_cpu_ms_per_record": round(statistics.median(bare_cpu) * 1000, 3),
+        "pipeline_cpu_ms_per_record": round(statistics.median(pipeline_cpu) * 1000, 3),
         "failed_bare": failed["bare"],
         "failed_pipeline": failed["pipeline"],
     }

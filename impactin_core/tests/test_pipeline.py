@@ -569,3 +569,17 @@ def test_submit_spans_several_batches(tmp_path: Path) -> None:
     assert report.platforms["echo"].queued == count
     assert runtime.store.count_due(runtime.clock()) == count
     runtime.close()
+
+
+async def test_runs_share_one_tls_context(tmp_path: Path) -> None:
+    """Each run opens a client, and all of them reuse the first TLS context."""
+    runtime = make_runtime(tmp_path, "http://127.0.0.1:9")
+    contexts = []
+    for _ in range(2):
+        async with runtime._client() as client:
+            transport = client._transport
+            assert isinstance(transport, httpx.AsyncHTTPTransport)
+            contexts.append(transport._pool._ssl_context)
+    runtime.close()
+    assert contexts[0] is not None
+    assert contexts[0] is contexts[1]
