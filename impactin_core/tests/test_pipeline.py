@@ -583,3 +583,25 @@ async def test_runs_share_one_tls_context(tmp_path: Path) -> None:
     runtime.close()
     assert contexts[0] is not None
     assert contexts[0] is contexts[1]
+
+
+async def test_deleted_delivery_is_skipped(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A due delivery deleted before its request is built is not sent."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    from impactin_core._stats import RunReport
+
+    report = RunReport(run_id="run-deleted")
+    runtime.submit([record("a-1"), record("a-2")], run_id="run-deleted", report=report)
+    first, _ = runtime.store.list_deliveries()
+    with runtime.store.transaction() as conn:
+        conn.execute("DELETE FROM deliveries WHERE id = ?", (first["id"],))
+
+    await runtime.process(report)
+
+    assert report.platforms["echo"].delivered == 1
+    assert len(simulator.journal.entries) == 1
+    (left,) = runtime.store.list_deliveries()
+    assert left["status"] == "delivered"

@@ -53,6 +53,7 @@ from ._errors import (
     RateLimited,
     RecordInvalid,
     RetryableError,
+    StoreError,
 )
 from ._logging import (
     bind_personal_values,
@@ -472,7 +473,15 @@ class Runtime:
 
         async def produce() -> None:
             for row in itertools.chain([first], rows):
-                await ready.put(self._prepare_row(row))
+                try:
+                    prepared = self._prepare_row(row)
+                except StoreError:
+                    if self.store.get_delivery(row["id"]) is not None:
+                        raise
+                    # Deleted since the page was read (a purge or another
+                    # process), so there is nothing left to send.
+                    continue
+                await ready.put(prepared)
                 # Let responses that arrived meanwhile be handled first.
                 await asyncio.sleep(0)
             for _ in range(workers):

@@ -587,9 +587,13 @@ class Store:
         return values
 
     def load_record(self, delivery_id: str) -> dict[str, Any]:
+        """Return the delivery's record, decrypted; ``StoreError`` if it is gone."""
         row = self.db.conn.execute(
             "SELECT record_ct FROM deliveries WHERE id = ?", (delivery_id,)
         ).fetchone()
+        if row is None:
+            message = f"Delivery {delivery_id} is not in the store {str(self.path)!r}."
+            raise StoreError(message)
         result: dict[str, Any] = self.open_json(row[0])
         return result
 
