@@ -29,6 +29,11 @@ def main() -> None:
         default=["100000", "1000000"],
         help="Record counts for the memory benchmark, smallest first.",
     )
+    parser.add_argument(
+        "--memory-concurrency",
+        default="2",
+        help="Deliveries in flight in the memory benchmark.",
+    )
     args = parser.parse_args()
     runs = [
         ["bench_startup.py"],
@@ -36,8 +41,16 @@ def main() -> None:
         ["bench_soap.py"],
         ["bench_throughput.py"],
         ["bench_throughput.py", "--delay-ms", "20", "--records", "400"],
+        ["split_pipeline.py"],
+        ["split_pipeline.py", "--concurrency", "16"],
         ["bench_limiter.py"],
-        ["bench_memory.py", "--sizes", *args.memory_sizes],
+        [
+            "bench_memory.py",
+            "--sizes",
+            *args.memory_sizes,
+            "--concurrency",
+            args.memory_concurrency,
+        ],
     ]
     environ = {**os.environ, "IMPACTIN_BENCH_OUT": str(Path(args.out).resolve())}
     failed = []
