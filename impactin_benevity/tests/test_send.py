@@ -308,3 +308,45 @@ async def test_send_dropped_response_then_replay(make_record: MakeRecord) -> Non
     snapshot = simulator.journal.snapshot()
     assert len(snapshot["entries"]) == 1
     assert snapshot["repeats"] == {"idem-7c1d": 1}
+
+
+async def test_dropped_token_request_is_retried(
+    make_record: MakeRecord, tmp_path: Any
+) -> None:
+    """A token request cut off carries no donation, so the runtime retries it."""
+    from impactin_core import EnvSecrets, Runtime
+    from impactin_core._config import parse_config
+    from impactin_core._crypto import generate_key
+
+    simulator = create_simulator(plan=FaultPlan(script=["drop_after"]))
+    with SandboxServer(simulator.app) as server:
+        environ = {
+            "STORE_KEY": generate_key(),
+            "ACME_KEY": "acme-tenant-key",
+            "BV_ID": simulator.credentials["client_id"],
+            "BV_SECRET": simulator.credentials["client_secret"],
+        }
+        benevity = {
+            "base_url": server.url,
+            "credentials": {"client_id": "BV_ID", "client_secret": "BV_SECRET"},
+            "retry": {"base_delay": 0.01, "max_attempts": 3},
+        }
+        data = {
+            "store": {"path": "state.db", "key_env": "STORE_KEY"},
+            "tenants": {
+                "acme": {"key_env": "ACME_KEY", "platforms": {"benevity": benevity}}
+            },
+        }
+        runtime = Runtime(
+            parse_config(data, base_dir=tmp_path), secrets=EnvSecrets(environ)
+        )
+        try:
+            report = await runtime.deliver([make_record()])
+            (delivery,) = runtime.store.list_deliveries()
+            attempts = runtime.store.attempts(delivery["id"])
+        finally:
+            runtime.close()
+
+    assert report.platform("benevity").delivered == 1
+    assert [row["outcome"] for row in attempts] == ["retryable", "success"]
+    assert len(simulator.journal.snapshot()["entries"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -605,3 +606,55 @@ async def test_deleted_delivery_is_skipped(
     assert len(simulator.journal.entries) == 1
     (left,) = runtime.store.list_deliveries()
     assert left["status"] == "delivered"
+
+
+async def _wait_for(condition: Any, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it is true, failing after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_cancelled_unsent_delivery_back_to_pending(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A run stopped before a request left keeps that delivery sendable."""
+    from impactin_core import hookimpl
+
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    never = asyncio.Event()
+
+    class Stall:
+        @hookimpl(tryfirst=True)
+        def impactin_send(self, platform: Any, request: Any, **kwargs: Any) -> Any:
+            if request.source_ids != ("a-2",):
+                return None
+
+            async def wait() -> None:
+                await never.wait()
+
+            return wait()
+
+    runtime.plugins.pm.register(Stall(), name="stall")
+    run = asyncio.create_task(runtime.deliver([record("a-1"), record("a-2")]))
+    await _wait_for(lambda: status_elsewhere(runtime) == ["delivered", "in_flight"])
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    assert status_elsewhere(runtime) == ["delivered", "pending"]
+    second = runtime.store.list_deliveries(filters={"status": "pending"})[0]
+    (attempt,) = runtime.store.attempts(second["id"])
+    assert attempt["outcome"] == "interrupted"
+
+    runtime.plugins.pm.unregister(name="stall")
+    report = await runtime.resume()
+
+    assert report.platforms["echo"].delivered == 1
+    assert len(simulator.journal.entries) == 2
+    numbers = [row["number"] for row in runtime.store.attempts(second["id"])]
+    assert numbers == [1, 2]
+    assert runtime.store.get_delivery(second["id"])["attempts"] == 2  # type: ignore[index]

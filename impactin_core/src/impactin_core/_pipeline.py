@@ -114,6 +114,12 @@ class _Attempt:
     number: int = 0
     refreshed: bool = False
     started: float = 0.0
+    #: Attempts that earlier runs made, so this run's rows continue the count.
+    earlier: int = 0
+    #: Whether a request of this run may have reached the platform: the
+    #: connector's send handed bytes to the transport, and no error said
+    #: that they certainly did not arrive.
+    reached: bool = False
 
 
 @attrs.define
@@ -711,10 +717,35 @@ class Runtime:
         report: RunReport,
         span: Any,
     ) -> None:
+        attempt = _Attempt(started=self.clock(), earlier=int(row["attempts"] or 0))
+        try:
+            await self._retry_loop(
+                platform, row, request, client, report, span, attempt
+            )
+        except BaseException:
+            # Cancelled (Ctrl-C, or another worker's error stopped the run) or
+            # a connector bug. A delivery whose request never left can go
+            # back to pending, so that resume sends it instead of treating it
+            # as possibly sent.
+            if not attempt.reached:
+                self.store.update_delivery(
+                    row["id"], status="pending", lease_owner=None, lease_until=None
+                )
+            raise
+
+    async def _retry_loop(
+        self,
+        platform: PlatformInfo,
+        row: dict[str, Any],
+        request: PlatformRequest,
+        client: httpx.AsyncClient,
+        report: RunReport,
+        span: Any,
+        attempt: _Attempt,
+    ) -> None:
         config = self.platform_config(row["tenant"], platform.id)
         policy = config.retry
         stats = report.platform(platform.id)
-        attempt = _Attempt(started=self.clock())
         deadline = attempt.started + policy.deadline
         while True:
             attempt.number += 1
@@ -874,10 +905,12 @@ class Runtime:
                 self.instruments.attempts.add(
                     1, {"platform": platform.id, "outcome": outcome_name}
                 )
+                if sink and getattr(error, "sent", True) is not False:
+                    attempt.reached = True
                 self.store.add_attempt(
                     {
                         "delivery_id": row["id"],
-                        "number": attempt.number,
+                        "number": attempt.earlier + attempt.number,
                         "started_at": started,
                         "duration_s": self.clock() - started,
                         "outcome": outcome_name,
@@ -886,7 +919,7 @@ class Runtime:
                         "error": scrub_known(str(error)) if error else None,
                         "trace_id": current_trace_id(),
                     },
-                    attempts=attempt.number,
+                    attempts=attempt.earlier + attempt.number,
                     redacted_count=row["redacted_count"],
                     # A success's attempt row is committed with its finish
                     # (see _succeed), in one transaction.
@@ -921,9 +954,20 @@ class Runtime:
                 clock=self.clock,
                 force_refresh=attempt.refreshed,
             )
-            credentials = await self.plugins.hook(platform.id, "impactin_authenticate")(
-                platform=platform, settings=settings, context=auth
-            )
+            try:
+                credentials = await self.plugins.hook(
+                    platform.id, "impactin_authenticate"
+                )(platform=platform, settings=settings, context=auth)
+            except RetryableError as exc:
+                # A failed token request carried no part of the delivery, so
+                # repeating it cannot duplicate anything.
+                exc.sent = False
+                raise
+            sink = _evidence.get()
+            if sink is not None:
+                # The evidence is the delivery's own request, not a token
+                # request made on the way.
+                sink.clear()
             context = SendContext(
                 client=client,
                 settings=settings,
