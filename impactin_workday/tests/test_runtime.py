@@ -137,16 +137,31 @@ async def test_runtime_skips_redelivery(deployment: Deployment, protocol: str) -
     assert len(deployment.sim.journal.snapshot()["entries"]) == 1
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_runtime_retries_plain_500(deployment: Deployment, protocol: str) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "script", "repeated"),
+    [
+        pytest.param("soap", ["500"], True, id="soap-write"),
+        pytest.param("rest", ["ok", "500"], False, id="rest-write"),
+        pytest.param("rest", ["500"], True, id="rest-token"),
+    ],
+)
+async def test_runtime_retries_plain_500(
+    deployment: Deployment, protocol: str, script: list[str], repeated: bool
+) -> None:
+    """A 500 is retried where repeating cannot duplicate a write.
+
+    The SOAP write rewrites the same row, and a failed REST token request
+    carried no write, but a REST write that got a 500 may have been stored.
+    """
     runtime = deployment.runtime(protocol)
     deployment.sim.app.state.replace_plan(  # type: ignore[attr-defined]
-        _plan(script=["500"])
+        _plan(script=script)
     )
     report = await runtime.deliver([record()])
     stats = report.platform("workday")
-    assert stats.retried == (1 if protocol == "soap" else 0)
-    assert stats.delivered == (1 if protocol == "soap" else 0)
+    assert stats.retried == (1 if repeated else 0)
+    assert stats.delivered == (1 if repeated else 0)
+    assert stats.dead_lettered == (0 if repeated else 1)
 
 
 def _plan(**arguments: Any) -> Any:

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from lxml import etree  # type: ignore[import-untyped]
 
-from impactin_core import DeliveryError, PermanentError
+from impactin_core import ConfigError, DeliveryError
+from impactin_workday import WorkdayOptions
 from impactin_workday._soap import _clients, zeep_settings
 from impactin_workday._wsdl_cache import WsdlDocumentCache
 
@@ -208,8 +210,33 @@ async def test_no_employee_id_in_logs(
     assert "wrong-password-5e1" not in caplog.text
 
 
-async def test_missing_wsdl_is_permanent(harness: Harness, tmp_path: Path) -> None:
+async def test_missing_wsdl_is_config_error(harness: Harness, tmp_path: Path) -> None:
+    """A missing local WSDL is a setting to fix, so the run stops."""
     missing = tmp_path / "absent.wsdl"
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(ConfigError) as caught:
         await harness.send(harness.settings(wsdl=str(missing)))
-    assert "'wsdl' option" in str(caught.value)
+    assert caught.value.key == "tenants.acme.platforms.workday.options.wsdl"
+    assert "FileNotFoundError" in str(caught.value)
+
+
+def test_relative_wsdl_rejected(harness: Harness) -> None:
+    with pytest.raises(ConfigError) as caught:
+        WorkdayOptions.from_settings(harness.settings(wsdl="Staffing.wsdl"))
+    assert caught.value.key == "tenants.acme.platforms.workday.options.wsdl"
+    assert "absolute path" in str(caught.value)
+
+
+async def test_wsdl_download_failure_retryable(harness: Harness) -> None:
+    """A 503 on the WSDL download sends nothing, so the delivery is retried."""
+    from impactin_core import RetryableError
+
+    wsdl = f"{harness.url}/ccx/service/impactin_sandbox/Staffing/v26.1?wsdl"
+    _clients.clear()
+    faults = httpx.put(f"{harness.url}/_sandbox/faults", json={"script": ["503"]})
+    assert faults.status_code == 200
+    with pytest.raises(RetryableError) as caught:
+        await harness.send(harness.settings(wsdl=wsdl))
+    assert caught.value.sent is False
+    _clients.clear()
+    outcome = await harness.send(harness.settings(wsdl=wsdl))
+    assert outcome.status_code == 200

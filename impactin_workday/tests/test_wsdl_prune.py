@@ -206,13 +206,26 @@ def test_expired_copy_is_rebuilt(
     assert "(the full WSDL)" in build(local_wsdl, expired, caplog)
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"<definitions",
+        b"<a/>",
+        b'<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
+        b'targetNamespace="urn:com.workday/bsvc/Staffing"/>',
+    ],
+    ids=["truncated", "other-xml", "empty-wsdl"],
+)
 def test_damaged_copy_is_replaced(
-    local_wsdl: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    local_wsdl: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: bytes,
 ) -> None:
     cache = WsdlDocumentCache(tmp_path / "cache", ttl=3600)
     build(local_wsdl, cache, caplog)
     (copy,) = (tmp_path / "cache").glob("compiled-*.wsdl")
-    copy.write_bytes(b"<definitions")
+    copy.write_bytes(damage)
     os.utime(copy)
     assert "(the full WSDL)" in build(local_wsdl, cache, caplog)
     assert "(the reduced copy cached on disk)" in build(local_wsdl, cache, caplog)
@@ -225,3 +238,39 @@ def test_no_copy_without_cache_folder(
     with caplog.at_level(logging.DEBUG, logger="impactin.workday"):
         _load_client(str(local_wsdl), ENDPOINT, None)
     assert "(the full WSDL)" in caplog.text
+
+
+def test_unwritable_ledger_is_config_error(tmp_path: Path) -> None:
+    """The same-date check stops the run with a fix when its file cannot open."""
+    from impactin_core import ConfigError, Credentials, PlatformSettings, SendContext
+    from impactin_workday import PLATFORM, WorkdayOptions
+    from impactin_workday._plugin import impactin_map
+    from impactin_workday._soap import _claim_same_date_slot
+
+    from .conftest import make_record
+
+    settings = PlatformSettings(
+        tenant="acme",
+        platform="workday",
+        base_url="http://127.0.0.1:9",
+        protocol="soap",
+        options={"tenant_name": "acme1"},
+    )
+    (request,) = impactin_map(
+        platform=PLATFORM,
+        records=[make_record()],
+        settings=settings,
+        idempotency_keys=["key-1"],
+    )
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    context = SendContext(client=None, settings=settings, cache_dir=blocker)  # type: ignore[arg-type]
+    credentials = Credentials(kind="ws_security", username="u", password="p")
+    with pytest.raises(ConfigError) as caught:
+        _claim_same_date_slot(
+            request, credentials, context, WorkdayOptions.from_settings(settings)
+        )
+    assert caught.value.key == (
+        "tenants.acme.platforms.workday.options.same_date_guard"
+    )
+    assert "same-date ledger" in str(caught.value)

@@ -19,7 +19,9 @@ REST_OPERATION = "rest_custom_object_write"
 #: Payload path of the worker's Employee_ID, the one personal value sent.
 EMPLOYEE_ID_PATH = "employee_id"
 
-# ISO 4217 currencies whose minor unit is not 1/100 of the major unit.
+# ISO 4217 currencies whose minor unit is not 1/100 of the major unit. It
+# matches impactin_core's currency_digits, which the input reader uses to
+# convert major units to minor units.
 _MINOR_DIGITS = {
     **dict.fromkeys(
         [
@@ -29,6 +31,7 @@ _MINOR_DIGITS = {
         0,
     ),
     **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
 }
 
 
@@ -57,9 +60,26 @@ def _check_xml_text(
 
 
 def format_amount(amount_minor: int, currency: str) -> str:
-    """Return an amount in minor units as a decimal string in major units."""
+    """Return an amount in minor units as an xsd:decimal string in major units.
+
+    Integer arithmetic keeps every digit and never writes an exponent, where
+    ``Decimal.scaleb`` rounds to 28 digits and ``str`` may write ``1E+31``.
+    """
     digits = _MINOR_DIGITS.get(currency, 2)
-    return str(Decimal(amount_minor).scaleb(-digits))
+    sign = "-" if amount_minor < 0 else ""
+    major, minor = divmod(abs(amount_minor), 10**digits)
+    if digits == 0:
+        return f"{sign}{major}"
+    return f"{sign}{major}.{minor:0{digits}d}"
+
+
+def format_hours(hours: float) -> str:
+    """Return hours as the shortest exact xsd:decimal string, without an exponent.
+
+    ``str`` of a float is its shortest round-trip form, such as ``1e-07``, and
+    formatting its Decimal with ``"f"`` writes the same digits as ``0.0000001``.
+    """
+    return format(Decimal(str(hours)), "f")
 
 
 def _row(record: ImpactRecord, key: str, options: WorkdayOptions) -> dict[str, str]:
@@ -74,7 +94,8 @@ def _row(record: ImpactRecord, key: str, options: WorkdayOptions) -> dict[str, s
         "organization_id": record.organization_id,
     }
     if record.kind is RecordKind.VOLUNTEER_TIME:
-        values["hours"] = str(Decimal(str(record.hours)))
+        assert record.hours is not None
+        values["hours"] = format_hours(record.hours)
     else:
         assert record.amount_minor is not None and record.currency is not None
         values["amount"] = format_amount(record.amount_minor, record.currency)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import attrs
 
 from impactin_core import ConfigError, PlatformSettings, check_option_names
+
+from ._wsdl_cache import is_url
 
 __all__ = ["DEFAULT_FIELD_NAMES", "WorkdayOptions"]
 
@@ -152,6 +155,13 @@ class WorkdayOptions:
         wsdl = settings.options.get("wsdl")
         if wsdl is not None and (not isinstance(wsdl, str) or not wsdl.strip()):
             _invalid(settings, "wsdl", wsdl, "a local path or URL of a WSDL")
+        if (
+            wsdl is not None
+            and not is_url(wsdl)
+            and not os.path.isabs(os.path.expanduser(wsdl))
+        ):
+            # A relative path would depend on the folder the process starts in.
+            _invalid(settings, "wsdl", wsdl, "an absolute path or the URL of a WSDL")
         return cls(
             protocol=protocol,
             base_url=settings.base_url.rstrip("/"),

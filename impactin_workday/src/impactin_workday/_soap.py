@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 import tempfile
 import threading
 import time
@@ -20,9 +21,11 @@ import httpx
 
 from impactin_core import (
     AuthenticationError,
+    ConfigError,
     Credentials,
     PermanentError,
     PlatformRequest,
+    RetryableError,
     SendContext,
     SendOutcome,
     request_with_mapping,
@@ -122,16 +125,23 @@ def _load_client(
 
 
 def _client_from_copy(path: Path) -> Any:
+    """Build a client from a reduced copy, or return None and delete a bad copy."""
     import zeep
-    from lxml import etree  # type: ignore[import-untyped]
-    from zeep.exceptions import Error as ZeepError
 
     try:
-        return zeep.Client(str(path), settings=zeep_settings())  # type: ignore[no-untyped-call]
-    except (OSError, ValueError, ZeepError, etree.Error) as exc:
-        # A damaged copy costs one full build, which replaces it.
-        logger.debug("Ignored the cached WSDL copy %s: %s", path.name, exc)
+        client = zeep.Client(str(path), settings=zeep_settings())  # type: ignore[no-untyped-call]
+        # A copy can be well-formed XML and still lack the operation, so it
+        # must render the probe envelope before it is used.
+        _probe_envelope(client)
+    except Exception as exc:
+        logger.warning(
+            "Ignored and deleted the damaged cached WSDL copy %s (%s)",
+            path.name,
+            type(exc).__name__,
+        )
+        path.unlink(missing_ok=True)
         return None
+    return client
 
 
 def _cache_reduced_copy(client: Any, wsdl: str, cache: WsdlDocumentCache) -> None:
@@ -200,11 +210,37 @@ async def _client_for(
         # Parsing a WSDL is blocking work (and a download for a URL).
         return await asyncio.to_thread(_load_client, wsdl, endpoint, cache)
     except (OSError, ZeepError, ValueError) as exc:
-        message = (
-            f"Could not load the Workday WSDL ({type(exc).__name__}); check the "
-            "'wsdl' option, which takes a local path or URL of the Staffing WSDL."
-        )
-        raise PermanentError(message, platform=PLATFORM_ID, tenant=tenant) from exc
+        raise _wsdl_load_error(exc, wsdl, tenant, cache) from exc
+
+
+def _wsdl_load_error(
+    exc: Exception, wsdl: str, tenant: str, cache: WsdlDocumentCache | None
+) -> Exception:
+    """Return the error for a WSDL that did not load: retryable or a setting.
+
+    A download that failed, or a downloaded page that is not a WSDL (a proxy's
+    error page), may succeed later, so nothing was sent and the delivery is
+    retried. Such a page is dropped from the disk cache first. A local file
+    that is missing or unusable is a setting to fix, so the run stops.
+    """
+    import requests
+
+    name = type(exc).__name__
+    status = None
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+    if is_url(wsdl) and (status is None or status >= 500 or status in (408, 429)):
+        if cache is not None:
+            cache.discard(wsdl)
+        message = f"Could not load the Workday WSDL from its URL ({name}); retrying."
+        return RetryableError(message, platform=PLATFORM_ID, tenant=tenant, sent=False)
+    key = f"tenants.{tenant}.platforms.{PLATFORM_ID}.options.wsdl"
+    found = f"HTTP {status}" if status is not None else name
+    message = (
+        f"Could not load the Workday WSDL ({found}); check {key}, which takes "
+        "an absolute path or the URL of the Staffing WSDL."
+    )
+    return ConfigError(message, key=key)
 
 
 def _custom_row(payload: dict[str, Any]) -> Any:
@@ -344,7 +380,18 @@ def _claim_same_date_slot(
         payload["employee_id"],
         payload["effective_date"],
     )
-    holder = ledger.claim(slot, row_id)
+    try:
+        holder = ledger.claim(slot, row_id)
+    except (OSError, sqlite3.Error) as exc:
+        key = (
+            f"tenants.{request.tenant}.platforms.{PLATFORM_ID}.options.same_date_guard"
+        )
+        message = (
+            f"Could not open the Workday same-date ledger {str(ledger.path)!r} "
+            f"({type(exc).__name__}: {exc}); make its folder writable, or set "
+            f"{key} = false to send without the check."
+        )
+        raise ConfigError(message, key=key) from exc
     if holder != row_id:
         message = (
             f"Workday keeps one {payload['custom_object']} entry per worker and "

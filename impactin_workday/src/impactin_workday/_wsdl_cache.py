@@ -75,9 +75,16 @@ class WsdlDocumentCache:
 
     def add(self, url: str, content: bytes) -> None:
         path = self._path(url)
-        if path is None:
+        if path is None or self.ttl <= 0:
+            # A TTL of 0 reads nothing back, so nothing is written either.
             return
         self._write(path, content)
+
+    def discard(self, url: str) -> None:
+        """Delete the stored document of ``url``, for one that proved unusable."""
+        path = self._path(url)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def _compiled_path(self, source: str, operation: str) -> Path | None:
         parts = [_COMPILED_FORMAT, operation, source]
