@@ -251,6 +251,24 @@ async def test_permanent_error_is_not_retried(
     assert row["error_kind"] == "permanent"
 
 
+async def test_resubmitted_failure_counted_not_sent(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A record whose delivery failed earlier waits for a replay instead."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    set_faults(server, script=["400"])
+    await runtime.deliver([record("a-2")])
+
+    report = await runtime.deliver([record("a-2")])
+
+    stats = report.platforms["echo"]
+    assert stats.failed_earlier == 1
+    assert stats.queued == 0
+    assert stats.delivered == 0
+    assert len(simulator.journal.entries) == 0
+
+
 async def test_dead_letter_replay_links_parent(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:

@@ -128,6 +128,13 @@ def _summary_table(report: RunReport, title: str) -> Any:
         table.add_row(
             "(no platform)", "", "", str(report.unrouted_quarantined), *[""] * 7
         )
+    failed_earlier = sum(stats.failed_earlier for stats in report.platforms.values())
+    if failed_earlier:
+        table.caption = (
+            f"{failed_earlier} records failed in an earlier run and were not sent "
+            "again: list them with 'impactin deliveries list --status "
+            "dead_lettered' and replay them with 'impactin deliveries retry'."
+        )
     return table
 
 
@@ -224,7 +231,8 @@ def demo(folder: str, faults: bool, trace: bool) -> None:
             runtime.close()
     console.print(_summary_table(report, f"Demo run {report.run_id[:12]}"))
     console.print(
-        f"Store: {config.store_path}. Run the demo again to see every record skipped."
+        f"Store: {config.store_path}. Run the demo again to see the delivered "
+        "records skipped as duplicates."
     )
 
 

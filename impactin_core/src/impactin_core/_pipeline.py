@@ -422,6 +422,15 @@ class Runtime:
                     report=report,
                     platform=platform,
                 )
+            elif claim.state == "failed":
+                report.platform(platform).failed_earlier += 1
+                logger.info(
+                    "Did not send a record of tenant %s to %s again: its delivery %s "
+                    "failed earlier; replay it with 'impactin deliveries retry'",
+                    record.tenant,
+                    platform,
+                    claim.delivery_id,
+                )
             elif claim.state == "unfinished":
                 report.platform(platform).resumed += 1
             else:

@@ -40,6 +40,9 @@ class PlatformStats:
     blocked: int = 0
     deferred: int = 0
     redacted: int = 0
+    #: Records submitted again whose earlier delivery was dead-lettered or
+    #: blocked. They are not sent again until that delivery is replayed.
+    failed_earlier: int = 0
     #: A sample of at most LATENCY_SAMPLE_SIZE delivery latencies in seconds.
     latencies: list[float] = attrs.field(factory=list)
     #: Latencies added, including those the sample no longer contains.

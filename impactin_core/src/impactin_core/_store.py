@@ -172,8 +172,9 @@ class Claim:
     """The result of claiming an idempotency key.
 
     ``state`` is ``"new"`` (this caller owns it), ``"duplicate"`` (delivered
-    within its TTL, same content), ``"conflict"`` (same key, other content)
-    or ``"unfinished"`` (claimed earlier and not delivered yet).
+    within its TTL, same content), ``"conflict"`` (same key, other content),
+    ``"failed"`` (its delivery was dead-lettered or blocked, and waits for a
+    replay) or ``"unfinished"`` (claimed earlier and not finished yet).
     """
 
     state: str
@@ -463,6 +464,8 @@ class Store:
                     return Claim("conflict", row["delivery_id"])
                 if row["state"] == "delivered":
                     return Claim("duplicate", row["delivery_id"])
+                if row["state"] == "failed":
+                    return Claim("failed", row["delivery_id"])
                 return Claim("unfinished", row["delivery_id"])
             columns = {
                 **delivery,
