@@ -109,6 +109,12 @@ def test_map_rejects_misspelled_option(make_record: MakeRecord) -> None:
     assert "did you mean 'foundation_id'?" in str(caught.value)
 
 
+def test_map_suggests_lowercase_option(make_record: MakeRecord) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _map([make_record()], FOUNDATION_ID="f-1")
+    assert "did you mean 'foundation_id'?" in str(caught.value)
+
+
 def test_map_accepts_runtime_option(make_record: MakeRecord) -> None:
     (request,) = _map([make_record()], replay_safe=True)
     assert "replay_safe" not in str(request.payload)

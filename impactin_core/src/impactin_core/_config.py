@@ -64,7 +64,7 @@ def check_option_names(
         if name in accepted:
             continue
         key = f"tenants.{tenant}.platforms.{platform}.options.{name}"
-        close = difflib.get_close_matches(name, sorted(accepted), n=1)
+        close = difflib.get_close_matches(name.lower(), sorted(accepted), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         message = (
             f"Unknown {platform} option {key}; {hint}known options: "
