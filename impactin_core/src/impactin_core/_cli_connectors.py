@@ -17,7 +17,7 @@ __all__ = ["register"]
     "options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Connector option for the runs, such as an account id (repeatable).",
+    help="Connector option for the runs, overriding the simulator's (repeatable).",
 )
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def conformance(
@@ -25,8 +25,10 @@ def conformance(
 ) -> None:
     """Run the connector conformance suite for PLATFORM against its simulator.
 
-    Extra arguments after '--' go to pytest, for example '-- -x -k webhook'.
-    The exit status is pytest's: 0 when every rule passed.
+    The runs use the connector options that the simulator needs, and each
+    --option overrides the option of the same name. Extra arguments after
+    '--' go to pytest, for example '-- -x -k webhook'. The exit status is
+    pytest's: 0 when every rule passed.
     """
     try:
         import pytest
@@ -36,18 +38,43 @@ def conformance(
             "pip install 'impactin-core[test]'."
         ) from None
     from ._demo import _DEMO_OPTIONS
+
+    # The demo's options come first, so that a user's --option overrides them.
+    defaults = _DEMO_OPTIONS.get(platform, {})
+    pairs = [f"{key}={value}" for key, value in defaults.items()] + list(options)
+    _check_conformance_target(platform, pairs)
+
     from .conformance import CLI_SUITE_PATH
 
     args = ["-p", "no:cacheprovider", "-q", "--rootdir", str(CLI_SUITE_PATH.parent)]
     args += ["-o", "addopts=", "--impactin-platform", platform]
-    defaults = {
-        key: str(value) for key, value in _DEMO_OPTIONS.get(platform, {}).items()
-    }
-    given = dict(item.partition("=")[::2] for item in options)
-    for key, value in {**defaults, **given}.items():
-        args += ["--impactin-option", f"{key}={value}"]
+    # This process imports impactin_core before pytest registers it for assert
+    # rewriting, so pytest warns about the modules already loaded. The rules'
+    # module loads later and is rewritten, so the warning is noise.
+    args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    for pair in pairs:
+        args += ["--impactin-option", pair]
     args += [*pytest_args, str(CLI_SUITE_PATH)]
     sys.exit(int(pytest.main(args)))
+
+
+def _check_conformance_target(platform: str, pairs: list[str]) -> None:
+    """Raise ``click.ClickException`` for a setup error that would fail every rule."""
+    from ._errors import ConfigError, PluginError
+    from .conformance._preflight import check_target
+    from .conformance._target import ConformanceTarget, parse_option_pairs
+
+    try:
+        options = parse_option_pairs(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--option'") from None
+    try:
+        check_target(ConformanceTarget(platform=platform, options=options))
+    except ConfigError as exc:
+        message = f"{exc} Set connector options with --option KEY=VALUE."
+        raise click.ClickException(message) from None
+    except (PluginError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("new-connector")

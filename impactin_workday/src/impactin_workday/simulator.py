@@ -290,4 +290,11 @@ def create_simulator(
         refresh_tokens={accepted["refresh_token"]},
     )
     app = build_sandbox_app(_starlette_app(state), journal, plan)
-    return WorkdaySimulator(app=app, journal=journal, credentials=accepted, state=state)
+    return WorkdaySimulator(
+        app=app,
+        journal=journal,
+        credentials=accepted,
+        # The options a connector needs to reach this simulator's tenant.
+        options={"tenant_name": tenant_name, "rest_path": rest_path},
+        state=state,
+    )

@@ -36,7 +36,13 @@ from .._tokens import MemoryTokenStore, TokenCache
 from ..sandbox import SandboxServer, Simulator
 from ._target import ConformanceTarget
 
-__all__ = ["PERSONAL_VALUES", "FakeClock", "Harness", "running_harness"]
+__all__ = [
+    "PERSONAL_VALUES",
+    "FakeClock",
+    "Harness",
+    "running_harness",
+    "simulator_options",
+]
 
 T = TypeVar("T")
 
@@ -101,6 +107,11 @@ def load_simulator(info: PlatformInfo) -> Simulator:
     return simulator
 
 
+def simulator_options(simulator: Simulator) -> dict[str, Any]:
+    """Return the connector options that talking to ``simulator`` needs."""
+    return dict(simulator.options)
+
+
 def _date_for(source_id: str) -> dt.date:
     offset = int(hashlib.sha256(source_id.encode("utf-8")).hexdigest()[:6], 16) % 3000
     return dt.date(2018, 1, 1) + dt.timedelta(days=offset)
@@ -134,7 +145,10 @@ class Harness:
 
     @property
     def options(self) -> dict[str, Any]:
-        return {**self.simulator.options, **self.target.options_for(self.transport)}
+        return {
+            **simulator_options(self.simulator),
+            **self.target.options_for(self.transport),
+        }
 
     @property
     def secret_values(self) -> list[str]:
