@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from impactin_core import ImpactRecord, RecordInvalid, RecordKind, leak_scan
+from impactin_core._models import MAX_AMOUNT_MINOR
 from impactin_core.conformance import ConformanceTarget
 from impactin_core.conformance._harness import Harness, running_harness
 from impactin_core.conformance._records import records
@@ -68,6 +69,8 @@ _BENEVITY_RECIPIENTS = st.one_of(
     st.from_regex(r"[0-9][A-Z]{5}[0-9][A-Z]{3}", fullmatch=True),
 )
 _EMAILS = st.from_regex(r"[a-z]{1,12}\.[a-z]{1,12}@example\.(org|com)", fullmatch=True)
+# Every amount a record may carry, up to the record model's maximum.
+_AMOUNTS = st.integers(min_value=1, max_value=MAX_AMOUNT_MINOR)
 _UNIQUE = itertools.count()
 
 
@@ -94,6 +97,12 @@ def _xml_safe(record: ImpactRecord) -> ImpactRecord:
     return attrs.evolve(record, **changes)
 
 
+def _with_amount(record: ImpactRecord, amount_minor: int) -> ImpactRecord:
+    if record.kind is not RecordKind.DONATION:
+        return record
+    return attrs.evolve(record, amount_minor=amount_minor)
+
+
 def _new_worker(record: ImpactRecord) -> ImpactRecord:
     return attrs.evolve(record, employee_id=f"{record.employee_id}-{next(_UNIQUE)}")
 
@@ -107,7 +116,7 @@ def _new_volunteer(record: ImpactRecord) -> ImpactRecord:
 def _valid_records(
     platform: str, transport: str, kinds: Any
 ) -> st.SearchStrategy[ImpactRecord]:
-    base = records(kinds)
+    base = st.builds(_with_amount, records(kinds), _AMOUNTS)
     if platform == "benevity":
         result: st.SearchStrategy[ImpactRecord] = _with(
             "organization_id", _BENEVITY_RECIPIENTS

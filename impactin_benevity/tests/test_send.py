@@ -25,6 +25,7 @@ from impactin_core import (
     SendOutcome,
     TokenCache,
 )
+from impactin_core._models import MAX_AMOUNT_MINOR
 from impactin_core.sandbox import FaultPlan, SandboxServer, Simulator
 
 MakeRecord = Callable[..., ImpactRecord]
@@ -94,6 +95,24 @@ async def test_send_donation_readable(
     assert response.status_code == 200
     assert response.json()["state"]["processingStatus"] == "ACCEPTED"
     assert response.json()["funds"]["amount"] == 2500
+
+
+async def test_send_max_amount_exact(
+    credentials: Credentials,
+    send_context: SendContext,
+    client: httpx.AsyncClient,
+    make_record: MakeRecord,
+) -> None:
+    request = _request(make_record(amount_minor=MAX_AMOUNT_MINOR))
+    outcome = await _send(request, credentials, send_context)
+    response = await client.get(
+        f"/donations/{outcome.response_id}", headers=credentials.headers
+    )
+    # A client that reads JSON numbers as IEEE 754 doubles gets the same value.
+    as_double = json.loads(response.text, parse_int=float)["funds"]["amount"]
+    assert response.json()["funds"]["amount"] == 999_999_999_999_999
+    assert as_double == 999_999_999_999_999
+    assert '"amount":999999999999999' in response.text.replace(" ", "")
 
 
 async def test_send_replay_counted_as_repeat(

@@ -21,7 +21,7 @@ from impactin_core._input import (
     mappings_from_config,
     read_records,
 )
-from impactin_core._models import RecordKind
+from impactin_core._models import MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -236,6 +236,10 @@ def test_csv_parses_padded_values(tmp_path: Path) -> None:
         pytest.param("1,234.5", "USD", 123450, id="thousands"),
         pytest.param("5000", "JPY", 5000, id="jpy"),
         pytest.param("1.234", "KWD", 1234, id="kwd"),
+        pytest.param("9,999,999,999,999.99", "USD", MAX_AMOUNT_MINOR, id="max-usd"),
+        pytest.param("999999999999.999", "KWD", MAX_AMOUNT_MINOR, id="max-kwd"),
+        pytest.param("1.2345", "CLF", 12345, id="clf-four-digits"),
+        pytest.param("1." + "0" * 40, "USD", 100, id="long-zero-fraction"),
     ],
 )
 def test_csv_amount_to_minor_units(
@@ -268,6 +272,24 @@ def test_csv_amount_european_format(tmp_path: Path) -> None:
         pytest.param("1.5", "JPY", "more decimal places than JPY allows (0)", id="jpy"),
         pytest.param("2.005", "USD", "more decimal places than USD allows", id="usd"),
         pytest.param("0", "USD", "must be a positive integer", id="zero"),
+        pytest.param(
+            "10000000000000.00",
+            "USD",
+            "is above the maximum of 999999999999999 minor units",
+            id="above-max",
+        ),
+        pytest.param(
+            "1" + "0" * 5000,
+            "USD",
+            "is above the maximum of 999999999999999 minor units",
+            id="5001-digits",
+        ),
+        pytest.param(
+            "1.0000000000000000000000000001",
+            "USD",
+            "more decimal places than USD allows",
+            id="29-significant-digits",
+        ),
     ],
 )
 def test_csv_rejects_bad_amount(
@@ -281,6 +303,18 @@ def test_csv_rejects_bad_amount(
     assert words in row.reason
     assert "'amount'" in row.reason
     assert row.source_id == "g1"
+
+
+def test_csv_rejects_minor_units_above_max(tmp_path: Path) -> None:
+    formats = {"activity_date": "%d/%m/%Y", "amount": "minor"}
+    path = write(
+        tmp_path / "a.csv", HEADER + "g1,01/02/2024,1000000000000000,USD,E-1\n"
+    )
+    row = only_rejected(read_all(path, mapping=mapping(formats=formats)))
+    assert row.field == "amount_minor"
+    assert "'1000000000000000'" in row.reason
+    assert "above the maximum of 999999999999999 minor units" in row.reason
+    assert "inputs.test.formats.amount" in row.reason
 
 
 def test_csv_rejects_fractional_minor_units(tmp_path: Path) -> None:
@@ -509,6 +543,12 @@ def test_jsonl_parses_canonical(tmp_path: Path) -> None:
             {"amount_minor": -5}, "amount_minor", "(the line has -5)", id="neg"
         ),
         pytest.param(
+            {"amount_minor": 1e15},
+            "amount_minor",
+            "amount_minor 1000000000000000 is above the maximum",
+            id="float-above-max",
+        ),
+        pytest.param(
             {"activity_date": "01/03/2024"}, "activity_date", "ISO", id="date"
         ),
         pytest.param(
@@ -529,6 +569,34 @@ def test_jsonl_rejects(
     assert row.field == field
     assert words in row.reason
     assert row.source_id == "d1"
+
+
+def test_jsonl_amount_max_accepted(tmp_path: Path) -> None:
+    line = {**VALID_LINE, "amount_minor": MAX_AMOUNT_MINOR}
+    record = only_parsed(read_all(write_lines(tmp_path / "a.jsonl", line))).record
+    assert record.amount_minor == 999_999_999_999_999
+
+
+def test_jsonl_amount_above_max_rejected(tmp_path: Path) -> None:
+    line = {**VALID_LINE, "amount_minor": 10**15}
+    row = only_rejected(read_all(write_lines(tmp_path / "a.jsonl", line)))
+    assert row.field == "amount_minor"
+    assert row.reason.startswith(
+        "amount_minor 1000000000000000 is above the maximum of 999999999999999 "
+        "minor units; check that the source gives the amount in minor units"
+    )
+    assert row.reason.count("1000000000000000") == 1
+    assert row.reason.endswith("; fix the value on this line.")
+
+
+def test_jsonl_overlong_integer_rejected(tmp_path: Path) -> None:
+    overlong = json.dumps(VALID_LINE).replace("2500", "1" + "0" * 5000)
+    path = write_lines(tmp_path / "a.jsonl", overlong, VALID_LINE)
+    rows = read_all(path)
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "more digits than the JSON reader accepts" in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
 
 
 def test_jsonl_reason_hides_personal_value(tmp_path: Path) -> None:
@@ -680,3 +748,52 @@ def test_quixote_causes_split() -> None:
     record = records["360G-quixote-0063300000krqRwAAI"]
     assert record.cause == "Racial Equity"
     assert record.metadata["cause"] == ["Racial Equity", "Arts Organizing"]
+
+
+# -- record model ---------------------------------------------------------------
+
+
+def donation(amount_minor: Any) -> ImpactRecord:
+    return ImpactRecord(
+        source_id="d1",
+        tenant="acme",
+        kind="donation",
+        activity_date=dt.date(2024, 3, 1),
+        employee_id="E-1",
+        amount_minor=amount_minor,
+        currency="USD",
+    )
+
+
+def test_amount_max_below_double_limit() -> None:
+    """JSON parsers that read numbers as doubles carry every valid amount exactly."""
+    assert MAX_AMOUNT_MINOR < 2**53
+    assert int(float(MAX_AMOUNT_MINOR)) == MAX_AMOUNT_MINOR
+
+
+@pytest.mark.parametrize(
+    ("amount_minor", "words"),
+    [
+        pytest.param(
+            10**15,
+            "amount_minor 1000000000000000 is above the maximum of "
+            "999999999999999 minor units",
+            id="ten-pow-15",
+        ),
+        pytest.param(
+            10**5000,
+            "amount_minor of more than 40 digits is above the maximum",
+            id="5001-digits",
+        ),
+        pytest.param(1e30, "amount_minor 1e+30 is above the maximum", id="float"),
+    ],
+)
+def test_record_rejects_amount(amount_minor: Any, words: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        donation(amount_minor)
+    assert str(caught.value).startswith("amount_minor ")
+    assert words in str(caught.value)
+
+
+def test_record_accepts_max_amount() -> None:
+    assert donation(MAX_AMOUNT_MINOR).amount_minor == MAX_AMOUNT_MINOR

@@ -676,3 +676,33 @@ async def test_cancelled_unsent_delivery_back_to_pending(
     numbers = [row["number"] for row in runtime.store.attempts(second["id"])]
     assert numbers == [1, 2]
     assert runtime.store.get_delivery(second["id"])["attempts"] == 2  # type: ignore[index]
+
+
+async def test_stored_record_now_invalid_is_blocked(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A stored record that the model rejects today is blocked, not retried."""
+    from impactin_core._converter import converter
+    from impactin_core._stats import RunReport
+
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    report = RunReport(run_id="run-old")
+    runtime.submit([record("a-1")], run_id="run-old", report=report)
+    (delivery,) = runtime.store.list_deliveries()
+    stored = converter.unstructure(record("a-1"))
+    stored["amount_minor"] = 10**15
+    with runtime.store.transaction() as conn:
+        conn.execute(
+            "UPDATE deliveries SET record_ct = ? WHERE id = ?",
+            (runtime.store.seal_json(stored), delivery["id"]),
+        )
+
+    await runtime.process(report)
+
+    row = runtime.store.get_delivery(delivery["id"])
+    assert row is not None
+    assert row["status"] == "blocked"
+    assert row["error_kind"] == "invalid"
+    assert "no longer valid" in row["error"]
+    assert simulator.journal.entries == []

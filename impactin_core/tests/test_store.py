@@ -123,7 +123,7 @@ def test_claim_default_ttl(store: Store) -> None:
     before = _enqueue(store, now=NOW + DEFAULT_KEY_TTL - 1)
     after = _enqueue(store, now=NOW + DEFAULT_KEY_TTL)
     assert DEFAULT_KEY_TTL == 24 * 3600
-    assert before.state == "unfinished"
+    assert before.state == "failed"
     assert after.state == "new"
 
 

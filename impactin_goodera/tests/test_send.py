@@ -40,6 +40,24 @@ async def test_send_creates_event_registration_participation(
     assert participations[0]["body"]["eventId"] == event_id
 
 
+@pytest.mark.parametrize(
+    "hours",
+    [
+        pytest.param(1e-7, id="tiny"),
+        pytest.param(1 / 3, id="third"),
+        pytest.param(24.0, id="max"),
+    ],
+)
+async def test_send_hours_exact(
+    send: Any, simulator: Any, make_record: Any, journal_entries: Any, hours: float
+) -> None:
+    """Hours travel as a JSON number, which reads back as the same double."""
+    await send(make_record(hours=hours))
+    participations = journal_entries(simulator, "participation")
+    assert len(participations) == 1
+    assert participations[0]["body"]["hours"] == hours
+
+
 async def test_send_same_day_reuses_event(
     send: Any, simulator: Any, make_record: Any, journal_entries: Any
 ) -> None:

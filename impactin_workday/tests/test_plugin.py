@@ -20,13 +20,15 @@ from impactin_core import (
     PlatformInfo,
     PlatformRequest,
     PlatformSettings,
+    RecordInvalid,
     SendContext,
     TokenCache,
     leak_scan,
 )
 from impactin_core import hookspecs as core_hookspecs
+from impactin_core._input import _CURRENCY_DIGITS
 from impactin_workday import PLATFORM, WorkdayOptions, _plugin
-from impactin_workday._mapping import format_amount
+from impactin_workday._mapping import _MINOR_DIGITS, format_amount, format_hours
 
 from .conftest import EMPLOYEE_ID, make_record
 
@@ -143,10 +145,64 @@ def test_donation_row() -> None:
         pytest.param(5, "EUR", "0.05", id="eur-cents"),
         pytest.param(500, "JPY", "500", id="jpy"),
         pytest.param(1234, "KWD", "1.234", id="kwd"),
+        pytest.param(12345, "CLF", "1.2345", id="clf-four-digits"),
+        pytest.param(1, "USD", "0.01", id="one-cent"),
+        pytest.param(100, "USD", "1.00", id="whole-usd"),
+        pytest.param(999_999_999_999_999, "USD", "9999999999999.99", id="max-usd"),
+        pytest.param(999_999_999_999_999, "JPY", "999999999999999", id="max-jpy"),
+        pytest.param(999_999_999_999_999, "KWD", "999999999999.999", id="max-kwd"),
+        pytest.param(
+            12345678901234567890123456789012,
+            "JPY",
+            "12345678901234567890123456789012",
+            id="32-digits-jpy",
+        ),
+        pytest.param(
+            10**30, "USD", "10000000000000000000000000000.00", id="ten-pow-30-usd"
+        ),
     ],
 )
 def test_format_amount(minor: int, currency: str, expected: str) -> None:
-    assert format_amount(minor, currency) == expected
+    formatted = format_amount(minor, currency)
+    assert formatted == expected
+    assert "E" not in formatted.upper()
+
+
+def test_fractional_amount_rejected() -> None:
+    with pytest.raises(RecordInvalid) as caught:
+        map_one(
+            soap_settings(),
+            kind="donation",
+            hours=None,
+            amount_minor=12.5,
+            currency="USD",
+        )
+    assert caught.value.field == "amount_minor"
+    assert "12.5" in str(caught.value)
+
+
+def test_minor_digits_match_input_reader() -> None:
+    """An amount read in major units must be written back in the same units."""
+    assert dict(_CURRENCY_DIGITS) == _MINOR_DIGITS
+
+
+@pytest.mark.parametrize(
+    ("hours", "expected"),
+    [
+        pytest.param(3.5, "3.5", id="half"),
+        pytest.param(24.0, "24.0", id="max"),
+        pytest.param(0.1, "0.1", id="tenth"),
+        pytest.param(1e-7, "0.0000001", id="tiny"),
+        pytest.param(1.5e-16, "0.00000000000000015", id="tinier"),
+        pytest.param(1 / 3, "0.3333333333333333", id="third"),
+        pytest.param(5e-324, "0." + "0" * 323 + "5", id="smallest-double"),
+    ],
+)
+def test_format_hours(hours: float, expected: str) -> None:
+    formatted = format_hours(hours)
+    assert formatted == expected
+    assert "E" not in formatted.upper()
+    assert float(formatted) == hours
 
 
 @pytest.mark.parametrize(

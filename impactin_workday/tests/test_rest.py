@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import pytest
@@ -13,9 +14,10 @@ from impactin_core import (
     RateLimited,
     RetryableError,
 )
+from impactin_core._models import MAX_AMOUNT_MINOR
 from impactin_core.sandbox import FaultPlan
 
-from .conftest import EMPLOYEE_ID, Harness
+from .conftest import EMPLOYEE_ID, Harness, make_record
 
 REST = {"rest_path": "volunteerActivities"}
 
@@ -34,6 +36,24 @@ async def test_rest_send_accepted(harness: Harness) -> None:
     assert entries[0]["key"] == "key-1"
     assert entries[0]["worker"] == {"id": EMPLOYEE_ID}
     assert entries[0]["data"]["Hours"] == "3.5"
+
+
+async def test_rest_send_exact_decimals(harness: Harness) -> None:
+    settings = harness.settings("rest", **REST)
+    volunteer = make_record(source_id="act-tiny", hours=1e-7)
+    donation = make_record(
+        source_id="gift-max",
+        kind="donation",
+        hours=None,
+        amount_minor=MAX_AMOUNT_MINOR,
+        currency="KWD",
+        activity_date=dt.date(2026, 11, 4),
+    )
+    await harness.send(settings, harness.map(settings, volunteer, key="key-1"))
+    await harness.send(settings, harness.map(settings, donation, key="key-2"))
+    entries = harness.sim.journal.snapshot()["entries"]
+    assert entries[0]["data"]["Hours"] == "0.0000001"
+    assert entries[1]["data"]["Amount"] == "999999999999.999"
 
 
 async def test_rotated_refresh_token_persisted(harness: Harness) -> None:

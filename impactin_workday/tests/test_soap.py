@@ -18,6 +18,7 @@ from impactin_core import (
     PermanentError,
     RetryableError,
 )
+from impactin_core._models import MAX_AMOUNT_MINOR
 from impactin_core.sandbox import FaultPlan
 from impactin_workday import WorkdayFaultError, WorkdayOptions
 from impactin_workday._sim_soap import password_digest
@@ -47,6 +48,37 @@ async def test_send_journals_row(harness: Harness) -> None:
     assert entry["custom_object"] == "Volunteer_Activity"
     assert entry["row"]["Hours"] == "3.5"
     assert entry["effective_date"] == "2026-11-03"
+
+
+MAX_DONATION = {"kind": "donation", "hours": None, "amount_minor": MAX_AMOUNT_MINOR}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "expected"),
+    [
+        pytest.param({"hours": 1e-7}, "Hours", "0.0000001", id="tiny-hours"),
+        pytest.param(
+            {**MAX_DONATION, "currency": "USD"},
+            "Amount",
+            "9999999999999.99",
+            id="max-amount-usd",
+        ),
+        pytest.param(
+            {**MAX_DONATION, "currency": "JPY"},
+            "Amount",
+            "999999999999999",
+            id="max-amount-jpy",
+        ),
+    ],
+)
+async def test_send_journals_exact_decimal(
+    harness: Harness, changes: dict[str, Any], field: str, expected: str
+) -> None:
+    settings = harness.settings()
+    await harness.send(settings, harness.map(settings, make_record(**changes)))
+    value = entries(harness)[0]["row"][field]
+    assert value == expected
+    assert "E" not in value.upper()
 
 
 async def test_repeat_counts_as_repeat(harness: Harness) -> None:

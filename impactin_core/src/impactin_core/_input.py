@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable, Generator, Iterator, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -29,7 +29,7 @@ from cattrs.errors import ClassValidationError
 
 from ._converter import converter as shared_converter
 from ._errors import ConfigError
-from ._models import ImpactRecord, RecordKind
+from ._models import MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
 
 __all__ = [
     "ColumnMapping",
@@ -637,7 +637,21 @@ def _parse_amount(
     number = _parse_number("amount_minor", value, mapping, column)
     code = currency if isinstance(currency, str) else None
     digits = currency_digits(code)
-    minor = number * (10**digits) if mapping.amount_format == "decimal" else number
+    scale = digits if mapping.amount_format == "decimal" else 0
+    # The default 28-digit context would round a longer number while scaling
+    # it, so a context as precise as the number keeps every digit.
+    exact = Context(
+        prec=max(len(number.as_tuple().digits), 1), Emin=MIN_EMIN, Emax=MAX_EMAX
+    )
+    minor = number.scaleb(scale, exact)
+    if minor > MAX_AMOUNT_MINOR:
+        reason = (
+            f"{_describe('amount_minor', value, column)} is above the maximum of "
+            f"{MAX_AMOUNT_MINOR} minor units; check that {mapping.key}.formats."
+            "amount matches the unit of the source, because no real donation is "
+            "this large."
+        )
+        raise _RowRejected("amount_minor", reason)
     if minor != minor.to_integral_value():
         if mapping.amount_format == "decimal":
             allowed = code or "the currency"
@@ -835,6 +849,15 @@ def _read_jsonl(
                 )
                 yield RejectedRow(line, None, None, reason, {"text": text})
                 continue
+            except ValueError:
+                # json raises a plain ValueError for an integer longer than
+                # Python converts from text (4300 digits unless configured).
+                reason = (
+                    f"Line {line} has an integer with more digits than the JSON "
+                    "reader accepts; fix the line or remove it."
+                )
+                yield RejectedRow(line, None, None, reason, {"text": text})
+                continue
             if not isinstance(value, dict):
                 reason = (
                     f"Line {line} holds a JSON {type(value).__name__}, but each "
@@ -983,11 +1006,14 @@ def _explain_structure_error(
         return field, f"{problem}; fix the value on this line."
     # attrs validators run in ImpactRecord.__init__, after cattrs has
     # structured every field, so their errors arrive without a field note.
-    # Their messages start with the field name and never quote the value.
+    # Their messages start with the field name. A message of the form
+    # "<field> must ..." states the rule without the value, so the value is
+    # added here when it cannot hold personal data.
     if without_notes:
         message = str(without_notes[0])
         checked = _field_of(message)
-        if checked in _QUOTABLE_FIELDS:
+        states_rule = message.startswith(f"{checked} must ")
+        if checked in _QUOTABLE_FIELDS and states_rule:
             message += f" (the line has {values.get(checked)!r})"
         return checked, f"{message}; fix the value on this line."
     return None, "The line does not form a record; check its field names and types."

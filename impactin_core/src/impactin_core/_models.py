@@ -51,6 +51,13 @@ def _name_tuple(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+#: Largest ``amount_minor`` a record may carry. Benevity receives the amount
+#: as a JSON number, and parsers that read JSON numbers as IEEE 754 doubles
+#: keep integers exact only up to 2**53 (about 9.007e15). No real donation
+#: comes near 10**15 minor units (10 trillion USD), so a larger value is a
+#: unit or data error.
+MAX_AMOUNT_MINOR = 10**15 - 1
+
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
@@ -77,12 +84,21 @@ def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: Any) ->
         raise ValueError(f"{attribute.name} must not be empty")
 
 
+def _shown_number(value: float) -> str:
+    # str() raises ValueError for integers of more than 4300 digits (the
+    # default of sys.get_int_max_str_digits), so long values are described.
+    if isinstance(value, int) and value >= 10**40:
+        return "of more than 40 digits"
+    return str(value)
+
+
 @attrs.frozen(kw_only=True)
 class ImpactRecord:
     """One volunteering or giving activity of one employee.
 
     Amounts are integers in the currency's minor unit (cents for USD), so a
-    donation of 20.00 USD is ``amount_minor=2000, currency="USD"``.
+    donation of 20.00 USD is ``amount_minor=2000, currency="USD"``. They are
+    at most ``MAX_AMOUNT_MINOR``.
     """
 
     source_id: str = attrs.field(validator=_non_empty)
@@ -119,6 +135,13 @@ class ImpactRecord:
             raise ValueError(
                 "amount_minor must be a positive integer (minor units, "
                 "cents for USD) for donation records"
+            )
+        if not invalid and value > MAX_AMOUNT_MINOR:
+            raise ValueError(
+                f"amount_minor {_shown_number(value)} is above the maximum of "
+                f"{MAX_AMOUNT_MINOR} minor units; check that the source gives the "
+                "amount in minor units (cents for USD), because no real donation "
+                "is this large"
             )
 
     @currency.validator

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
+import cattrs
 import httpx
 from opentelemetry import trace
 
@@ -127,7 +128,8 @@ class _Prepared:
     """A delivery's record and request, built before the delivery is claimed."""
 
     row: dict[str, Any]
-    record: ImpactRecord
+    #: None when the stored record no longer passes the model's checks.
+    record: ImpactRecord | None
     request: PlatformRequest | None = None
     redacted: int = 0
     error: ConfigError | RecordInvalid | PersonalDataLeak | None = None
@@ -572,7 +574,7 @@ class Runtime:
                 prepared = self._prepare_row(row)
             # Logs, stored errors and span events of this delivery drop these
             # values. The binding belongs to this task's context.
-            bind_personal_values(prepared.record)
+            bind_personal_values(prepared.record or ())
             stats = report.platform(platform.id)
             error = prepared.error
             if isinstance(error, ConfigError):
@@ -635,7 +637,19 @@ class Runtime:
 
     def _prepare_row(self, row: dict[str, Any]) -> _Prepared:
         """Build a row's request; errors that settle the delivery are kept."""
-        record = converter.structure(self.store.load_record(row["id"]), ImpactRecord)
+        stored = self.store.load_record(row["id"])
+        try:
+            record = converter.structure(stored, ImpactRecord)
+        except (ValueError, TypeError, cattrs.BaseValidationError) as exc:
+            # A record stored by an older version that the model now rejects
+            # (a new bound, say) can never be sent as it is.
+            message = (
+                f"The stored record of delivery {row['id']} is no longer valid "
+                f"({type(exc).__name__}); fix it at the source and submit it "
+                "again with a new source id."
+            )
+            error = RecordInvalid(message, source_id=row["source_id"])
+            return _Prepared(row=row, record=None, error=error)
         prepared = _Prepared(row=row, record=record)
         platform = self.plugins.platform(row["platform"]).info
         try:

@@ -62,7 +62,7 @@ def _check_xml_text(
 def format_amount(amount_minor: int, currency: str) -> str:
     """Return an amount in minor units as an xsd:decimal string in major units.
 
-    Integer arithmetic keeps every digit and never writes an exponent, where
+    Integer arithmetic keeps every digit and writes no exponent. By contrast,
     ``Decimal.scaleb`` rounds to 28 digits and ``str`` may write ``1E+31``.
     """
     digits = _MINOR_DIGITS.get(currency, 2)
@@ -82,6 +82,19 @@ def format_hours(hours: float) -> str:
     return format(Decimal(str(hours)), "f")
 
 
+def _check_amount(record: ImpactRecord) -> None:
+    # The record model accepts any positive number below its maximum, but only
+    # a whole number of minor units has an exact major-unit form.
+    amount = record.amount_minor
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        return
+    message = (
+        f"Record {record.source_id!r} has amount_minor {amount!r}; Workday needs "
+        "a whole number in the currency's minor unit (cents for USD)."
+    )
+    raise RecordInvalid(message, field="amount_minor", source_id=record.source_id)
+
+
 def _row(record: ImpactRecord, key: str, options: WorkdayOptions) -> dict[str, str]:
     names = options.field_names
     values: dict[str, str | None] = {
@@ -98,6 +111,7 @@ def _row(record: ImpactRecord, key: str, options: WorkdayOptions) -> dict[str, s
         values["hours"] = format_hours(record.hours)
     else:
         assert record.amount_minor is not None and record.currency is not None
+        _check_amount(record)
         values["amount"] = format_amount(record.amount_minor, record.currency)
         values["currency"] = record.currency
     return {names[purpose]: value for purpose, value in values.items() if value}
