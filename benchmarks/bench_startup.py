@@ -6,6 +6,12 @@ CPU time depends less on other programs competing for the machine. A
 further run under ``python -X importtime`` lists whether zeep or lxml was
 imported, which only a SOAP send should do.
 
+The commands run with bytecode caching on, as Python runs by default: the
+first, untimed run writes the ``__pycache__`` files, which pip writes at
+install time for a regular (not editable) install. An environment that
+sets ``PYTHONDONTWRITEBYTECODE`` would otherwise compile every module of
+the editable packages on each start.
+
     python benchmarks/bench_startup.py [--runs N]
 """
 
@@ -26,11 +32,11 @@ COMMANDS = (("--help",), ("plugins",))
 WATCHED = ("zeep", "lxml")
 
 
-def run_timed(command: list[str]) -> tuple[float, float]:
+def run_timed(command: list[str], environ: dict[str, str]) -> tuple[float, float]:
     """Run ``command`` and return its wall time and CPU time in seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, capture_output=True, check=True)
+    subprocess.run(command, capture_output=True, check=True, env=environ)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -60,10 +66,11 @@ def main() -> None:
     args = parser.parse_args()
     script = Path(sys.executable).parent / "impactin"
     environ = {**os.environ, "COLUMNS": "132"}
+    environ.pop("PYTHONDONTWRITEBYTECODE", None)
     for arguments in COMMANDS:
         command = [str(script), *arguments]
         subprocess.run(command, capture_output=True, check=True, env=environ)
-        runs = [run_timed(command) for _ in range(args.runs)]
+        runs = [run_timed(command, environ) for _ in range(args.runs)]
         times = [wall for wall, _ in runs]
         imported = imported_top_level(arguments)
         emit(
