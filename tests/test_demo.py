@@ -68,6 +68,20 @@ def test_second_run_skips_everything(demo_runs: tuple[Path, str, str]) -> None:
         assert int(row[2]) == delivered[platform], platform
 
 
+def test_second_run_counts_earlier_failures(
+    demo_runs: tuple[Path, str, str],
+) -> None:
+    """Records dead-lettered in the first run are counted, not silently dropped."""
+    folder, _, second = demo_runs
+    database = sqlite3.connect(folder / "impactin-demo.db")
+    failed = database.execute(
+        "SELECT COUNT(*) FROM deliveries WHERE status IN ('dead_lettered', 'blocked')"
+    ).fetchone()[0]
+
+    assert failed > 0
+    assert f"{failed} records failed in an earlier demo run" in second
+
+
 def test_demo_accounts_for_every_record(demo_runs: tuple[Path, str, str]) -> None:
     folder, _, _ = demo_runs
     database = sqlite3.connect(folder / "impactin-demo.db")

@@ -706,3 +706,35 @@ async def test_stored_record_now_invalid_is_blocked(
     assert row["error_kind"] == "invalid"
     assert "no longer valid" in row["error"]
     assert simulator.journal.entries == []
+
+
+async def test_cancelled_during_token_request_pending(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A request made while authenticating does not count as the delivery's."""
+    from impactin_core import hookimpl
+
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    never = asyncio.Event()
+
+    class StallingAuth:
+        @hookimpl(tryfirst=True)
+        def impactin_authenticate(self, platform: Any, context: Any, **_: Any) -> Any:
+            async def token() -> None:
+                # A token endpoint that answers, then a wait that never ends.
+                await context.client.get(f"{server.url}/_sandbox/journal")
+                await never.wait()
+
+            return token()
+
+    runtime.plugins.pm.register(StallingAuth(), name="stalling-auth")
+    run = asyncio.create_task(runtime.deliver([record("a-1")]))
+    await _wait_for(lambda: status_elsewhere(runtime) == ["in_flight"])
+    await asyncio.sleep(0.2)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    assert status_elsewhere(runtime) == ["pending"]
+    assert simulator.journal.entries == []

@@ -128,14 +128,30 @@ def _summary_table(report: RunReport, title: str) -> Any:
         table.add_row(
             "(no platform)", "", "", str(report.unrouted_quarantined), *[""] * 7
         )
-    failed_earlier = sum(stats.failed_earlier for stats in report.platforms.values())
-    if failed_earlier:
-        table.caption = (
-            f"{failed_earlier} records failed in an earlier run and were not sent "
-            "again: list them with 'impactin deliveries list --status "
-            "dead_lettered' and replay them with 'impactin deliveries retry'."
-        )
     return table
+
+
+def _print_summary(
+    console: Any, report: RunReport, title: str, *, demo: bool = False
+) -> None:
+    """Print the run's table, then a note on records that failed earlier."""
+    console.print(_summary_table(report, title))
+    failed = sum(stats.failed_earlier for stats in report.platforms.values())
+    if not failed:
+        return
+    if demo:
+        note = (
+            f"{failed} records failed in an earlier demo run, and the demo does "
+            "not send them again."
+        )
+    else:
+        note = (
+            f"{failed} records failed in an earlier run and were not sent again. "
+            "List them with: impactin deliveries list --status dead_lettered; "
+            "replay them with: impactin deliveries retry --all-failed"
+        )
+    # soft_wrap keeps each command on one line, so it can be copied.
+    console.print(note, soft_wrap=True)
 
 
 def _seconds(value: float | None) -> str:
@@ -229,7 +245,7 @@ def demo(folder: str, faults: bool, trace: bool) -> None:
             report = _run_with_progress(runtime, rows, "reading", _count_rows(dataset))
         finally:
             runtime.close()
-    console.print(_summary_table(report, f"Demo run {report.run_id[:12]}"))
+    _print_summary(console, report, f"Demo run {report.run_id[:12]}", demo=True)
     console.print(
         f"Store: {config.store_path}. Run the demo again to see the delivered "
         "records skipped as duplicates."
@@ -269,7 +285,7 @@ def deliver(
         report = _run_with_progress(runtime, rows, "reading", _count_rows(path))
     finally:
         runtime.close()
-    _console().print(_summary_table(report, f"Run {report.run_id[:12]}"))
+    _print_summary(_console(), report, f"Run {report.run_id[:12]}")
 
 
 @main.command()
@@ -286,7 +302,7 @@ def resume(ctx: click.Context, include_future: bool) -> None:
         report = asyncio.run(runtime.resume(include_future=include_future))
     finally:
         runtime.close()
-    _console().print(_summary_table(report, "Resumed"))
+    _print_summary(_console(), report, "Resumed")
 
 
 # -- deliveries ---------------------------------------------------------------
@@ -458,7 +474,7 @@ def deliveries_retry(
         report = asyncio.run(runtime.retry(ids))
     finally:
         runtime.close()
-    _console().print(_summary_table(report, f"Replayed {len(ids)} deliveries"))
+    _print_summary(_console(), report, f"Replayed {len(ids)} deliveries")
 
 
 @deliveries.command("export")
@@ -648,9 +664,6 @@ def sandbox(
     )
     for name, value in sorted(simulator.options.items()):
         console.print(f"  option {name}: {value}")
-    state: Any = getattr(simulator, "state", None)
-    if hasattr(state, "tenant_name"):
-        console.print(f"  option tenant_name: {state.tenant_name}")
     config = uvicorn.Config(simulator.app, log_level="info", lifespan="off")
     uvicorn.Server(config).run(sockets=[listener])
 

@@ -139,7 +139,7 @@ def resubmit(
     """
     import asyncio
 
-    from ._cli import _console, _runtime, _summary_table
+    from ._cli import _console, _print_summary, _runtime
     from ._stats import RunReport
 
     if not assignments and file is None:
@@ -168,7 +168,7 @@ def resubmit(
     finally:
         runtime.close()
     console = _console()
-    console.print(_summary_table(report, f"Re-submitted {entry['id'][:12]}"))
+    _print_summary(console, report, f"Re-submitted {entry['id'][:12]}")
     if report.total_quarantined_rows:
         console.print(
             "The record was quarantined again for another reason; see "

@@ -92,16 +92,26 @@ SUBMIT_BATCH = 500
 #: Seconds an idempotency key stays claimed after its delivery.
 DEFAULT_KEY_TTL = 24 * 3600.0
 
-_evidence: contextvars.ContextVar[list[bytes] | None] = contextvars.ContextVar(
+
+@attrs.define
+class _Evidence:
+    """The bytes of the requests one attempt's send hands to the transport."""
+
+    parts: list[bytes] = attrs.field(factory=list)
+    #: False while the attempt authenticates, so token requests are left out.
+    collecting: bool = False
+
+
+_evidence: contextvars.ContextVar[_Evidence | None] = contextvars.ContextVar(
     "impactin_evidence", default=None
 )
 
 
 async def _on_request(request: httpx.Request) -> None:
     inject_traceparent(request.headers)
-    sink = _evidence.get()
-    if sink is not None:
-        sink.append(request.content)
+    evidence = _evidence.get()
+    if evidence is not None and evidence.collecting:
+        evidence.parts.append(request.content)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -894,8 +904,8 @@ class Runtime:
         with self.instruments.tracer.start_as_current_span(
             "impactin.attempt", attributes=safe_attributes(attributes)
         ) as span:
-            sink: list[bytes] = []
-            token = _evidence.set(sink)
+            evidence = _Evidence()
+            token = _evidence.set(evidence)
             # Cancellation and errors that are not DeliveryErrors (a
             # connector bug) end the attempt without an outcome of their own.
             outcome_name = "interrupted"
@@ -911,7 +921,7 @@ class Runtime:
                 if getattr(result, "duplicate", False):
                     self._platform_idempotency_hit(span, platform.id)
                 outcome_name = "success"
-                return result, b"".join(sink)
+                return result, b"".join(evidence.parts)
             except DeliveryError as exc:
                 # The span records this exception on exit, so its chained
                 # library exceptions (a zeep Fault quoting the request) go first.
@@ -928,7 +938,7 @@ class Runtime:
                 self.instruments.attempts.add(
                     1, {"platform": platform.id, "outcome": outcome_name}
                 )
-                if sink and getattr(error, "sent", True) is not False:
+                if evidence.parts and getattr(error, "sent", True) is not False:
                     attempt.reached = True
                 self.store.add_attempt(
                     {
@@ -986,11 +996,11 @@ class Runtime:
                 # repeating it cannot duplicate anything.
                 exc.sent = False
                 raise
-            sink = _evidence.get()
-            if sink is not None:
-                # The evidence is the delivery's own request, not a token
-                # request made on the way.
-                sink.clear()
+            evidence = _evidence.get()
+            if evidence is not None:
+                # From here on, requests carry the delivery, so they are its
+                # evidence and show that it may have reached the platform.
+                evidence.collecting = True
             context = SendContext(
                 client=client,
                 settings=settings,

@@ -152,7 +152,8 @@ class PluginHost:
             known = ", ".join(sorted(self.platforms)) or "none"
             message = (
                 f"No connector for platform {platform_id!r} is installed (installed: "
-                f"{known}); pip install impactin-{platform_id}."
+                f"{known}); check the platform name, or install the package of "
+                "its connector."
             )
             raise PluginError(message) from None
 
