@@ -626,13 +626,21 @@ async def test_deleted_delivery_is_skipped(
     assert left["status"] == "delivered"
 
 
-async def _wait_for(condition: Any, timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it is true, failing after ``timeout`` seconds."""
+async def _cancel_when(
+    runtime: Runtime, records: list[ImpactRecord], statuses: list[str]
+) -> None:
+    """Deliver ``records`` and cancel the run once the store shows ``statuses``."""
+    run = asyncio.create_task(runtime.deliver(records))
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
+    deadline = loop.time() + 10.0
+    while status_elsewhere(runtime) != statuses:
+        assert loop.time() < deadline, f"statuses never became {statuses}"
         await asyncio.sleep(0.01)
+    # Let the stalled step settle into its wait before the run is cancelled.
+    await asyncio.sleep(0.2)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
 
 
 async def test_cancelled_unsent_delivery_back_to_pending(
@@ -657,11 +665,9 @@ async def test_cancelled_unsent_delivery_back_to_pending(
             return wait()
 
     runtime.plugins.pm.register(Stall(), name="stall")
-    run = asyncio.create_task(runtime.deliver([record("a-1"), record("a-2")]))
-    await _wait_for(lambda: status_elsewhere(runtime) == ["delivered", "in_flight"])
-    run.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await run
+    await _cancel_when(
+        runtime, [record("a-1"), record("a-2")], ["delivered", "in_flight"]
+    )
 
     assert status_elsewhere(runtime) == ["delivered", "pending"]
     second = runtime.store.list_deliveries(filters={"status": "pending"})[0]
@@ -722,19 +728,14 @@ async def test_cancelled_during_token_request_pending(
         @hookimpl(tryfirst=True)
         def impactin_authenticate(self, platform: Any, context: Any, **_: Any) -> Any:
             async def token() -> None:
-                # A token endpoint that answers, then a wait that never ends.
+                # A token endpoint that responds, then a wait that never ends.
                 await context.client.get(f"{server.url}/_sandbox/journal")
                 await never.wait()
 
             return token()
 
     runtime.plugins.pm.register(StallingAuth(), name="stalling-auth")
-    run = asyncio.create_task(runtime.deliver([record("a-1")]))
-    await _wait_for(lambda: status_elsewhere(runtime) == ["in_flight"])
-    await asyncio.sleep(0.2)
-    run.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await run
+    await _cancel_when(runtime, [record("a-1")], ["in_flight"])
 
     assert status_elsewhere(runtime) == ["pending"]
     assert simulator.journal.entries == []

@@ -127,9 +127,9 @@ class _Attempt:
     started: float = 0.0
     #: Attempts that earlier runs made, so this run's rows continue the count.
     earlier: int = 0
-    #: Whether a request of this run may have reached the platform: the
-    #: connector's send handed bytes to the transport, and no error said
-    #: that they certainly did not arrive.
+    #: Whether a request of this run may have reached the platform. It is
+    #: true once the connector's send handed bytes to the transport, unless
+    #: the error showed that they certainly did not arrive.
     reached: bool = False
 
 
@@ -516,13 +516,13 @@ class Runtime:
 
         async def work(client: httpx.AsyncClient) -> None:
             while (prepared := await ready.get()) is not None:
-                await self.run_delivery(prepared.row, client, report, prepared)
+                await self.run_delivery(prepared, client, report)
                 if on_done is not None:
                     on_done()
-                # A success's final writes are deferred (see _succeed). The
-                # next claim commits them in its own transaction when a
-                # request is ready; otherwise they are committed here, before
-                # this worker waits, so a crash can lose none.
+                # A success's final writes are deferred (see _succeed). When a
+                # request is ready, the next claim commits them in its own
+                # transaction. Otherwise they are committed here, before this
+                # worker waits, so a crash cannot lose them.
                 if ready.empty():
                     self.store.flush()
 
@@ -548,17 +548,13 @@ class Runtime:
         )
 
     async def run_delivery(
-        self,
-        row: dict[str, Any],
-        client: httpx.AsyncClient,
-        report: RunReport,
-        prepared: _Prepared | None = None,
+        self, prepared: _Prepared, client: httpx.AsyncClient, report: RunReport
     ) -> None:
         """Take one outbox row to a final state, or leave it pending for later.
 
-        ``prepared`` is the row's request built ahead by ``_prepare_row``;
-        without it the request is built after the claim.
+        ``prepared`` is the row with its request, built ahead by ``_prepare_row``.
         """
+        row = prepared.row
         platform = self.plugins.platform(row["platform"]).info
         attributes = {
             "tenant_id": row["tenant"],
@@ -580,8 +576,6 @@ class Runtime:
                 # Another process is delivering it, or it finished meanwhile.
                 return
             row = claimed
-            if prepared is None:
-                prepared = self._prepare_row(row)
             # Logs, stored errors and span events of this delivery drop these
             # values. The binding belongs to this task's context.
             bind_personal_values(prepared.record or ())

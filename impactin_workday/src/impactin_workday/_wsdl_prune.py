@@ -156,18 +156,18 @@ def prune_wsdl(document: bytes, binding: str, operation: str) -> bytes:
         if not len(service.findall(f"{{{WSDL_NS}}}port")):
             root.remove(service)
 
-    wanted: list[Key] = []
+    pending: list[Key] = []
     for message in messages:
         for part in message.iterchildren(f"{{{WSDL_NS}}}part"):
             if part.get("element"):
-                wanted.append(("element", *_qname(part, part.get("element"))))
+                pending.append(("element", *_qname(part, part.get("element"))))
             elif part.get("type"):
-                wanted.append(("type", *_qname(part, part.get("type"))))
-    _prune_schemas(root, wanted)
+                pending.append(("type", *_qname(part, part.get("type"))))
+    _prune_schemas(root, pending)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
-def _prune_schemas(root: Any, wanted: list[Key]) -> None:
+def _prune_schemas(root: Any, pending: list[Key]) -> None:
     schemas = list(root.iter(f"{{{XSD_NS}}}schema"))
     index: dict[Key, Any] = {}
     for schema in schemas:
@@ -177,18 +177,18 @@ def _prune_schemas(root: Any, wanted: list[Key]) -> None:
             if kind is not None and node.get("name"):
                 index[(kind, target, node.get("name"))] = node
     reached: set[Key] = set()
-    while wanted:
-        key = wanted.pop()
+    while pending:
+        key = pending.pop()
         if key in reached or key[1] == XSD_NS:
             continue
         component = index.get(key)
         if component is None:
             raise PruneError(f"The schema does not define the {key[0]} {key[2]!r}.")
         reached.add(key)
-        wanted.extend(_references(component))
-    kept = {id(index[key]) for key in reached}
+        pending.extend(_references(component))
+    reached_nodes = {id(index[key]) for key in reached}
     for schema in schemas:
         for node in list(schema.iterchildren()):
             component = not isinstance(node.tag, str) or node.tag in _COMPONENT_KINDS
-            if component and id(node) not in kept:
+            if component and id(node) not in reached_nodes:
                 schema.remove(node)
