@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +148,27 @@ def test_plugins_lists_connectors() -> None:
 
     for name in ("benevity", "goodera", "workday"):
         assert name in output
+
+
+def test_plugins_loads_no_network_stack() -> None:
+    # Listing connectors runs at every start of the command line; httpx,
+    # asyncio and the SOAP stack load only when something is sent.
+    code = (
+        "import sys\n"
+        "from impactin_core._cli import main\n"
+        "try:\n"
+        "    main(['plugins'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('httpx', 'asyncio', 'ssl', 'zeep', 'lxml')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert "workday" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_missing_config_is_one_line_error(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from impactin_benevity import PLATFORM, _plugin, create_simulator
-from impactin_benevity._auth import TOKEN_LIFETIME
+from impactin_benevity._options import TOKEN_LIFETIME
 from impactin_core import (
     AuthContext,
     AuthenticationError,

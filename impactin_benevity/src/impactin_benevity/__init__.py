@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._auth import AUTH_KIND, TOKEN_LIFETIME
 from ._mapping import (
     EMPLOYEE_REF_KEY,
     IDEMPOTENCY_KEY,
@@ -18,7 +17,13 @@ from ._mapping import (
     PLATFORM_ID,
     donation_payload,
 )
-from ._options import DEFAULT_PAYMENT_TYPE, DEFAULT_WEBHOOK_SCHEME, BenevityOptions
+from ._options import (
+    AUTH_KIND,
+    DEFAULT_PAYMENT_TYPE,
+    DEFAULT_WEBHOOK_SCHEME,
+    TOKEN_LIFETIME,
+    BenevityOptions,
+)
 from ._plugin import PLATFORM
 
 # The simulator pulls in Starlette; load it on first use so that loading the

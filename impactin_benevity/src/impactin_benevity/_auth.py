@@ -25,15 +25,10 @@ from impactin_core import (
 )
 
 from ._mapping import PLATFORM_ID
-from ._options import BenevityOptions
+from ._options import AUTH_KIND, TOKEN_LIFETIME, BenevityOptions
 
 __all__ = ["AUTH_KIND", "TOKEN_LIFETIME", "authenticate", "fetch_token", "token_url"]
 
-AUTH_KIND = "oauth2_client_credentials"
-
-#: Token lifetime in seconds that Benevity documents, used when a token
-#: response has no usable ``expires_in``.
-TOKEN_LIFETIME = 3600
 
 # RFC 6749 section 5.2: the error codes that mean the client itself was
 # rejected, whatever the status code carrying them.

@@ -10,11 +10,21 @@ import attrs
 from impactin_core import ConfigError, check_option_names
 
 __all__ = [
+    "AUTH_KIND",
     "DEFAULT_PAYMENT_TYPE",
     "DEFAULT_WEBHOOK_SCHEME",
+    "TOKEN_LIFETIME",
     "BenevityOptions",
     "option_key",
 ]
+
+#: The kind of credentials the connector obtains: OAuth 2.0 client
+#: credentials.
+AUTH_KIND = "oauth2_client_credentials"
+
+#: Token lifetime in seconds that Benevity documents, used when a token
+#: response has no usable ``expires_in``.
+TOKEN_LIFETIME = 3600
 
 #: ``funds.paymentType`` of a post-paid company donation in Benevity's
 #: published bulk-donation example: the company settles the month's

@@ -26,10 +26,8 @@ from impactin_core import (
     hookimpl,
 )
 
-from ._auth import AUTH_KIND, authenticate
 from ._mapping import PLATFORM_ID, map_records, redact_payload
-from ._options import DEFAULT_WEBHOOK_SCHEME
-from ._send import send_donation
+from ._options import AUTH_KIND, DEFAULT_WEBHOOK_SCHEME
 
 __all__ = [
     "PLATFORM",
@@ -80,6 +78,9 @@ def impactin_authenticate(
     """Return an awaitable of bearer credentials for one send."""
     if not _serves(platform):
         return None
+    # Imported here so that listing plugins does not load httpx.
+    from ._auth import authenticate
+
     return authenticate(settings, context)
 
 
@@ -116,6 +117,9 @@ def impactin_send(
     """Return an awaitable that posts one donation."""
     if not _serves(platform):
         return None
+    # Imported here so that listing plugins does not load httpx.
+    from ._send import send_donation
+
     return send_donation(request, credentials, context)
 
 

@@ -45,8 +45,8 @@ from starlette.routing import Route, Router
 
 from impactin_core.sandbox import FaultPlan, Journal, Simulator, build_sandbox_app
 
-from ._auth import TOKEN_LIFETIME
 from ._mapping import IDEMPOTENCY_KEY, MAX_METADATA_PAIRS
+from ._options import TOKEN_LIFETIME
 
 __all__ = [
     "DEFAULT_CLIENT_ID",

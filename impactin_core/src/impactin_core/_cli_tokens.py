@@ -6,7 +6,6 @@ token value.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING
 
@@ -149,6 +148,8 @@ def tokens_refresh(ctx: click.Context, tenant: str, platform: str) -> None:
     runtime = _runtime(ctx)
     try:
         _require_configured(runtime, tenant, platform)
+        import asyncio
+
         token = asyncio.run(refresh_through_connector(runtime, tenant, platform))
         now = runtime.clock()
     finally:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-import httpx
 
 from ._models import PlatformSettings
-from ._tokens import TokenCache
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ._tokens import TokenCache
 
 __all__ = ["AuthContext", "SendContext"]
 

@@ -27,7 +27,6 @@ from impactin_core import (
 from ._mapping import map_record
 from ._options import GooderaOptions
 from ._platform import PLATFORM_ID, PLATFORM_INFO
-from ._send import send_participation
 
 __all__ = [
     "impactin_authenticate",
@@ -82,6 +81,9 @@ def impactin_send(
 ) -> Awaitable[SendOutcome] | None:
     if platform.id != PLATFORM_ID:
         return None
+    # Imported here so that listing plugins does not load httpx.
+    from ._send import send_participation
+
     return send_participation(request, credentials, context)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from ._faults import ValidationMessage, WorkdayFaultError
+from typing import Any
+
 from ._options import DEFAULT_FIELD_NAMES, WorkdayOptions
 from ._plugin import PLATFORM
-from ._soap import SameDateConflict
+
+# SameDateConflict, ValidationMessage and WorkdayFaultError live in the
+# modules that send, which import httpx; load them on first use so that
+# loading the plugin (every 'impactin' command does) stays fast.
 
 __all__ = [
     "DEFAULT_FIELD_NAMES",
@@ -18,3 +22,19 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SameDateConflict":
+        from ._soap import SameDateConflict
+
+        return SameDateConflict
+    if name in ("ValidationMessage", "WorkdayFaultError"):
+        from . import _faults
+
+        return getattr(_faults, name)
+    raise AttributeError(f"module 'impactin_workday' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
