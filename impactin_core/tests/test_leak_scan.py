@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impactin_core._redaction import Finding, detect, leak_scan, scrub_text
+from impactin_core._redaction import (
+    Finding,
+    _surely_clean,
+    detect,
+    leak_scan,
+    scrub_text,
+)
 
 HARD_CASES = [
     pytest.param("maria.lopez+volunteer@example.org", "email", id="plus-address"),
@@ -119,3 +125,31 @@ def test_scrubbed_text_passes_scan(parts: list[str]) -> None:
     cleaned, _ = scrub_text(" ".join(parts))
 
     assert detect(cleaned) == []
+
+
+def test_keys_and_plain_values_are_scanned_like_other_text() -> None:
+    # Keys and values the scan takes as clean without running the detectors
+    # (ASCII, no @ or %, under two digits) sit next to ones that need them.
+    payload = {
+        "note": "call 07700 900 123",
+        "a@b.example": "y",
+        "plain": {"nested": "Open Doors"},
+        "d1": "7",
+    }
+
+    findings = leak_scan(payload)
+
+    assert Finding("note", "phone") in findings
+    assert Finding("[email][key]", "email") in findings
+    assert not [f for f in findings if f.path.startswith(("plain", "d1"))]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_pieces, _noise, st.text(max_size=20)))
+def test_skipped_text_has_nothing_to_find(text: str) -> None:
+    # The scan skips the detectors for some text; for that text they must
+    # find nothing, in a value and in a key.
+    if _surely_clean(text):
+        assert detect(text) == []
+    kinds = {finding.kind for finding in leak_scan({"k": text, text: 1})}
+    assert kinds == set(detect(text))

@@ -180,6 +180,8 @@ class Runtime:
         self.rng = rng or random.Random()
         self.transport = transport
         self._ssl_context: ssl.SSLContext | None = None
+        #: Where connectors may keep files between runs (Workday's WSDL copies).
+        self._cache_dir = self.config.store_path.parent / "impactin-cache"
         self.key_ttl = key_ttl
         self.instruments = instruments or Instruments()
         # The wrapper counts each token the cache saves as one refresh.
@@ -388,7 +390,8 @@ class Runtime:
             )
             return
         unstructured = converter.unstructure(record)
-        content = self.content_hash(record)
+        # The same digest as content_hash(record), without a second unstructure.
+        content = hashlib.sha256(canonical_json(unstructured)).hexdigest()
         correlation_id = uuid.uuid4().hex
         for platform in routes:
             delivery = {
@@ -950,24 +953,27 @@ class Runtime:
                 )
                 if evidence.parts and getattr(error, "sent", True) is not False:
                     attempt.reached = True
-                self.store.add_attempt(
-                    {
-                        "delivery_id": row["id"],
-                        "number": attempt.earlier + attempt.number,
-                        "started_at": started,
-                        "duration_s": self.clock() - started,
-                        "outcome": outcome_name,
-                        "status_code": status_code,
-                        "retry_after": getattr(error, "retry_after", None),
-                        "error": scrub_known(str(error)) if error else None,
-                        "trace_id": current_trace_id(),
-                    },
-                    attempts=attempt.earlier + attempt.number,
-                    redacted_count=row["redacted_count"],
-                    # A success's attempt row is committed with its finish
-                    # (see _succeed), in one transaction.
-                    defer=outcome_name == "success",
-                )
+                attempt_row = {
+                    "delivery_id": row["id"],
+                    "number": attempt.earlier + attempt.number,
+                    "started_at": started,
+                    "duration_s": self.clock() - started,
+                    "outcome": outcome_name,
+                    "status_code": status_code,
+                    "retry_after": getattr(error, "retry_after", None),
+                    "error": scrub_known(str(error)) if error else None,
+                    "trace_id": current_trace_id(),
+                }
+                if outcome_name == "success":
+                    # Committed with the finish, in one transaction; _succeed
+                    # writes the delivery's attempt count with its status.
+                    self.store.add_attempt(attempt_row, defer=True)
+                else:
+                    self.store.add_attempt(
+                        attempt_row,
+                        attempts=attempt.earlier + attempt.number,
+                        redacted_count=row["redacted_count"],
+                    )
                 logger.info(
                     "Delivery %s attempt %d for tenant %s on %s: %s",
                     row["id"],
@@ -1014,7 +1020,7 @@ class Runtime:
             context = SendContext(
                 client=client,
                 settings=settings,
-                cache_dir=self.config.store_path.parent / "impactin-cache",
+                cache_dir=self._cache_dir,
             )
             result = await self.plugins.hook(platform.id, "impactin_send")(
                 platform=platform,
@@ -1061,6 +1067,8 @@ class Runtime:
             error_kind=None,
             error=None,
             next_attempt_at=None,
+            attempts=attempt.earlier + attempt.number,
+            redacted_count=row["redacted_count"],
             # Committed with the worker's next write: its next claim, or the
             # flush in process() before the worker waits for anything.
             defer=True,

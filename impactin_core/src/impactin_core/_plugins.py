@@ -53,6 +53,10 @@ class PluginHost:
         self.load_errors: list[LoadError] = []
         self.platforms: dict[str, RegisteredPlatform] = {}
         self._distributions: dict[str, tuple[str | None, str | None]] = {}
+        # Hook callers by platform and hook name. The runtime asks for four
+        # per delivery, so they are built once; registering a plugin or a
+        # platform empties the cache.
+        self._callers: dict[tuple[str, str], Any] = {}
 
     @classmethod
     def from_entry_points(cls, extra: Iterable[tuple[str, object]] = ()) -> PluginHost:
@@ -90,6 +94,7 @@ class PluginHost:
     ) -> None:
         if self.pm.get_plugin(name) is not None:
             return
+        self._callers.clear()
         try:
             self.pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as exc:
@@ -126,6 +131,7 @@ class PluginHost:
                     "connector version"
                 )
                 self._skip(name, dist_name, reason)
+                self._callers.clear()
                 self.pm.unregister(impl.plugin)
                 return
             existing = self.platforms.get(info.id)
@@ -137,6 +143,7 @@ class PluginHost:
                     f"with {LOAD_PLUGINS_ENV}."
                 )
                 raise PluginError(message, plugin=name)
+            self._callers.clear()
             self.platforms[info.id] = RegisteredPlatform(
                 info=info,
                 plugin=impl.plugin,
@@ -159,13 +166,17 @@ class PluginHost:
 
     def hook(self, platform_id: str, hook_name: str) -> Any:
         """Return a hook caller for the platform's connector and cross-cutting ones."""
-        owner = self.platform(platform_id).plugin
-        others = [
-            registered.plugin
-            for registered in self.platforms.values()
-            if registered.plugin is not owner
-        ]
-        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+        caller = self._callers.get((platform_id, hook_name))
+        if caller is None:
+            owner = self.platform(platform_id).plugin
+            others = [
+                registered.plugin
+                for registered in self.platforms.values()
+                if registered.plugin is not owner
+            ]
+            caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+            self._callers[(platform_id, hook_name)] = caller
+        return caller
 
 
 def _selected_names() -> set[str] | None:

@@ -558,11 +558,25 @@ class Store:
 
         A delivery is free when it is pending, or in flight under a lease
         that expired or whose owner process is gone (``owner_alive``). The
-        row is returned as it was before the claim, so the caller can tell
-        whether an earlier attempt was interrupted. ``trace_id`` (the trace of
-        this claim, or None outside a trace) is stored in the same write.
+        row is returned with the status it had before the claim, so the
+        caller can tell whether an earlier attempt was interrupted.
+        ``trace_id`` (the trace of this claim, or None outside a trace) is
+        stored in the same write.
         """
         with self.transaction() as conn:
+            if _HAS_RETURNING:
+                # A pending delivery, the usual case, is claimed in one
+                # statement; it had no lease, so only these columns change.
+                claimed = conn.execute(
+                    "UPDATE deliveries SET status = 'in_flight', lease_owner = ?, "
+                    "lease_until = ?, updated_at = ?, trace_id = ? "
+                    f"WHERE id = ? AND status = 'pending' RETURNING {_LIST_COLUMNS}",
+                    (owner, now + lease, now, trace_id, delivery_id),
+                ).fetchall()
+                if claimed:
+                    values = dict(claimed[0])
+                    values["status"] = "pending"
+                    return values
             row = conn.execute(
                 f"SELECT {_LIST_COLUMNS}, lease_owner, lease_until FROM deliveries "
                 "WHERE id = ?",
@@ -1062,6 +1076,10 @@ class Store:
             ).rowcount
         return not inserted
 
+
+#: ``UPDATE ... RETURNING`` needs SQLite 3.35 or newer; older libraries
+#: claim a delivery with a read and a write.
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 _LIST_COLUMNS = (
     "id, run_id, correlation_id, parent_id, tenant, platform, kind, source_id, "
