@@ -151,7 +151,7 @@ def test_plugins_lists_connectors() -> None:
 
 
 def test_plugins_loads_no_network_stack() -> None:
-    # Listing connectors runs at every start of the command line; httpx,
+    # Every start of the command line lists the connectors, so httpx,
     # asyncio and the SOAP stack load only when something is sent.
     code = (
         "import sys\n"

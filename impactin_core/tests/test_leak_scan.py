@@ -127,7 +127,7 @@ def test_scrubbed_text_passes_scan(parts: list[str]) -> None:
     assert detect(cleaned) == []
 
 
-def test_keys_and_plain_values_are_scanned_like_other_text() -> None:
+def test_scan_skip_keeps_findings() -> None:
     # Keys and values the scan takes as clean without running the detectors
     # (ASCII, no @ or %, under two digits) sit next to ones that need them.
     payload = {

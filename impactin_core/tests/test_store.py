@@ -95,7 +95,7 @@ def test_claim_new(store: Store) -> None:
 
 
 @pytest.mark.parametrize("returning", [True, False], ids=["returning", "read-write"])
-def test_claim_delivery_leases_and_reports_earlier_status(
+def test_claim_delivery_lease(
     store: Store, monkeypatch: pytest.MonkeyPatch, returning: bool
 ) -> None:
     # SQLite older than 3.35 has no UPDATE ... RETURNING, so both ways run.
@@ -103,7 +103,9 @@ def test_claim_delivery_leases_and_reports_earlier_status(
     delivery_id = _enqueue(store).delivery_id
 
     first = store.claim_delivery(delivery_id, owner="w1", now=NOW, lease=60.0)
-    taken = store.claim_delivery(delivery_id, owner="w2", now=NOW + 1, lease=60.0)
+    second_claim = store.claim_delivery(
+        delivery_id, owner="w2", now=NOW + 1, lease=60.0
+    )
     stored = store.get_delivery(delivery_id)
     # A lease that ran out frees the delivery for another worker.
     again = store.claim_delivery(delivery_id, owner="w2", now=NOW + 61, lease=60.0)
@@ -113,7 +115,7 @@ def test_claim_delivery_leases_and_reports_earlier_status(
     assert first["id"] == delivery_id
     assert first["attempts"] == 0
     assert "lease_owner" not in first
-    assert taken is None
+    assert second_claim is None
     assert stored is not None
     assert stored["status"] == "in_flight"
     assert again is not None

@@ -536,7 +536,7 @@ class Runtime:
         try:
             if self.transport is None:
                 # Each worker has its own client, so each connection pool
-                # holds one connection: httpcore checks every pooled
+                # serves one request at a time. httpcore checks every pooled
                 # connection on every request, and one pool shared by 16
                 # workers cost more CPU per request than the rest of the
                 # pipeline.
@@ -965,7 +965,7 @@ class Runtime:
                     "trace_id": current_trace_id(),
                 }
                 if outcome_name == "success":
-                    # Committed with the finish, in one transaction; _succeed
+                    # Committed with the finish, in one transaction. _succeed
                     # writes the delivery's attempt count with its status.
                     self.store.add_attempt(attempt_row, defer=True)
                 else:

@@ -53,9 +53,9 @@ class PluginHost:
         self.load_errors: list[LoadError] = []
         self.platforms: dict[str, RegisteredPlatform] = {}
         self._distributions: dict[str, tuple[str | None, str | None]] = {}
-        # Hook callers by platform and hook name. The runtime asks for four
-        # per delivery, so they are built once; registering a plugin or a
-        # platform empties the cache.
+        # Hook callers by platform and hook name. The runtime calls four
+        # hooks per delivery, so each caller is built once. Registering a
+        # plugin or a platform empties the cache.
         self._callers: dict[tuple[str, str], Any] = {}
 
     @classmethod

@@ -566,7 +566,7 @@ class Store:
         with self.transaction() as conn:
             if _HAS_RETURNING:
                 # A pending delivery, the usual case, is claimed in one
-                # statement; it had no lease, so only these columns change.
+                # statement. It had no lease, so only these columns change.
                 claimed = conn.execute(
                     "UPDATE deliveries SET status = 'in_flight', lease_owner = ?, "
                     "lease_until = ?, updated_at = ?, trace_id = ? "

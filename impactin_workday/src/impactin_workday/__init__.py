@@ -7,9 +7,9 @@ from typing import Any
 from ._options import DEFAULT_FIELD_NAMES, WorkdayOptions
 from ._plugin import PLATFORM
 
-# SameDateConflict, ValidationMessage and WorkdayFaultError live in the
-# modules that send, which import httpx; load them on first use so that
-# loading the plugin (every 'impactin' command does) stays fast.
+# SameDateConflict, ValidationMessage and WorkdayFaultError are defined in
+# the modules that send, which import httpx. They load on first use, so
+# loading the plugin, which every 'impactin' command does, stays fast.
 
 __all__ = [
     "DEFAULT_FIELD_NAMES",
