@@ -160,6 +160,21 @@ def test_retry_all_failed(config: Path, benevity: Served) -> None:
     assert len(simulator.journal.entries) == 3
 
 
+def test_retry_all_failed_twice(config: Path, benevity: Served) -> None:
+    server, simulator = benevity
+    set_faults(server, error_rate=1.0, error_status=503)
+    invoke(config, "deliver", str(write_rows(config.parent, [donation("gift-1")])))
+    set_faults(server)
+    invoke(config, "deliveries", "retry", "--all-failed")
+
+    again = invoke(config, "deliveries", "retry", "--all-failed")
+
+    assert again.exit_code == 0, again.output
+    assert "Nothing to replay" in again.output
+    assert len(simulator.journal.entries) == 1
+    assert len(deliveries(config)) == 2
+
+
 def test_retry_keeps_parent_untouched(config: Path, benevity: Served) -> None:
     server, _ = benevity
     set_faults(server, error_rate=1.0, error_status=503)

@@ -516,6 +516,21 @@ def status_elsewhere(runtime: Runtime) -> list[str]:
     return [row[0] for row in rows]
 
 
+def _echo_runtime(
+    tmp_path: Path,
+    url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    honours_keys: bool,
+    concurrency: int,
+) -> Runtime:
+    """Return a runtime whose echo platform honours idempotency keys or not."""
+    import echo_connector
+
+    info = attrs.evolve(echo_connector.INFO, honours_idempotency_key=honours_keys)
+    monkeypatch.setattr(echo_connector, "INFO", info)
+    return make_runtime(tmp_path, url, concurrency=concurrency)
+
+
 @pytest.mark.parametrize("honours_keys", [True, False], ids=["keys", "no-keys"])
 async def test_success_committed_before_next_send(
     tmp_path: Path,
@@ -524,14 +539,10 @@ async def test_success_committed_before_next_send(
     honours_keys: bool,
 ) -> None:
     """A success's deferred writes are committed before the next request goes out."""
-    import echo_connector
-
     from impactin_core import hookimpl
 
     server, _ = echo_simulator
-    info = attrs.evolve(echo_connector.INFO, honours_idempotency_key=honours_keys)
-    monkeypatch.setattr(echo_connector, "INFO", info)
-    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    runtime = _echo_runtime(tmp_path, server.url, monkeypatch, honours_keys, 1)
     at_send: list[list[str]] = []
 
     class Watcher:
@@ -547,6 +558,51 @@ async def test_success_committed_before_next_send(
     assert at_send[1] == ["delivered", "in_flight", "pending"]
     assert at_send[2] == ["delivered", "delivered", "in_flight"]
     assert status_elsewhere(runtime) == ["delivered"] * 3
+
+
+@pytest.mark.parametrize("honours_keys", [True, False], ids=["keys", "no-keys"])
+async def test_concurrent_runs_share_nothing(
+    tmp_path: Path,
+    echo_simulator: Echo,
+    monkeypatch: pytest.MonkeyPatch,
+    honours_keys: bool,
+) -> None:
+    """Two deliver() calls on one runtime each skip what the other is sending."""
+    server, simulator = echo_simulator
+    runtime = _echo_runtime(tmp_path, server.url, monkeypatch, honours_keys, 4)
+    first = [record(f"a-{number}") for number in range(30)]
+    second = [record(f"b-{number}") for number in range(30)]
+
+    reports = await asyncio.gather(runtime.deliver(first), runtime.deliver(second))
+
+    stats = [report.platforms["echo"] for report in reports]
+    assert sum(item.delivered for item in stats) == 60
+    assert [item.dead_lettered for item in stats] == [0, 0]
+    assert status_elsewhere(runtime) == ["delivered"] * 60
+    assert len(simulator.journal.entries) == 60
+    attempts = [row["attempts"] for row in runtime.store.list_deliveries(limit=100)]
+    assert attempts == [1] * 60
+
+
+async def test_workers_bounded_by_due_count(
+    tmp_path: Path, echo_simulator: Echo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker opens a connection, so no more start than deliveries are due."""
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=500)
+    clients: list[httpx.AsyncClient] = []
+    build_client = runtime._client
+
+    def counted_client() -> httpx.AsyncClient:
+        client = build_client()
+        clients.append(client)
+        return client
+
+    monkeypatch.setattr(runtime, "_client", counted_client)
+    report = await runtime.deliver([record("a-1"), record("a-2"), record("a-3")])
+
+    assert report.platforms["echo"].delivered == 3
+    assert len(clients) == 3
 
 
 async def test_map_error_leaves_deliveries_pending(
@@ -682,6 +738,64 @@ async def test_cancelled_unsent_delivery_back_to_pending(
     numbers = [row["number"] for row in runtime.store.attempts(second["id"])]
     assert numbers == [1, 2]
     assert runtime.store.get_delivery(second["id"])["attempts"] == 2  # type: ignore[index]
+
+
+async def test_cancelled_while_connecting_pending(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A run stopped while the connection opens has written nothing."""
+    import httpcore
+
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    never = asyncio.Event()
+
+    class StallingBackend(httpcore.AsyncNetworkBackend):
+        async def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+            await never.wait()
+
+    # httpx's own transport, so httpcore reports its steps as in production,
+    # over a network backend whose connections never open.
+    transport = httpx.AsyncHTTPTransport()
+    transport._pool = httpcore.AsyncConnectionPool(network_backend=StallingBackend())
+    runtime.transport = transport
+    await _cancel_when(runtime, [record("a-1")], ["in_flight"])
+
+    (delivery,) = runtime.store.list_deliveries()
+    (attempt,) = runtime.store.attempts(delivery["id"])
+    assert delivery["status"] == "pending"
+    assert attempt["outcome"] == "interrupted"
+    assert simulator.journal.entries == []
+
+
+async def test_cancelled_after_write_stays_in_flight(tmp_path: Path) -> None:
+    """A run stopped while waiting for the reply may have delivered the record."""
+    received = asyncio.Event()
+    connections: list[asyncio.StreamWriter] = []
+
+    async def read_and_hold(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connections.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        received.set()
+
+    server = await asyncio.start_server(read_and_hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    runtime = make_runtime(tmp_path, f"http://127.0.0.1:{port}", concurrency=1)
+    try:
+        await _cancel_when(runtime, [record("a-1")], ["in_flight"])
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+    (delivery,) = runtime.store.list_deliveries()
+    (attempt,) = runtime.store.attempts(delivery["id"])
+    assert received.is_set()
+    assert delivery["status"] == "in_flight"
+    assert attempt["outcome"] == "interrupted"
 
 
 async def test_stored_record_now_invalid_is_blocked(

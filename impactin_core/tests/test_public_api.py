@@ -21,3 +21,11 @@ def test_all_matches_lazy_table() -> None:
     lazy = {name for names in module._EXPORTS.values() for name in names}
 
     assert set(impactin_core.__all__) == lazy
+
+
+def test_dir_lists_lazy_and_module_names() -> None:
+    names = dir(impactin_core)
+
+    assert "__file__" in names
+    assert "__path__" in names
+    assert "Runtime" in names

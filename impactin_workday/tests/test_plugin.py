@@ -79,6 +79,15 @@ def test_all_is_sorted() -> None:
     assert impactin_workday.__all__ == sorted(impactin_workday.__all__)
 
 
+def test_dir_lists_lazy_and_module_names() -> None:
+    names = dir(impactin_workday)
+
+    assert "__file__" in names
+    assert "__path__" in names
+    assert "SameDateConflict" in names
+    assert "WorkdayFaultError" in names
+
+
 def test_plugin_import_skips_zeep() -> None:
     code = (
         "import sys, impactin_workday._plugin; "

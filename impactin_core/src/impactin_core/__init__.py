@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._audit import AuditLog, DeliveryQuery
     from ._config import (
         RUNTIME_OPTIONS,
         Config,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "._audit": ("AuditLog", "DeliveryQuery"),
     "._config": (
         "RUNTIME_OPTIONS",
         "Config",
@@ -130,6 +132,7 @@ __all__ = [
     "CORE_API_VERSION",
     "PERSONAL_FIELDS",
     "RUNTIME_OPTIONS",
+    "AuditLog",
     "AuthContext",
     "AuthenticationError",
     "CircuitOpen",
@@ -138,6 +141,7 @@ __all__ = [
     "ConfigError",
     "Credentials",
     "DeliveryError",
+    "DeliveryQuery",
     "DeliveryStatus",
     "EnvSecrets",
     "IdempotencyConflict",
@@ -200,4 +204,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    # The module's own attributes, and the public names not loaded yet.
+    return sorted({*globals(), *__all__})

@@ -469,6 +469,13 @@ def deliveries_retry(
             )
             # A delivery replayed before is followed through its replay.
             ids += [row["id"] for row in failed if not row["replayed_by"]]
+        if not ids:
+            click.echo(
+                "Nothing to replay: every dead-lettered delivery was replayed "
+                "before, or there is none. 'impactin deliveries list --status "
+                "dead_lettered' lists them."
+            )
+            return
         import asyncio
 
         report = asyncio.run(runtime.retry(ids))

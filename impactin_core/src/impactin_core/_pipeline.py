@@ -100,6 +100,26 @@ class _Evidence:
     parts: list[bytes] = attrs.field(factory=list)
     #: False while the attempt authenticates, so token requests are left out.
     collecting: bool = False
+    #: Whether the transport reported its steps through httpcore's ``trace``
+    #: extension, which httpx's own transport does and a mock transport not.
+    traced: bool = False
+    #: Whether the transport started writing a request of this attempt.
+    written: bool = False
+
+    async def trace(self, name: str, info: dict[str, Any]) -> None:
+        """Note httpcore's steps; a request written to no socket cannot arrive."""
+        self.traced = True
+        if name.endswith(".send_request_headers.started"):
+            self.written = True
+
+    def may_have_arrived(self) -> bool:
+        """Return whether a request of this attempt may have reached the platform.
+
+        A request that failed or was cancelled while its connection was
+        being opened was never written, so it did not arrive. Without trace
+        events, every request handed to the transport counts.
+        """
+        return bool(self.parts) and (self.written or not self.traced)
 
 
 _evidence: contextvars.ContextVar[_Evidence | None] = contextvars.ContextVar(
@@ -112,6 +132,24 @@ async def _on_request(request: httpx.Request) -> None:
     evidence = _evidence.get()
     if evidence is not None and evidence.collecting:
         evidence.parts.append(request.content)
+        request.extensions["trace"] = _chain_trace(
+            evidence.trace, request.extensions.get("trace")
+        )
+
+
+def _chain_trace(
+    ours: Callable[[str, dict[str, Any]], Awaitable[None]],
+    theirs: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
+) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """Return a trace callback that calls ``ours``, then the connector's own."""
+    if theirs is None:
+        return ours
+
+    async def both(name: str, info: dict[str, Any]) -> None:
+        await ours(name, info)
+        await theirs(name, info)
+
+    return both
 
 
 def canonical_json(value: Any) -> bytes:
@@ -180,6 +218,8 @@ class Runtime:
         self.rng = rng or random.Random()
         self.transport = transport
         self._ssl_context: ssl.SSLContext | None = None
+        #: Deliveries that a run of this runtime is claiming or sending.
+        self._in_progress: set[str] = set()
         #: Where connectors may keep files between runs (Workday's WSDL copies).
         self._cache_dir = self.config.store_path.parent / "impactin-cache"
         self.key_ttl = key_ttl
@@ -492,13 +532,15 @@ class Runtime:
         when a worker takes it to send.
         """
         self._check_platforms()
-        rows = self.store.iter_due_deliveries(
-            self.clock(), include_future=include_future
-        )
+        now = self.clock()
+        rows = self.store.iter_due_deliveries(now, include_future=include_future)
         first = next(rows, None)
         if first is None:
             return
-        workers = self.config.concurrency
+        # Each worker opens its own connection, so a run with fewer due
+        # deliveries than the configured concurrency starts fewer workers.
+        due = self.store.count_due(now, include_future=include_future)
+        workers = max(1, min(self.config.concurrency, due))
         ready: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=workers)
 
         async def produce() -> None:
@@ -572,7 +614,22 @@ class Runtime:
         """Take one outbox row to a final state, or leave it pending for later.
 
         ``prepared`` is the row with its request, built ahead by ``_prepare_row``.
+        A delivery that another run of this runtime is taking through these
+        steps is skipped: the store's lease belongs to the process, so it
+        cannot tell two runs of one process apart.
         """
+        delivery_id = prepared.row["id"]
+        if delivery_id in self._in_progress:
+            return
+        self._in_progress.add(delivery_id)
+        try:
+            await self._run_delivery(prepared, client, report)
+        finally:
+            self._in_progress.discard(delivery_id)
+
+    async def _run_delivery(
+        self, prepared: _Prepared, client: httpx.AsyncClient, report: RunReport
+    ) -> None:
         row = prepared.row
         platform = self.plugins.platform(row["platform"]).info
         attributes = {
@@ -951,7 +1008,10 @@ class Runtime:
                 self.instruments.attempts.add(
                     1, {"platform": platform.id, "outcome": outcome_name}
                 )
-                if evidence.parts and getattr(error, "sent", True) is not False:
+                if (
+                    evidence.may_have_arrived()
+                    and getattr(error, "sent", True) is not False
+                ):
                     attempt.reached = True
                 attempt_row = {
                     "delivery_id": row["id"],
@@ -1015,7 +1075,7 @@ class Runtime:
             evidence = _evidence.get()
             if evidence is not None:
                 # From here on, requests carry the delivery, so they are its
-                # evidence and show that it may have reached the platform.
+                # evidence, and once written they may have reached the platform.
                 evidence.collecting = True
             context = SendContext(
                 client=client,

@@ -52,8 +52,15 @@ _DOB = re.compile(
     r"(?i)\b(?:d\.?o\.?b\.?|date\s+of\s+birth|born(?:\s+on)?)\s*[:\-]?\s*"
     r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}"
 )
-# Phone candidates: an optional +, then digits with common separators.
-_PHONE_CANDIDATE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d(?!\w)")
+# Phone candidates: an optional +, then digits with common separators. Digits
+# joined to a word by a dash, slash or # belong to an id ("INV-2125551234").
+_PHONE_CANDIDATE = re.compile(
+    rf"(?<![\w.])(?<!\w[{_DASHES}/#])"
+    r"\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d(?!\w)"
+)
+# A decimal amount such as "21220000.00": phone numbers written with dots
+# have two or more of them.
+_DECIMAL = re.compile(r"\d+\.\d{1,2}")
 _NATIONAL_REGIONS = ("GB", "DE", "FR", "KR", "AU", "IN", "IE", "NL", "ES", "IT")
 # The same digit class as the patterns above, so the counts agree with them.
 _DIGIT = re.compile(r"\d")
@@ -197,6 +204,8 @@ def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _is_phone_text(candidate: str) -> bool:
+    if _DECIMAL.fullmatch(candidate):
+        return False
     digits = re.sub(r"\D", "", candidate)
     return 7 <= len(digits) <= 15 and _is_phone(candidate, digits)
 

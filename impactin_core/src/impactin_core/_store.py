@@ -757,13 +757,20 @@ class Store:
             if len(page) < page_size:
                 return
 
-    def count_due(self, now: float) -> int:
+    def count_due(self, now: float, *, include_future: bool = False) -> int:
         """Return how many deliveries ``due_deliveries(now)`` would return."""
-        row = self.db.conn.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'in_flight') "
-            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
-            (now,),
-        ).fetchone()
+        if include_future:
+            row = self.db.conn.execute(
+                "SELECT COUNT(*) FROM deliveries "
+                "WHERE status IN ('pending', 'in_flight')"
+            ).fetchone()
+        else:
+            row = self.db.conn.execute(
+                "SELECT COUNT(*) FROM deliveries "
+                "WHERE status IN ('pending', 'in_flight') "
+                "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+                (now,),
+            ).fetchone()
         return int(row[0])
 
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:

@@ -37,4 +37,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    # The module's own attributes, and the public names not loaded yet.
+    return sorted({*globals(), *__all__})
