@@ -1,7 +1,9 @@
 """Delivery throughput: the full pipeline against a bare httpx loop.
 
 Both post the same Benevity payloads to one simulator process on
-127.0.0.1, at the same concurrency, in alternating rounds. The pipeline
+127.0.0.1, at the same concurrency, in alternating rounds. The bare loop
+runs twice per round: with one shared client, and with a client per
+worker as the pipeline has. The pipeline
 run covers everything ``Runtime.deliver`` does: the outbox and
 idempotency keys in SQLite, minimization, redaction, the leak scan, the
 rate limiter (set far above the load), the circuit breaker, the attempt
@@ -66,9 +68,13 @@ async def run_pipeline(
 
 
 async def run_bare(
-    url: str, concurrency: int, count: int, prefix: str
+    url: str, concurrency: int, count: int, prefix: str, *, own_clients: bool = False
 ) -> tuple[float, float, int]:
-    """Post ``count`` payloads; return wall and CPU seconds and the failed count."""
+    """Post ``count`` payloads; return wall and CPU seconds and the failed count.
+
+    The loop shares one client, as a hand-written loop usually does. With
+    ``own_clients`` each worker has its own, as the pipeline's workers do.
+    """
     with tempfile.TemporaryDirectory() as folder:
         runtime = new_runtime(Path(folder), url, concurrency)
         try:
@@ -83,27 +89,32 @@ async def run_bare(
             runtime.close()
     donations = settings.base_url + "/donations"
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
-        pending = iter(payloads)
-        failed = 0
+    pending = iter(payloads)
+    failed = 0
 
-        async def worker() -> None:
-            nonlocal failed
-            for payload in pending:
-                try:
-                    response = await client.post(
-                        donations, json=payload, headers=headers
-                    )
-                except httpx.HTTPError:
-                    failed += 1
-                    continue
-                if response.status_code != 201:
-                    failed += 1
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failed
+        for payload in pending:
+            try:
+                response = await client.post(donations, json=payload, headers=headers)
+            except httpx.HTTPError:
+                failed += 1
+                continue
+            if response.status_code != 201:
+                failed += 1
 
-        started, cpu_started = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        return elapsed, time.process_time() - cpu_started, failed
+    async def worker_with_own_client() -> None:
+        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+            await worker(client)
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if own_clients:
+        await asyncio.gather(*(worker_with_own_client() for _ in range(concurrency)))
+    else:
+        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+            await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return elapsed, time.process_time() - cpu_started, failed
 
 
 async def bare_headers(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, str]:
@@ -124,11 +135,13 @@ async def measure(
     await run_bare(url, concurrency, 20, f"warm-bare-{concurrency}")
     await run_pipeline(url, concurrency, 20, f"warm-pipe-{concurrency}")
     bare: list[float] = []
+    bare_own: list[float] = []
     pipeline: list[float] = []
     # Client CPU (this process only; the server runs in its own) per record.
     bare_cpu: list[float] = []
+    bare_own_cpu: list[float] = []
     pipeline_cpu: list[float] = []
-    failed = {"bare": 0, "pipeline": 0}
+    failed = {"bare": 0, "bare_own_clients": 0, "pipeline": 0}
     for round_number in range(rounds):
         prefix = f"c{concurrency}-r{round_number}"
         # Rates count only the records that arrived.
@@ -136,6 +149,12 @@ async def measure(
         bare.append((count - lost) / elapsed)
         bare_cpu.append(cpu / count)
         failed["bare"] += lost
+        elapsed, cpu, lost = await run_bare(
+            url, concurrency, count, prefix + "-bare-own", own_clients=True
+        )
+        bare_own.append((count - lost) / elapsed)
+        bare_own_cpu.append(cpu / count)
+        failed["bare_own_clients"] += lost
         elapsed, cpu, lost = await run_pipeline(
             url, concurrency, count, prefix + "-pipe"
         )
@@ -143,20 +162,26 @@ async def measure(
         pipeline_cpu.append(cpu / count)
         failed["pipeline"] += lost
     bare_median = statistics.median(bare)
+    bare_own_median = statistics.median(bare_own)
     pipeline_median = statistics.median(pipeline)
     return {
         "concurrency": concurrency,
         "records": count,
         "rounds": rounds,
         "bare_per_s": round(bare_median, 1),
+        "bare_own_clients_per_s": round(bare_own_median, 1),
         "pipeline_per_s": round(pipeline_median, 1),
         "ratio": round(pipeline_median / bare_median, 3),
+        "ratio_to_own_clients": round(pipeline_median / bare_own_median, 3),
         "bare_rounds": [round(value, 1) for value in bare],
+        "bare_own_clients_rounds": [round(value, 1) for value in bare_own],
         "pipeline_rounds": [round(value, 1) for value in pipeline],
         "bare_cpu_ms_per_record": round(statistics.median(bare_cpu) * 1000, 3),
+        "bare_own_clients_cpu_ms_per_record": round(
+            statistics.median(bare_own_cpu) * 1000, 3
+        ),
         "pipeline_cpu_ms_per_record": round(statistics.median(pipeline_cpu) * 1000, 3),
-        "failed_bare": failed["bare"],
-        "failed_pipeline": failed["pipeline"],
+        "failed": failed,
     }
 
 
