@@ -768,6 +768,39 @@ async def test_cancelled_while_connecting_pending(
     assert simulator.journal.entries == []
 
 
+async def test_cancelled_during_proxy_tls_pending(tmp_path: Path) -> None:
+    """A CONNECT to a proxy carries nothing of the delivery to the platform."""
+    tunnels: list[asyncio.StreamWriter] = []
+
+    async def accept_connect(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # Answer the CONNECT, then never answer the TLS handshake.
+        tunnels.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+
+    proxy = await asyncio.start_server(accept_connect, "127.0.0.1", 0)
+    proxy_port = proxy.sockets[0].getsockname()[1]
+    # The platform address is only named in the CONNECT; nothing connects to it.
+    runtime = make_runtime(tmp_path, "https://127.0.0.1:9", concurrency=1)
+    runtime.transport = httpx.AsyncHTTPTransport(proxy=f"http://127.0.0.1:{proxy_port}")
+    try:
+        await _cancel_when(runtime, [record("a-1")], ["in_flight"])
+    finally:
+        for writer in tunnels:
+            writer.close()
+        proxy.close()
+        await proxy.wait_closed()
+
+    (delivery,) = runtime.store.list_deliveries()
+    (attempt,) = runtime.store.attempts(delivery["id"])
+    assert tunnels
+    assert delivery["status"] == "pending"
+    assert attempt["outcome"] == "interrupted"
+
+
 async def test_cancelled_after_write_stays_in_flight(tmp_path: Path) -> None:
     """A run stopped while waiting for the reply may have delivered the record."""
     received = asyncio.Event()

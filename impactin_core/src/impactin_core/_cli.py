@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._cli_stop import run_until_stopped
 from ._errors import ImpactInError
 
 if TYPE_CHECKING:
@@ -186,9 +187,9 @@ def _run_with_progress(
         runtime.submit(counted(), run_id=report.run_id, report=report)
         due = runtime.store.count_due(runtime.clock())
         send = progress.add_task("delivering", total=due)
-        import asyncio
-
-        asyncio.run(runtime.process(report, on_done=lambda: progress.advance(send)))
+        run_until_stopped(
+            runtime.process(report, on_done=lambda: progress.advance(send))
+        )
     return report
 
 
@@ -297,9 +298,7 @@ def resume(ctx: click.Context, include_future: bool) -> None:
     """Deliver what earlier runs left pending or in flight."""
     runtime = _runtime(ctx)
     try:
-        import asyncio
-
-        report = asyncio.run(runtime.resume(include_future=include_future))
+        report = run_until_stopped(runtime.resume(include_future=include_future))
     finally:
         runtime.close()
     _print_summary(_console(), report, "Resumed")
@@ -476,9 +475,7 @@ def deliveries_retry(
                 "dead_lettered' lists them."
             )
             return
-        import asyncio
-
-        report = asyncio.run(runtime.retry(ids))
+        report = run_until_stopped(runtime.retry(ids))
     finally:
         runtime.close()
     _print_summary(_console(), report, f"Replayed {len(ids)} deliveries")

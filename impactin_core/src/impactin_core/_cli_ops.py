@@ -137,9 +137,8 @@ def resubmit(
     is marked resolved. An invalid one stays quarantined and the command
     prints why.
     """
-    import asyncio
-
     from ._cli import _console, _print_summary, _runtime
+    from ._cli_stop import run_until_stopped
     from ._stats import RunReport
 
     if not assignments and file is None:
@@ -164,7 +163,7 @@ def resubmit(
         report = RunReport(run_id=f"resubmit-{entry['id'][:12]}")
         runtime.enqueue(parsed.record, run_id=report.run_id, report=report)
         runtime.store.resolve_quarantined(entry["id"], runtime.clock())
-        asyncio.run(runtime.process(report))
+        run_until_stopped(runtime.process(report))
     finally:
         runtime.close()
     console = _console()

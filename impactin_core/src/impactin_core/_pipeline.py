@@ -109,7 +109,12 @@ class _Evidence:
     async def trace(self, name: str, info: dict[str, Any]) -> None:
         """Note httpcore's steps; a request written to no socket cannot arrive."""
         self.traced = True
-        if name.endswith(".send_request_headers.started"):
+        if not name.endswith(".send_request_headers.started"):
+            return
+        # Behind an HTTP proxy, httpcore first sends a CONNECT request to
+        # the proxy with the same trace; the platform sees nothing of it.
+        request = info.get("request")
+        if getattr(request, "method", None) != b"CONNECT":
             self.written = True
 
     def may_have_arrived(self) -> bool:

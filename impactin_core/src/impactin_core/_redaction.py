@@ -52,15 +52,23 @@ _DOB = re.compile(
     r"(?i)\b(?:d\.?o\.?b\.?|date\s+of\s+birth|born(?:\s+on)?)\s*[:\-]?\s*"
     r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}"
 )
-# Phone candidates: an optional +, then digits with common separators. Digits
-# joined to a word by a dash, slash or # belong to an id ("INV-2125551234").
-_PHONE_CANDIDATE = re.compile(
-    rf"(?<![\w.])(?<!\w[{_DASHES}/#])"
-    r"\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d(?!\w)"
+# Phone candidates: an optional +, then digits with common separators.
+_PHONE_CANDIDATE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d(?!\w)")
+# An uppercase id prefix joined to the digits ("INV-2125551234", "PO#...").
+# A lowercase word before them ("Cell#...", "john-...") can be a label or a
+# name, so such digits stay phone candidates.
+_ID_PREFIX = re.compile(rf"(?<![\w.])([A-Z][A-Z0-9]{{0,15}})[{_DASHES}/#]\Z")
+# Prefixes that label a phone number rather than name an id.
+_PHONE_LABELS = frozenset(
+    {"CALL", "CELL", "FAX", "MOB", "MOBILE", "PH", "PHONE", "SMS", "TEL", "WA"}
 )
-# A decimal amount such as "21220000.00": phone numbers written with dots
-# have two or more of them.
-_DECIMAL = re.compile(r"\d+\.\d{1,2}")
+# An amount such as "21220000.00", "(21220000.00)", "21 220 000.00" or
+# "2.122.000.000,00": digits, then two decimals after a point or comma, with
+# thousands grouped by threes. Phone numbers written with points group the
+# digits otherwise ("06.12.34.56.78", "212.555.1234").
+_AMOUNT = re.compile(r"\(?(?:\d+|\d{1,3}(?:[ .,]\d{3})+)[.,]\d{2}\)?")
+# Candidates stop before a comma, so a decimal comma is checked after them.
+_COMMA_DECIMALS = re.compile(r",\d{2}(?!\d)")
 _NATIONAL_REGIONS = ("GB", "DE", "FR", "KR", "AU", "IN", "IE", "NL", "ES", "IT")
 # The same digit class as the patterns above, so the counts agree with them.
 _DIGIT = re.compile(r"\d")
@@ -200,11 +208,22 @@ def _is_phone(candidate: str, digits: str) -> bool:
 
 def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
     for match in _PHONE_CANDIDATE.finditer(text):
+        if not match.group().startswith("+") and _has_id_prefix(text, match.start()):
+            continue
+        decimals = _COMMA_DECIMALS.match(text, match.end())
+        if decimals and _AMOUNT.fullmatch(match.group() + decimals.group()):
+            continue
         yield from _phones_in(match.group(), match.start())
 
 
+def _has_id_prefix(text: str, start: int) -> bool:
+    """Return whether an uppercase id prefix such as ``INV-`` ends at ``start``."""
+    prefix = _ID_PREFIX.search(text, max(0, start - 17), start)
+    return prefix is not None and prefix.group(1) not in _PHONE_LABELS
+
+
 def _is_phone_text(candidate: str) -> bool:
-    if _DECIMAL.fullmatch(candidate):
+    if _AMOUNT.fullmatch(candidate):
         return False
     digits = re.sub(r"\D", "", candidate)
     return 7 <= len(digits) <= 15 and _is_phone(candidate, digits)
