@@ -775,7 +775,7 @@ async def test_cancelled_during_proxy_tls_pending(tmp_path: Path) -> None:
     async def accept_connect(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        # Answer the CONNECT, then never answer the TLS handshake.
+        # Accept the CONNECT, then never reply to the TLS handshake.
         tunnels.append(writer)
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")

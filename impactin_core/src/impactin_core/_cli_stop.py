@@ -24,7 +24,7 @@ SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
 
 def run_until_stopped(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` with ``asyncio.run``; on SIGTERM cancel it and exit."""
+    """Run ``coroutine`` with ``asyncio.run``, and cancel it and exit on SIGTERM."""
     import asyncio
 
     stopped = False
@@ -43,8 +43,8 @@ def run_until_stopped(coroutine: Coroutine[Any, Any, T]) -> T:
         try:
             loop.add_signal_handler(signal.SIGTERM, stop)
         except (NotImplementedError, RuntimeError, ValueError):
-            # No signal handlers on Windows' event loop or outside the main
-            # thread; SIGTERM keeps its default action there.
+            # Windows' event loop, and any loop outside the main thread, take
+            # no signal handlers, so SIGTERM keeps its default action there.
             return await coroutine
         try:
             return await coroutine

@@ -101,18 +101,18 @@ class _Evidence:
     #: False while the attempt authenticates, so token requests are left out.
     collecting: bool = False
     #: Whether the transport reported its steps through httpcore's ``trace``
-    #: extension, which httpx's own transport does and a mock transport not.
+    #: extension. httpx's own transport does, and a mock transport does not.
     traced: bool = False
     #: Whether the transport started writing a request of this attempt.
     written: bool = False
 
     async def trace(self, name: str, info: dict[str, Any]) -> None:
-        """Note httpcore's steps; a request written to no socket cannot arrive."""
+        """Record httpcore's steps, because a request never written cannot arrive."""
         self.traced = True
         if not name.endswith(".send_request_headers.started"):
             return
         # Behind an HTTP proxy, httpcore first sends a CONNECT request to
-        # the proxy with the same trace; the platform sees nothing of it.
+        # the proxy with the same trace. It carries nothing to the platform.
         request = info.get("request")
         if getattr(request, "method", None) != b"CONNECT":
             self.written = True
@@ -345,8 +345,9 @@ class Runtime:
         return f"ik_{digest.hexdigest()[:40]}"
 
     @staticmethod
-    def content_hash(record: ImpactRecord) -> str:
-        return hashlib.sha256(canonical_json(converter.unstructure(record))).hexdigest()
+    def content_hash(unstructured: dict[str, Any]) -> str:
+        """Return the SHA-256 of a record as ``converter.unstructure`` returns it."""
+        return hashlib.sha256(canonical_json(unstructured)).hexdigest()
 
     # -- accept and persist ----------------------------------------------------
 
@@ -435,8 +436,7 @@ class Runtime:
             )
             return
         unstructured = converter.unstructure(record)
-        # The same digest as content_hash(record), without a second unstructure.
-        content = hashlib.sha256(canonical_json(unstructured)).hexdigest()
+        content = self.content_hash(unstructured)
         correlation_id = uuid.uuid4().hex
         for platform in routes:
             delivery = {
@@ -620,7 +620,7 @@ class Runtime:
 
         ``prepared`` is the row with its request, built ahead by ``_prepare_row``.
         A delivery that another run of this runtime is taking through these
-        steps is skipped: the store's lease belongs to the process, so it
+        steps is skipped. The store's lease belongs to the process, so it
         cannot tell two runs of one process apart.
         """
         delivery_id = prepared.row["id"]

@@ -713,11 +713,8 @@ class Store:
         self, now: float, *, include_future: bool = False, tenant: str | None = None
     ) -> list[dict[str, Any]]:
         """Deliveries not finished: pending, or in flight when a process died."""
-        where = "status IN ('pending', 'in_flight')"
-        args: list[Any] = []
-        if not include_future:
-            where += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
-            args.append(now)
+        where = _due_condition(include_future)
+        args: list[Any] = [] if include_future else [now]
         if tenant is not None:
             where += " AND tenant = ?"
             args.append(tenant)
@@ -737,12 +734,10 @@ class Store:
         that becomes due while the pages are read is yielded if its rowid
         is still ahead.
         """
-        where = "rowid > ? AND status IN ('pending', 'in_flight')"
-        if not include_future:
-            where += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
         query = (
             f"SELECT rowid AS row_number, {_LIST_COLUMNS} FROM deliveries "
-            f"WHERE {where} ORDER BY rowid LIMIT ?"
+            f"WHERE rowid > ? AND {_due_condition(include_future)} "
+            "ORDER BY rowid LIMIT ?"
         )
         last = 0
         while True:
@@ -758,19 +753,11 @@ class Store:
                 return
 
     def count_due(self, now: float, *, include_future: bool = False) -> int:
-        """Return how many deliveries ``due_deliveries(now)`` would return."""
-        if include_future:
-            row = self.db.conn.execute(
-                "SELECT COUNT(*) FROM deliveries "
-                "WHERE status IN ('pending', 'in_flight')"
-            ).fetchone()
-        else:
-            row = self.db.conn.execute(
-                "SELECT COUNT(*) FROM deliveries "
-                "WHERE status IN ('pending', 'in_flight') "
-                "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
-                (now,),
-            ).fetchone()
+        """Return how many deliveries ``iter_due_deliveries`` would yield now."""
+        row = self.db.conn.execute(
+            f"SELECT COUNT(*) FROM deliveries WHERE {_due_condition(include_future)}",
+            () if include_future else (now,),
+        ).fetchone()
         return int(row[0])
 
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
@@ -1084,8 +1071,19 @@ class Store:
         return not inserted
 
 
-#: ``UPDATE ... RETURNING`` needs SQLite 3.35 or newer; older libraries
-#: claim a delivery with a read and a write.
+def _due_condition(include_future: bool) -> str:
+    """Return the SQL condition that a delivery is unfinished and due.
+
+    Without ``include_future`` the condition takes one parameter, the time.
+    """
+    condition = "status IN ('pending', 'in_flight')"
+    if include_future:
+        return condition
+    return condition + " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+
+
+#: ``UPDATE ... RETURNING`` needs SQLite 3.35 or newer. With an older
+#: library a delivery is claimed with a read and a write.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 _LIST_COLUMNS = (
