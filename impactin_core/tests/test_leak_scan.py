@@ -171,3 +171,28 @@ def test_skipped_text_has_nothing_to_find(text: str) -> None:
         assert detect(text) == []
     kinds = {finding.kind for finding in leak_scan({"k": text, text: 1})}
     assert kinds == set(detect(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"\A000[0-9]{4,12}\Z"))
+def test_three_leading_zeros_never_valid(digits: str) -> None:
+    # The scan takes such digits (zero-padded ids) for no phone number
+    # without asking phonenumbers; this checks that phonenumbers agrees.
+    import phonenumbers
+
+    from impactin_core._redaction import _NATIONAL_REGIONS
+
+    for region in _NATIONAL_REGIONS:
+        try:
+            number = phonenumbers.parse(digits, region)
+        except phonenumbers.NumberParseException:
+            continue
+        assert not phonenumbers.is_valid_number(number), (digits, region)
+    assert "phone" not in detect(f"employee {digits}")
+
+
+@pytest.mark.parametrize(
+    "text", ["0033 6 12 34 56 78", "0044 7911 123456", "00 49 30 12345678"]
+)
+def test_international_prefix_00_is_phone(text: str) -> None:
+    assert "phone" in detect(text)

@@ -886,3 +886,62 @@ async def test_cancelled_during_token_request_pending(
 
     assert status_elsewhere(runtime) == ["pending"]
     assert simulator.journal.entries == []
+
+
+async def test_requests_built_while_a_send_waits(
+    tmp_path: Path, echo_simulator: Echo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first two, each request is built while another awaits its answer."""
+    from impactin_core import _pipeline
+
+    server, _ = echo_simulator
+    set_faults(server, latency_seconds=0.02)
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    waiting_at_build: list[int] = []
+    build = runtime._prepare_row
+
+    def watched_build(row: Any) -> Any:
+        pacer = _pipeline._pacer.get()
+        assert pacer is not None
+        waiting_at_build.append(pacer.awaiting)
+        return build(row)
+
+    monkeypatch.setattr(runtime, "_prepare_row", watched_build)
+    report = await runtime.deliver([record(f"a-{n}") for n in range(12)])
+
+    assert report.platforms["echo"].delivered == 12
+    assert len(waiting_at_build) == 12
+    # The first is built before anything is sent, the second when the
+    # worker takes the first, before its request is written.
+    assert waiting_at_build[:2] == [0, 0]
+    assert all(count == 1 for count in waiting_at_build[2:]), waiting_at_build
+
+
+class UntracedTransport(httpx.AsyncBaseTransport):
+    """A host's transport that reports none of httpcore's steps."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions.pop("trace", None)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_untraced_transport_delivers_all(
+    tmp_path: Path, echo_simulator: Echo, concurrency: int
+) -> None:
+    """Without trace events the builder runs whenever the workers run dry."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=concurrency)
+    runtime.transport = UntracedTransport()
+
+    report = await runtime.deliver([record(f"a-{n}") for n in range(30)])
+
+    assert report.platforms["echo"].delivered == 30
+    assert len(simulator.journal.entries) == 30
+    assert status_elsewhere(runtime) == ["delivered"] * 30

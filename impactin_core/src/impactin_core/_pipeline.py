@@ -109,6 +109,9 @@ class _Evidence:
     async def trace(self, name: str, info: dict[str, Any]) -> None:
         """Record httpcore's steps, because a request never written cannot arrive."""
         self.traced = True
+        pacer = _pacer.get()
+        if pacer is not None:
+            pacer.note(name)
         if not name.endswith(".send_request_headers.started"):
             return
         # Behind an HTTP proxy, httpcore first sends a CONNECT request to
@@ -129,6 +132,50 @@ class _Evidence:
 
 _evidence: contextvars.ContextVar[_Evidence | None] = contextvars.ContextVar(
     "impactin_evidence", default=None
+)
+
+
+class _Pacer:
+    """Tells the task that builds requests ahead when its work costs no time.
+
+    That task and the workers share one thread. A worker yields to the
+    event loop just before it writes its request, so work started then
+    delays the request. Work started while a request waits for its
+    response overlaps the platform's time instead. httpcore's trace
+    events say when a request starts and stops waiting.
+    """
+
+    def __init__(self) -> None:
+        #: Requests written whose response headers have not arrived yet.
+        self.awaiting = 0
+        self._wake = asyncio.Event()
+
+    def note(self, name: str) -> None:
+        """Count the requests waiting for their response, from a trace event."""
+        if name.endswith(".receive_response_headers.started"):
+            self.awaiting += 1
+            self._wake.set()
+        elif ".receive_response_headers." in name:
+            # ".complete" or ".failed", which a cancellation reports too.
+            self.awaiting = max(0, self.awaiting - 1)
+
+    def wake(self) -> None:
+        """Let the builder run now, because the workers have nothing to take."""
+        self._wake.set()
+
+    async def wait_for_idle(self, ready: asyncio.Queue[Any]) -> None:
+        """Wait until a request waits for its response or ``ready`` is empty.
+
+        A transport without trace events never reports a waiting request,
+        so there the builder runs each time the workers empty ``ready``.
+        """
+        while self.awaiting == 0 and not ready.empty():
+            self._wake.clear()
+            await self._wake.wait()
+
+
+_pacer: contextvars.ContextVar[_Pacer | None] = contextvars.ContextVar(
+    "impactin_pacer", default=None
 )
 
 
@@ -532,9 +579,11 @@ class Runtime:
         The outbox is read a page at a time, so memory does not grow with
         the number of due deliveries. One task builds each delivery's
         request (decryption, minimization, the map and redact hooks and the
-        leak scan) up to ``concurrency`` deliveries ahead, so that this work
-        runs while sends wait for the network. A delivery is claimed only
-        when a worker takes it to send.
+        leak scan) up to ``concurrency + 1`` deliveries ahead. It works
+        while a sent request waits for its response, so that this work
+        overlaps the network and the platform's own time instead of
+        delaying the next send. A delivery is claimed only when a worker
+        takes it to send.
         """
         self._check_platforms()
         now = self.clock()
@@ -546,10 +595,14 @@ class Runtime:
         # deliveries than the configured concurrency starts fewer workers.
         due = self.store.count_due(now, include_future=include_future)
         workers = max(1, min(self.config.concurrency, due))
-        ready: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=workers)
+        # One request more than the workers can take, so that a worker that
+        # takes one still leaves one ready while the next is being built.
+        ready: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=workers + 1)
+        pacer = _Pacer()
 
         async def produce() -> None:
             for row in itertools.chain([first], rows):
+                await pacer.wait_for_idle(ready)
                 try:
                     prepared = self._prepare_row(row)
                 except StoreError:
@@ -566,6 +619,8 @@ class Runtime:
 
         async def work(client: httpx.AsyncClient) -> None:
             while (prepared := await ready.get()) is not None:
+                if ready.empty():
+                    pacer.wake()
                 await self.run_delivery(prepared, client, report)
                 if on_done is not None:
                     on_done()
@@ -580,6 +635,9 @@ class Runtime:
             async with self._client() as client:
                 await work(client)
 
+        # The tasks below copy the context, so their trace events reach
+        # this run's pacer.
+        pacer_token = _pacer.set(pacer)
         try:
             if self.transport is None:
                 # Each worker has its own client, so each connection pool
@@ -598,6 +656,7 @@ class Runtime:
                         [produce(), *(work(client) for _ in range(workers))]
                     )
         finally:
+            _pacer.reset(pacer_token)
             self.store.flush()
 
     def _client(self) -> httpx.AsyncClient:

@@ -187,6 +187,12 @@ def _is_phone(candidate: str, digits: str) -> bool:
 
     if candidate.startswith("+"):
         attempts: tuple[str | None, ...] = (None,)
+    elif digits.startswith("000"):
+        # Zero-padded ids. After an international prefix "00" a country code
+        # cannot start with 0, and after a trunk prefix "0" no national
+        # number of these regions starts with "00", so none is valid. This
+        # saves ten parses of about 15 microseconds each.
+        return False
     elif digits.startswith("0"):
         # A leading trunk prefix marks a national number outside North America.
         attempts = _NATIONAL_REGIONS
