@@ -235,3 +235,46 @@ def test_cli_reset_unknown_circuit(
 
     assert result.exit_code != 0
     assert expected in result.output
+
+
+async def test_cli_reset_with_options(
+    tmp_path: Path, echo_simulator: Echo, environ: None
+) -> None:
+    server, _ = echo_simulator
+    runtime = await _open_circuit(tmp_path, server)
+    config = _write_config(tmp_path, server.url)
+    arguments = ["--tenant", "acme", "--platform", "echo"]
+
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "breaker", "reset", *arguments]
+    )
+    applied = runtime.breaker_sync.apply_reset("acme", "echo")
+    runtime.close()
+
+    assert result.exit_code == 0, result.output
+    assert applied is True
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        pytest.param([], "Missing tenant", id="nothing"),
+        pytest.param(["acme"], "Missing platform", id="no-platform"),
+        pytest.param(
+            ["acme", "echo", "--tenant", "globex"],
+            "given twice, as 'acme' and --tenant 'globex'",
+            id="conflict",
+        ),
+    ],
+)
+def test_cli_reset_names_circuit_once(
+    tmp_path: Path, environ: None, arguments: list[str], expected: str
+) -> None:
+    config = _write_config(tmp_path, "http://127.0.0.1:9")
+
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "breaker", "reset", *arguments]
+    )
+
+    assert result.exit_code == 2
+    assert expected in result.output

@@ -20,15 +20,31 @@ def breaker() -> None:
 
 
 @breaker.command("reset")
-@click.argument("tenant")
-@click.argument("platform")
+@click.argument("tenant", required=False)
+@click.argument("platform", required=False)
+@click.option(
+    "--tenant", "tenant_option", help="Tenant id in the configuration (or TENANT)."
+)
+@click.option(
+    "--platform", "platform_option", help="Platform id, such as workday (or PLATFORM)."
+)
 @click.pass_context
-def reset(ctx: click.Context, tenant: str, platform: str) -> None:
+def reset(
+    ctx: click.Context,
+    tenant: str | None,
+    platform: str | None,
+    tenant_option: str | None,
+    platform_option: str | None,
+) -> None:
     """Close the circuit of TENANT on PLATFORM in every running worker.
 
-    The reset is stored, and each worker closes its circuit and clears the
-    failure streak before its next call to the platform.
+    Name the circuit as `reset TENANT PLATFORM` or, as the `tokens`
+    commands do, `reset --tenant TENANT --platform PLATFORM`. The reset is
+    stored, and each worker closes its circuit and clears the failure
+    streak before its next call to the platform.
     """
+    tenant = _one_value("tenant", tenant, tenant_option)
+    platform = _one_value("platform", platform, platform_option)
     from ._breaker_states import record_reset
     from ._cli import _runtime
 
@@ -49,3 +65,21 @@ def reset(ctx: click.Context, tenant: str, platform: str) -> None:
         f"Recorded a manual reset of the circuit of tenant {tenant} on {platform}; "
         "running workers close it before their next call."
     )
+
+
+def _one_value(name: str, argument: str | None, option: str | None) -> str:
+    """Return the value given as an argument or as ``--name``, equal when both are."""
+    if argument is not None and option is not None and argument != option:
+        message = (
+            f"The {name} is given twice, as {argument!r} and --{name} {option!r}; "
+            "give it once."
+        )
+        raise click.UsageError(message)
+    value = argument if argument is not None else option
+    if value is None:
+        message = (
+            f"Missing {name}: run 'impactin breaker reset TENANT PLATFORM' or "
+            "'impactin breaker reset --tenant TENANT --platform PLATFORM'."
+        )
+        raise click.UsageError(message)
+    return value
