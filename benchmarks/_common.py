@@ -197,12 +197,17 @@ def record_dict(index: int, prefix: str, *, padded: bool = False) -> dict[str, A
     }
 
 
-def records(count: int, prefix: str, *, padded: bool = False) -> Iterator[Any]:
-    """Yield ``count`` ``ImpactRecord`` donations with unique source ids."""
+def records(
+    count: int, prefix: str, *, padded: bool = False, start: int = 0
+) -> Iterator[Any]:
+    """Yield ``count`` ``ImpactRecord`` donations with unique source ids.
+
+    The ids number the records from ``start``.
+    """
     from impactin_core import ImpactRecord
     from impactin_core._converter import converter
 
-    for index in range(count):
+    for index in range(start, start + count):
         row = record_dict(index, prefix, padded=padded)
         yield converter.structure(row, ImpactRecord)
 

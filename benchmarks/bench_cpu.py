@@ -27,7 +27,7 @@ from impactin_core._logging import install_filter
 from impactin_core._redaction import minimize_record
 
 
-def measure(count: int, padded: bool) -> dict[str, Any]:
+def measure(count: int, padded: bool, start: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         environ = bench_environ()
         config = bench_config(
@@ -35,7 +35,8 @@ def measure(count: int, padded: bool) -> dict[str, Any]:
         )
         runtime = Runtime(config, secrets=EnvSecrets(environ))
         try:
-            return run_steps(runtime, list(records(count, "cpu", padded=padded)))
+            batch = list(records(count, "cpu", padded=padded, start=start))
+            return run_steps(runtime, batch)
         finally:
             runtime.close()
 
@@ -77,8 +78,15 @@ def run_steps(runtime: Runtime, batch: list[Any]) -> dict[str, Any]:
             redactor(platform=info, request=requests[0], policy=policy)
             mark = _add(spent, "redact", mark)
 
-            if leak_scan(requests[0].payload, requests[0].personal_paths):
-                raise RuntimeError("The benchmark payload leaks personal data.")
+            findings = leak_scan(requests[0].payload, requests[0].personal_paths)
+            if findings:
+                found = ", ".join(f"{item.kind} at {item.path}" for item in findings)
+                message = (
+                    f"The leak scan blocks the payload of {record.source_id} "
+                    f"({found}). An id with one leading zero can be a valid "
+                    "national phone number; use a --first-id below 1000000."
+                )
+                raise RuntimeError(message)
             mark = _add(spent, "leak_scan", mark)
 
             for outcome in ("success", "delivered"):
@@ -117,12 +125,32 @@ def main() -> None:
     parser.add_argument(
         "--padded-ids",
         action="store_true",
-        help="Source ids of eight zero-padded digits, the leak scan's worst case.",
+        help=(
+            "Source ids of eight zero-padded digits (cpu-00004711), which the "
+            "leak scan checks as possible phone numbers."
+        ),
+    )
+    parser.add_argument(
+        "--first-id",
+        type=int,
+        default=0,
+        help=(
+            "Number of the first record's id. With --padded-ids, 100000 gives "
+            "ids with two leading zeros (cpu-00100000)."
+        ),
     )
     args = parser.parse_args()
     measure(200, args.padded_ids)  # warm-up: imports, regexes, plugin loading
-    result = measure(args.records, args.padded_ids)
-    emit("cpu", {**result, "padded_ids": args.padded_ids, "machine": machine()})
+    result = measure(args.records, args.padded_ids, args.first_id)
+    emit(
+        "cpu",
+        {
+            **result,
+            "padded_ids": args.padded_ids,
+            "first_id": args.first_id,
+            "machine": machine(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -173,22 +173,142 @@ def test_skipped_text_has_nothing_to_find(text: str) -> None:
     assert kinds == set(detect(text))
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.from_regex(r"\A000[0-9]{4,12}\Z"))
-def test_three_leading_zeros_never_valid(digits: str) -> None:
-    # The scan takes such digits (zero-padded ids) for no phone number
-    # without asking phonenumbers; this checks that phonenumbers agrees.
+def _valid_in_any_region(candidate: str) -> bool:
+    """Parse ``candidate`` in every region the scan tries, as the scan once did."""
     import phonenumbers
 
     from impactin_core._redaction import _NATIONAL_REGIONS
 
     for region in _NATIONAL_REGIONS:
         try:
-            number = phonenumbers.parse(digits, region)
+            number = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
             continue
-        assert not phonenumbers.is_valid_number(number), (digits, region)
-    assert "phone" not in detect(f"employee {digits}")
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
+
+
+# Prefixes where the rules differ: international prefixes of one or more
+# regions, country codes after them, and national numbers that start with 0
+# (Indian toll-free 000800, Korean 00798 and 00308 written after a trunk 0).
+_PREFIXES = [
+    "0", "00", "000", "0000", "001", "0011", "0012", "00700", "00727", "0033",
+    "0044", "0049", "0082", "0091", "00353", "000800", "00798", "000798",
+    "000308", "000368", "0180020", "0183", "01", "02", "03", "06", "07", "08",
+    "09",
+]  # fmt: skip
+
+_national_digits = st.one_of(
+    st.from_regex(r"\A0[0-9]{6,14}\Z"),
+    st.builds(
+        lambda prefix, tail: prefix + tail,
+        st.sampled_from(_PREFIXES),
+        st.text("0123456789", min_size=4, max_size=12),
+    ),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_national_digits, st.booleans())
+def test_region_filter_agrees_with_phonenumbers(digits: str, spaced: bool) -> None:
+    # The scan parses a number that starts with 0 only in the regions where
+    # it may be valid. The result must match parsing in every region.
+    from impactin_core._redaction import _is_phone
+
+    candidate = " ".join([digits[:4], digits[4:]]) if spaced else digits
+
+    assert _is_phone(candidate, digits) == _valid_in_any_region(candidate)
+
+
+def _example_numbers() -> list[str]:
+    """Return phonenumbers' example of each number type that is dialled with a 0.
+
+    For every region the scan tries, this covers every region sharing its
+    country code, in national form and after the international prefix 00.
+    """
+    import phonenumbers
+
+    from impactin_core._redaction import _NATIONAL_REGIONS, _NUMBER_TYPES
+
+    numbers = set()
+    for region in _NATIONAL_REGIONS:
+        code = phonenumbers.country_code_for_region(region)
+        for sharing in phonenumbers.region_codes_for_country_code(code):
+            metadata = phonenumbers.PhoneMetadata.metadata_for_region(sharing)
+            for name in _NUMBER_TYPES:
+                example = getattr(getattr(metadata, name, None), "example_number", None)
+                if not example:
+                    continue
+                number = phonenumbers.parse(f"+{code}{example}")
+                national = phonenumbers.format_number(
+                    number, phonenumbers.PhoneNumberFormat.NATIONAL
+                )
+                numbers.add(national)
+                numbers.add(f"00{code} {example}")
+    # The scan parses national numbers in these regions only after a 0.
+    return sorted(text for text in numbers if text.startswith("0"))
+
+
+def test_region_filter_agrees_on_examples() -> None:
+    from impactin_core._redaction import _is_phone
+
+    examples = _example_numbers()
+    disagree = [
+        text
+        for text in examples
+        if _is_phone(text, "".join(filter(str.isdigit, text)))
+        != _valid_in_any_region(text)
+    ]
+
+    assert len(examples) > 100
+    assert disagree == []
+
+
+def test_region_filter_keeps_valid_regions() -> None:
+    # Stricter than agreeing on the result: every region in which an
+    # example in national form is valid must be parsed.
+    import phonenumbers
+
+    from impactin_core._redaction import _NATIONAL_REGIONS, _regions_to_parse
+
+    missed = []
+    for text in _example_numbers():
+        if text.startswith("00"):
+            continue
+        digits = "".join(filter(str.isdigit, text))
+        for region in _NATIONAL_REGIONS:
+            try:
+                number = phonenumbers.parse(text, region)
+            except phonenumbers.NumberParseException:
+                continue
+            valid = phonenumbers.is_valid_number(number)
+            if valid and region not in _regions_to_parse(digits):
+                missed.append((text, region))
+
+    assert missed == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "000-800-919-0566",
+        "0008009190566",
+        "000.800.919.0566",
+        "000798 1234 5678",
+        "Help at 000800-9190566",
+        "07911 123456",
+    ],
+)
+def test_numbers_after_leading_zeros_found(text: str) -> None:
+    # Indian toll-free numbers start with 000800, Korean 00798 numbers are
+    # also written after a trunk prefix 0, and 07911 123456 is valid only
+    # in Guernsey, which shares the country code 44.
+    assert "phone" in detect(text)
+
+
+def test_zero_padded_id_not_phone() -> None:
+    assert detect("gift 00004711") == []
 
 
 @pytest.mark.parametrize(
