@@ -945,3 +945,26 @@ async def test_untraced_transport_delivers_all(
     assert report.platforms["echo"].delivered == 30
     assert len(simulator.journal.entries) == 30
     assert status_elsewhere(runtime) == ["delivered"] * 30
+
+
+async def test_success_committed_while_others_wait(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A worker that runs out of deliveries commits its success before it ends."""
+    server, simulator = echo_simulator
+    set_faults(server, script=["slow", "ok"], slow_seconds=3.0)
+    runtime = make_runtime(tmp_path, server.url, concurrency=2)
+    run = asyncio.create_task(runtime.deliver([record("a-1"), record("a-2")]))
+    seen: list[str] = []
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        seen = status_elsewhere(runtime)
+        if "delivered" in seen:
+            break
+    still_running = not run.done()
+    report = await run
+
+    assert still_running
+    assert sorted(seen) == ["delivered", "in_flight"]
+    assert report.platforms["echo"].delivered == 2
+    assert len(simulator.journal.entries) == 2

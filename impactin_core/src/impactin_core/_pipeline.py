@@ -630,6 +630,9 @@ class Runtime:
                 # worker waits, so a crash cannot lose them.
                 if ready.empty():
                     self.store.flush()
+            # The end of the queue: other workers may wait for their answers
+            # for a long time yet, so this worker commits before it ends.
+            self.store.flush()
 
         async def work_with_own_client() -> None:
             async with self._client() as client:
