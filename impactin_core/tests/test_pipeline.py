@@ -968,3 +968,95 @@ async def test_success_committed_while_others_wait(
     assert sorted(seen) == ["delivered", "in_flight"]
     assert report.platforms["echo"].delivered == 2
     assert len(simulator.journal.entries) == 2
+
+
+def two_tenant_runtime(
+    tmp_path: Path, url: str, environ: dict[str, str], *, concurrency: int = 4
+) -> Runtime:
+    """Return a runtime with tenants acme and globex, both sending to echo."""
+
+    def tenant(key_env: str, api_key_env: str) -> dict[str, Any]:
+        return {
+            "key_env": key_env,
+            "platforms": {
+                "echo": {
+                    "base_url": url,
+                    "credentials": {"api_key": api_key_env},
+                    "retry": {"base_delay": 0.5, "max_attempts": 5},
+                }
+            },
+        }
+
+    data = {
+        "store": {"path": "state.db", "key_env": "STORE_KEY"},
+        "runtime": {"concurrency": concurrency},
+        "tenants": {
+            "acme": tenant("ACME_KEY", "ECHO_KEY"),
+            "globex": tenant("GLOBEX_KEY", "GLOBEX_ECHO_KEY"),
+        },
+    }
+    config = parse_config(data, base_dir=tmp_path)
+    host = PluginHost()
+    host.register(EchoPlugin(), name="echo")
+    host.finish()
+    return Runtime(config, plugins=host, secrets=EnvSecrets(environ))
+
+
+def two_tenant_environ() -> dict[str, str]:
+    return {
+        "STORE_KEY": generate_key(),
+        "ACME_KEY": "acme-secret-key",
+        "GLOBEX_KEY": "globex-secret-key",
+        "ECHO_KEY": "echo-sandbox-key",
+    }
+
+
+async def test_missing_secret_spares_other_tenant(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """One tenant's missing credential leaves its deliveries pending, no others."""
+    server, simulator = echo_simulator
+    set_faults(server, latency_seconds=0.2)
+    runtime = two_tenant_runtime(tmp_path, server.url, two_tenant_environ())
+    batch = [record(f"a-{n}") for n in range(6)]
+    batch.insert(2, record("g-1", tenant="globex"))
+
+    with pytest.raises(ConfigError) as caught:
+        await runtime.deliver(batch)
+
+    statuses = {
+        row["source_id"]: row["status"]
+        for row in runtime.store.list_deliveries(limit=20)
+    }
+    message = str(caught.value)
+    assert "GLOBEX_ECHO_KEY" in message
+    assert "1 of tenant 'globex' on 'echo'" in message
+    assert statuses.pop("g-1") == "pending"
+    assert set(statuses.values()) == {"delivered"}
+    assert len(statuses) == 6
+    assert len(simulator.journal.entries) == 6
+
+
+async def test_removed_tenant_spares_the_rest(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A pending delivery of a tenant no longer configured does not stop the run."""
+    server, simulator = echo_simulator
+    environ = two_tenant_environ()
+    runtime = two_tenant_runtime(tmp_path, server.url, environ)
+    from impactin_core._stats import RunReport
+
+    batch = [record("g-1", tenant="globex"), record("a-1"), record("a-2")]
+    runtime.submit(batch, run_id="submit", report=RunReport(run_id="submit"))
+    tenants = {"acme": runtime.config.tenants["acme"]}
+    runtime.close()
+    later = two_tenant_runtime(tmp_path, server.url, environ)
+    object.__setattr__(later.config, "tenants", tenants)
+
+    with pytest.raises(ConfigError, match="'globex' is not configured"):
+        await later.resume()
+
+    rows = later.store.list_deliveries()
+    statuses = {row["source_id"]: row["status"] for row in rows}
+    assert statuses == {"g-1": "pending", "a-1": "delivered", "a-2": "delivered"}
+    assert len(simulator.journal.entries) == 2

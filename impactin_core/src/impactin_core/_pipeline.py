@@ -19,6 +19,7 @@ One record's delivery to one platform goes through these steps:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import hashlib
 import hmac
@@ -142,7 +143,7 @@ class _Pacer:
     event loop just before it writes its request, so work started then
     delays the request. Work started while a request waits for its
     response overlaps the platform's time instead. httpcore's trace
-    events say when a request starts and stops waiting.
+    events mark when a request starts and stops waiting.
     """
 
     def __init__(self) -> None:
@@ -599,6 +600,10 @@ class Runtime:
         # takes one still leaves one ready while the next is being built.
         ready: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=workers + 1)
         pacer = _Pacer()
+        # The first configuration error of each tenant and platform, and how
+        # many of their deliveries it left pending.
+        config_errors: dict[tuple[str, str], ConfigError] = {}
+        left_pending: collections.Counter[tuple[str, str]] = collections.Counter()
 
         async def produce() -> None:
             for row in itertools.chain([first], rows):
@@ -621,7 +626,15 @@ class Runtime:
             while (prepared := await ready.get()) is not None:
                 if ready.empty():
                     pacer.wake()
-                await self.run_delivery(prepared, client, report)
+                try:
+                    await self.run_delivery(prepared, client, report)
+                except ConfigError as exc:
+                    # A setting of one tenant or platform is wrong, so the
+                    # other deliveries go on, and requests already sent are
+                    # not cancelled. This one is pending again.
+                    target = (prepared.row["tenant"], prepared.row["platform"])
+                    config_errors.setdefault(target, exc)
+                    left_pending[target] += 1
                 if on_done is not None:
                     on_done()
                 # A success's final writes are deferred (see _succeed). When a
@@ -630,7 +643,7 @@ class Runtime:
                 # worker waits, so a crash cannot lose them.
                 if ready.empty():
                     self.store.flush()
-            # The end of the queue: other workers may wait for their answers
+            # The end of the queue: other workers may wait for their responses
             # for a long time yet, so this worker commits before it ends.
             self.store.flush()
 
@@ -661,6 +674,8 @@ class Runtime:
         finally:
             _pacer.reset(pacer_token)
             self.store.flush()
+        if config_errors:
+            raise _config_error_of_run(config_errors, left_pending)
 
     def _client(self) -> httpx.AsyncClient:
         if self._ssl_context is None:
@@ -725,8 +740,9 @@ class Runtime:
             stats = report.platform(platform.id)
             error = prepared.error
             if isinstance(error, ConfigError):
-                # A setting is wrong for every delivery: stop the run and
-                # keep this one pending so 'impactin resume' picks it up.
+                # A setting of this tenant or platform is wrong. The delivery
+                # stays pending for 'impactin resume' once it is fixed, and
+                # process() goes on with the other deliveries.
                 self.store.update_delivery(row["id"], status="pending")
                 raise error
             if isinstance(error, RecordInvalid):
@@ -1308,6 +1324,35 @@ class Runtime:
     def close(self) -> None:
         self.instruments.unwatch(self)
         self.store.close()
+
+
+def _config_error_of_run(
+    errors: dict[tuple[str, str], ConfigError],
+    left_pending: collections.Counter[tuple[str, str]],
+) -> ConfigError:
+    """Return one error that names every setting a run found wrong."""
+    for (tenant, platform), error in errors.items():
+        logger.error(
+            "Left %d deliveries of tenant %s on %s pending: %s",
+            left_pending[(tenant, platform)],
+            tenant,
+            platform,
+            error,
+        )
+    first = next(iter(errors.values()))
+    pending = ", ".join(
+        f"{count} of tenant {tenant!r} on {platform!r}"
+        for (tenant, platform), count in left_pending.items()
+    )
+    message = (
+        f"{first} Deliveries left pending: {pending}. The run went on with the "
+        "other deliveries; fix the setting, then run 'impactin resume'."
+    )
+    if len(errors) > 1:
+        message += " The log names every setting at fault."
+    error = ConfigError(message, key=first.key)
+    error.__cause__ = first
+    return error
 
 
 async def _run_until_first_error(coroutines: list[Awaitable[None]]) -> None:
