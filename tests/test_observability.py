@@ -492,6 +492,15 @@ def test_webhooks_verify_unset_secret_env() -> None:
     assert "UNSET_VAR" in result.output
 
 
+def test_webhooks_verify_literal_secret_hidden() -> None:
+    secret = "whsec_" + "k3yMaterial" * 3
+    result = verify(["--platform", "benevity", "--secret-env", secret], b"")
+
+    assert result.exit_code == 2
+    assert "upper-case name of an environment variable" in result.output
+    assert "k3yMaterial" not in result.output
+
+
 def test_webhooks_verify_workday_needs_scheme() -> None:
     pytest.importorskip("impactin_workday")
     arguments = ["--platform", "workday", "--secret-env", "WH"]

@@ -138,13 +138,49 @@ def test_bad_setting_names_key(data: dict[str, Any], key: str, tmp_path: Path) -
     assert key in str(caught.value)
 
 
-def test_literal_secret_never_echoed(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(
-            platform(credentials={"client_secret": "hunter2 literal"}),
-            base_dir=tmp_path,
-        )
+def _with_store_key(name: str) -> dict[str, Any]:
+    data = platform()
+    data["store"] = {"key_env": name}
+    return data
 
+
+def _with_tenant_key(name: str) -> dict[str, Any]:
+    data = platform()
+    data["tenants"]["acme"]["key_env"] = name
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        pytest.param(
+            platform(credentials={"client_secret": "hunter2 literal"}),
+            "tenants.acme.platforms.benevity.credentials.client_secret",
+            id="credential-with-space",
+        ),
+        pytest.param(
+            platform(credentials={"client_secret": "sk_live_hunter2abcdef1234"}),
+            "tenants.acme.platforms.benevity.credentials.client_secret",
+            id="credential-like-a-name",
+        ),
+        pytest.param(
+            platform(webhook_secret_envs=["whsec_hunter2S3cr3t"]),
+            "tenants.acme.platforms.benevity.webhook_secret_envs[0]",
+            id="webhook-secret",
+        ),
+        pytest.param(
+            _with_tenant_key("hunter2Base64Key"), "tenants.acme.key_env", id="tenant"
+        ),
+        pytest.param(_with_store_key("hunter2_key"), "store.key_env", id="store"),
+    ],
+)
+def test_literal_secret_never_echoed(
+    data: dict[str, Any], key: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, base_dir=tmp_path)
+
+    assert caught.value.key == key
     assert "hunter2" not in str(caught.value)
 
 

@@ -105,6 +105,16 @@ def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _secrets(names: tuple[str, ...]) -> list[str]:
+    from ._config import is_env_name
+
+    if not all(is_env_name(name) for name in names):
+        # The value is not quoted, because it may be the secret itself.
+        message = (
+            "A --secret-env value is not the upper-case name of an environment "
+            "variable; pass the variable's name, such as BENEVITY_WEBHOOK_SECRET, "
+            "not the secret."
+        )
+        raise click.UsageError(message)
     missing = [name for name in names if not os.environ.get(name)]
     if missing:
         listed = ", ".join(missing)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,17 @@ import attrs
 
 from ._errors import ConfigError
 from ._models import PlatformSettings
+
+# The names of environment variables this configuration accepts. Upper case
+# keeps a literal secret (sk_live_..., a base64 key) from passing as a name,
+# and from being quoted in the message about a variable that is not set.
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def is_env_name(value: object) -> bool:
+    """Return whether ``value`` is an upper-case environment variable name."""
+    return isinstance(value, str) and _ENV_NAME.fullmatch(value) is not None
+
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -307,12 +319,10 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
     _check_base_url(reader, base_url)
     credentials = reader.table("credentials").data
     for name, value in credentials.items():
-        if not isinstance(value, str) or not value.isidentifier():
-            raise reader.fail(
-                f"credentials.{name}",
-                "must be the name of an environment variable, not a literal secret",
-                "store the secret in an environment variable and put its name here",
-            )
+        _check_env_name(reader, f"credentials.{name}", value)
+    webhook_secrets = reader.get("webhook_secret_envs", list, [])
+    for index, value in enumerate(webhook_secrets):
+        _check_env_name(reader, f"webhook_secret_envs[{index}]", value)
     protocol = reader.get("protocol", str)
     if protocol not in (None, "rest", "soap"):
         raise reader.fail("protocol", f"is {protocol!r}", "use 'rest' or 'soap'")
@@ -337,8 +347,18 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         rate_limit=rate_limit,
         deny_fields=frozenset(policy.get("deny", list, [])),
         allow_fields=frozenset(policy.get("allow", list, [])),
-        webhook_secrets=tuple(reader.get("webhook_secret_envs", list, [])),
+        webhook_secrets=tuple(webhook_secrets),
     )
+
+
+def _check_env_name(reader: _Reader, key: str, value: object) -> None:
+    if not is_env_name(value):
+        raise reader.fail(
+            key,
+            "must be the upper-case name of an environment variable, such as "
+            "ACME_CLIENT_SECRET, not a literal secret",
+            "store the secret in an environment variable and put its name here",
+        )
 
 
 def _tenant(reader: _Reader, tenant: str) -> TenantConfig:
@@ -349,6 +369,7 @@ def _tenant(reader: _Reader, tenant: str) -> TenantConfig:
         "set it to the name of an environment variable holding the tenant's "
         "secret key (used for pseudonyms and idempotency keys)",
     )
+    _check_env_name(reader, "key_env", key_env)
     platforms = reader.table("platforms")
     if not platforms.data:
         raise reader.fail(
@@ -369,6 +390,8 @@ def parse_config(
     store = root.table("store")
     store.only("key_env", "path")
     store_path = Path(store.get("path", str, "impactin.db"))
+    store_key_env = store.get("key_env", str, "IMPACTIN_STORE_KEY")
+    _check_env_name(store, "key_env", store_key_env)
     if not store_path.is_absolute():
         store_path = base_dir / store_path
     tenants_reader = root.table("tenants")
@@ -387,7 +410,7 @@ def parse_config(
         raise runtime.fail("concurrency", f"is {concurrency}", "use 1 or more")
     return Config(
         store_path=store_path,
-        store_key_env=store.get("key_env", str, "IMPACTIN_STORE_KEY"),
+        store_key_env=store_key_env,
         tenants=tenants,
         inputs=dict(root.table("inputs").data),
         sla=dict(root.table("sla").data),
