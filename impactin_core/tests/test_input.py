@@ -462,6 +462,18 @@ def test_csv_wrong_encoding_raises(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         read_all(path, mapping=mapping())
     assert caught.value.key == "inputs.test.encoding"
+    assert "set inputs.test.encoding" in str(caught.value)
+
+
+def test_jsonl_wrong_encoding_names_fix(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes('{"source_id": "Zo\u00eb"}\n'.encode("cp1252"))
+
+    with pytest.raises(ConfigError) as caught:
+        list(read_records(path, tenant="acme"))
+
+    assert "[inputs.NAME]" in str(caught.value)
+    assert "--input NAME" in str(caught.value)
 
 
 def test_csv_tenant_mismatch_rejected(tmp_path: Path) -> None:

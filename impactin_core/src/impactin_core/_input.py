@@ -798,9 +798,15 @@ def read_records(
             else:
                 yield _build_mapped(line, raw, tenant, extra, mapping)
     except UnicodeDecodeError as exc:
+        if mapping is None:
+            fix = (
+                "describe the file in an [inputs.NAME] table with encoding set to "
+                "the file's encoding, and pass --input NAME"
+            )
+        else:
+            fix = f"set {key}.encoding to the file's encoding"
         message = (
-            f"{path} is not valid {encoding} text after data row {row_number}; "
-            f"set {key}.encoding to the file's encoding."
+            f"{path} is not valid {encoding} text after data row {row_number}; {fix}."
         )
         raise ConfigError(message, key=f"{key}.encoding") from exc
     finally:

@@ -60,7 +60,26 @@ _PHONE_CANDIDATE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d
 _ID_PREFIX = re.compile(rf"(?<![\w.])([A-Z][A-Z0-9]{{0,15}})[{_DASHES}/#]\Z")
 # Prefixes that label a phone number rather than name an id.
 _PHONE_LABELS = frozenset(
-    {"CALL", "CELL", "FAX", "MOB", "MOBILE", "PH", "PHONE", "SMS", "TEL", "WA"}
+    {
+        "CALL",
+        "CELL",
+        "FAX",
+        "HANDY",
+        "HOME",
+        "MOB",
+        "MOBIL",
+        "MOBILE",
+        "PH",
+        "PHONE",
+        "SMS",
+        "TEL",
+        "TELEFON",
+        "TELEFONO",
+        "TELEPHONE",
+        "WA",
+        "WHATSAPP",
+        "WORK",
+    }
 )
 # An amount such as "21220000.00", "(21220000.00)", "21 220 000.00" or
 # "2.122.000.000,00": digits, then two decimals after a point or comma, with
