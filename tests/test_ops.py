@@ -361,3 +361,38 @@ def test_resubmit_rejects_bad_assignment(
 
     assert result.exit_code == 2
     assert "FIELD=VALUE" in result.output
+
+
+# -- resume ---------------------------------------------------------------------
+
+
+def test_resume_mentions_deferred(
+    config: Path, benevity: Served, tmp_path: Path
+) -> None:
+    """A long Retry-After defers a delivery, and resume prints how to send it."""
+    server, simulator = benevity
+    set_faults(server, script=["429"], retry_after="86400")
+    delivered = invoke(config, "deliver", str(write_rows(tmp_path, [donation("g-1")])))
+
+    resumed = invoke(config, "resume")
+    resumed_all = invoke(config, "resume", "--all")
+
+    assert delivered.exit_code == 0, delivered.output
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 deliveries are deferred" in resumed.output
+    assert "impactin resume --all" in resumed.output
+    assert resumed_all.exit_code == 0, resumed_all.output
+    assert "deliveries are deferred" not in resumed_all.output
+    assert [row["status"] for row in deliveries(config)] == ["delivered"]
+    assert len(simulator.journal.entries) == 1
+
+
+def test_deliver_unknown_tenant_option(config: Path, tmp_path: Path) -> None:
+    rows = write_rows(tmp_path, [donation("g-1", tenant="nosuch")])
+
+    result = invoke(config, "deliver", str(rows), "--tenant", "nosuch")
+
+    assert result.exit_code == 2
+    assert "tenant 'nosuch' is not configured (configured: acme)" in result.output
+    assert deliveries(config) == []
+    assert quarantined(config) == []

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,6 +272,13 @@ def deliver(
 
     runtime = _runtime(ctx)
     try:
+        if tenant is not None and tenant not in runtime.config.tenants:
+            known = ", ".join(sorted(runtime.config.tenants)) or "none"
+            raise click.BadParameter(
+                f"tenant {tenant!r} is not configured (configured: {known}); "
+                f"add a [tenants.{tenant}] section or pick a configured tenant",
+                param_hint="--tenant",
+            )
         mapping = None
         if input_name is not None:
             mappings = mappings_from_config(runtime.config.inputs)
@@ -299,9 +307,21 @@ def resume(ctx: click.Context, include_future: bool) -> None:
     runtime = _runtime(ctx)
     try:
         report = run_until_stopped(runtime.resume(include_future=include_future))
+        deferred = 0
+        if not include_future:
+            now = time.time()
+            deferred = runtime.store.count_due(
+                now, include_future=True
+            ) - runtime.store.count_due(now)
     finally:
         runtime.close()
     _print_summary(_console(), report, "Resumed")
+    if deferred > 0:
+        click.echo(
+            f"{deferred} deliveries are deferred to a later time (an open circuit "
+            "or a long Retry-After) and were not sent; 'impactin resume --all' "
+            "sends them now."
+        )
 
 
 # -- deliveries ---------------------------------------------------------------
