@@ -278,3 +278,23 @@ def test_cli_reset_names_circuit_once(
 
     assert result.exit_code == 2
     assert expected in result.output
+
+
+async def test_later_process_stores_closed(
+    tmp_path: Path, echo_simulator: Echo, environ: None
+) -> None:
+    """A new process that delivers replaces the open state an earlier one left."""
+    server, _ = echo_simulator
+    first = await _open_circuit(tmp_path, server)
+    first.close()
+    later = _runtime(tmp_path, server.url, FakeTime())
+
+    report = await later.deliver([_record("a-2")])
+    rows = breaker_rows(later.store)
+    later.close()
+    config = _write_config(tmp_path, server.url)
+    health = CliRunner().invoke(main, ["--config", str(config), "health"])
+
+    assert report.platforms["echo"].delivered == 1
+    assert [row["state"] for row in rows] == ["closed"]
+    assert "circuit acme/echo: closed" in health.output

@@ -76,6 +76,10 @@ class BreakerSync:
         # until the first call, which comes before the circuit exists here,
         # so resets recorded before that call are never applied.
         self._resets_seen: dict[str, float | None] = {}
+        # The stored state of each circuit at this process's last look. It
+        # can come from an earlier process, whose open circuit this process
+        # never had.
+        self._stored_states: dict[str, str | None] = {}
 
     def save_change(self, name: str, now: float) -> None:
         """Write the board's current state of circuit ``name`` (``tenant/platform``).
@@ -119,10 +123,12 @@ class BreakerSync:
         """
         name = f"{tenant}/{platform}"
         row = self.store.db.conn.execute(
-            "SELECT reset_at FROM breaker_states WHERE tenant = ? AND platform = ?",
+            "SELECT state, reset_at FROM breaker_states "
+            "WHERE tenant = ? AND platform = ?",
             (tenant, platform),
         ).fetchone()
         reset_at = None if row is None else row["reset_at"]
+        self._stored_states[name] = None if row is None else row["state"]
         if name not in self._resets_seen:
             self._resets_seen[name] = reset_at
             return False
@@ -135,3 +141,18 @@ class BreakerSync:
             platform,
         )
         return self.board.reset(tenant, platform)
+
+    def note_success(self, tenant: str, platform: str, now: float) -> None:
+        """Store this process's closed circuit over a stale state after a success.
+
+        A circuit changes state only in the process that sees it change, so
+        a circuit an earlier process left open would stay open in the store
+        while this process's closed circuit delivers.
+        """
+        name = f"{tenant}/{platform}"
+        if self._stored_states.get(name) in (None, "closed"):
+            return
+        state = next((item for item in self.board.states() if item.name == name), None)
+        if state is not None and state.state == "closed":
+            self.save_change(name, now)
+            self._stored_states[name] = "closed"

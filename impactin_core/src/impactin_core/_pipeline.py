@@ -1185,6 +1185,8 @@ class Runtime:
             raise
         finally:
             await self.breakers.after(breaker, outcome)
+            if outcome == "success":
+                self.breaker_sync.note_success(row["tenant"], platform.id, self.clock())
 
     # -- final states ------------------------------------------------------------
 
