@@ -1,8 +1,10 @@
-"""SIGTERM stops ``impactin deliver`` the way Ctrl-C does.
+"""SIGTERM stops ``impactin deliver`` without leaving deliveries in flight.
 
-Service managers stop a process with SIGTERM. The command cancels its run,
-so a delivery that was claimed but not sent goes back to pending instead of
-staying in flight, where a later run would dead-letter it as interrupted.
+Service managers stop a process with SIGTERM. The command claims no more
+deliveries and waits a grace period for the requests already sent. Then it
+cancels the run, so a delivery that was claimed but not sent goes back to
+pending instead of staying in flight, where a later run would dead-letter
+it as interrupted.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def test_sigterm_returns_unsent_delivery_to_pending(
         "TERM_TENANT_KEY": "k" * 40,
         "TERM_CLIENT_ID": "client",
         "TERM_CLIENT_SECRET": "secret",
+        # The silent server never answers, so the grace period runs out.
+        "IMPACTIN_STOP_GRACE": "0.5",
     }
     config = tmp_path / "impactin.toml"
     config.write_text(
@@ -127,3 +131,128 @@ def test_sigterm_returns_unsent_delivery_to_pending(
     assert process.returncode == SIGTERM_EXIT_CODE, stderr
     assert "Stopped by SIGTERM" in stderr
     assert statuses == ["pending"]
+
+
+def _benevity_config(tmp_path: Path, url: str, concurrency: int) -> Path:
+    config = tmp_path / "impactin.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[store]",
+                'path = "term.db"',
+                'key_env = "TERM_STORE_KEY"',
+                "[runtime]",
+                f"concurrency = {concurrency}",
+                "[tenants.acme]",
+                'key_env = "TERM_TENANT_KEY"',
+                "[tenants.acme.platforms.benevity]",
+                f'base_url = "{url}"',
+                'credentials = { client_id = "TERM_CLIENT_ID", '
+                'client_secret = "TERM_CLIENT_SECRET" }',
+                'options = { foundation_id = "term-foundation" }',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_sigterm_lets_sent_requests_finish(tmp_path: Path) -> None:
+    """After SIGTERM the requests already sent get their responses, none in flight."""
+    pytest.importorskip("impactin_benevity")
+    from impactin_benevity import create_simulator
+    from impactin_core.sandbox import FaultPlan, SandboxServer
+
+    simulator = create_simulator(plan=FaultPlan(latency_seconds=1.0))
+    environ = {
+        "TERM_STORE_KEY": generate_key(),
+        "TERM_TENANT_KEY": "k" * 40,
+        "TERM_CLIENT_ID": simulator.credentials["client_id"],
+        "TERM_CLIENT_SECRET": simulator.credentials["client_secret"],
+        "IMPACTIN_STOP_GRACE": "30",
+    }
+    rows = [
+        {
+            "source_id": f"term-{number}",
+            "tenant": "acme",
+            "kind": "donation",
+            "activity_date": "2026-03-01",
+            "employee_id": "E-000101",
+            "organization_id": "ORG-1701",
+            "amount_minor": 1500,
+            "currency": "USD",
+        }
+        for number in range(12)
+    ]
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
+    with SandboxServer(simulator.app) as server:
+        config = _benevity_config(tmp_path, server.url, concurrency=3)
+        command = [sys.executable, "-m", "impactin_core._cli", "--config", str(config)]
+        process = subprocess.Popen(
+            [*command, "deliver", str(records)],
+            env={**os.environ, **environ},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # Requests wait 1 s at the simulator, so the donation requests
+            # counted here are still unanswered when SIGTERM arrives.
+            for _ in range(600):
+                if simulator.journal.request_count >= 3:
+                    break
+                threading.Event().wait(0.05)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        with sqlite3.connect(tmp_path / "term.db") as conn:
+            stopped = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+        sent_before = len(simulator.journal.entries)
+        resumed = subprocess.run(
+            [*command, "resume"],
+            env={**os.environ, **environ},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        with sqlite3.connect(tmp_path / "term.db") as conn:
+            final = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+        entries = len(simulator.journal.entries)
+        repeats = sum(simulator.journal.repeats.values())
+
+    assert process.returncode == SIGTERM_EXIT_CODE, stderr
+    assert "after the requests already sent got their responses" in stderr
+    assert "in_flight" not in stopped
+    assert stopped.count("delivered") == sent_before
+    assert sent_before >= 1
+    assert stopped.count("pending") == 12 - sent_before
+    assert resumed.returncode == 0, resumed.stderr
+    assert final == ["delivered"] * 12
+    assert entries == 12
+    assert repeats == 0
+
+
+def test_invalid_grace_is_rejected(tmp_path: Path) -> None:
+    config = _benevity_config(tmp_path, "http://127.0.0.1:9", concurrency=1)
+    environ = {
+        "TERM_STORE_KEY": generate_key(),
+        "TERM_TENANT_KEY": "k" * 40,
+        "IMPACTIN_STOP_GRACE": "soon",
+    }
+    command = [sys.executable, "-m", "impactin_core._cli", "--config", str(config)]
+
+    result = subprocess.run(
+        [*command, "resume"],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "IMPACTIN_STOP_GRACE is 'soon'" in result.stderr

@@ -1060,3 +1060,47 @@ async def test_removed_tenant_spares_the_rest(
     statuses = {row["source_id"]: row["status"] for row in rows}
     assert statuses == {"g-1": "pending", "a-1": "delivered", "a-2": "delivered"}
     assert len(simulator.journal.entries) == 2
+
+
+async def test_request_stop_lets_sends_finish(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A stop claims nothing more, and the requests already sent are answered."""
+    server, simulator = echo_simulator
+    set_faults(server, latency_seconds=0.3)
+    runtime = make_runtime(tmp_path, server.url, concurrency=2)
+    asyncio.get_running_loop().call_later(0.1, runtime.request_stop)
+
+    report = await runtime.deliver([record(f"a-{n}") for n in range(10)])
+
+    statuses = status_elsewhere(runtime)
+    assert report.platforms["echo"].delivered == 2
+    assert statuses.count("delivered") == 2
+    assert statuses.count("pending") == 8
+    assert len(simulator.journal.entries) == 2
+
+    later = await runtime.resume()
+
+    assert later.platforms["echo"].delivered == 8
+    assert status_elsewhere(runtime) == ["delivered"] * 10
+
+
+async def test_request_stop_skips_retry_wait(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A stopping run defers a delivery whose send needs a retry."""
+    server, simulator = echo_simulator
+    set_faults(server, script=["503"], latency_seconds=0.3)
+    clock = FakeTime()
+    runtime = make_runtime(tmp_path, server.url, clock=clock)
+    asyncio.get_running_loop().call_later(0.1, runtime.request_stop)
+
+    report = await runtime.deliver([record("a-1")])
+
+    row = runtime.store.list_deliveries()[0]
+    assert report.platforms["echo"].deferred == 1
+    assert clock.sleeps == []
+    assert row["status"] == "pending"
+    assert row["error_kind"] == "deferred"
+    assert row["next_attempt_at"] > clock.now
+    assert simulator.journal.entries == []

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._cli_stop import run_until_stopped
+from ._cli_stop import Stopper
 from ._errors import ImpactInError
 
 if TYPE_CHECKING:
@@ -170,7 +170,11 @@ def _count_rows(path: Path) -> int | None:
 
 
 def _run_with_progress(
-    runtime: Runtime, rows: Iterable[Any], label: str, total: int | None
+    runtime: Runtime,
+    rows: Iterable[Any],
+    label: str,
+    total: int | None,
+    stopper: Stopper,
 ) -> RunReport:
     from rich.progress import Progress
 
@@ -188,9 +192,7 @@ def _run_with_progress(
         runtime.submit(counted(), run_id=report.run_id, report=report)
         due = runtime.store.count_due(runtime.clock())
         send = progress.add_task("delivering", total=due)
-        run_until_stopped(
-            runtime.process(report, on_done=lambda: progress.advance(send))
-        )
+        stopper.run(runtime.process(report, on_done=lambda: progress.advance(send)))
     return report
 
 
@@ -242,9 +244,12 @@ def demo(folder: str, faults: bool, trace: bool) -> None:
         config = demo_config(base, servers, environ)
         runtime = Runtime(config, plugins=plugins, secrets=EnvSecrets(environ))
         try:
+            stopper = Stopper(runtime.request_stop)
             dataset = demo_dataset()
             rows = read_records(dataset, tenant=None)
-            report = _run_with_progress(runtime, rows, "reading", _count_rows(dataset))
+            report = _run_with_progress(
+                runtime, rows, "reading", _count_rows(dataset), stopper
+            )
         finally:
             runtime.close()
     _print_summary(console, report, f"Demo run {report.run_id[:12]}", demo=True)
@@ -252,6 +257,7 @@ def demo(folder: str, faults: bool, trace: bool) -> None:
         f"Store: {config.store_path}. Run the demo again to see the delivered "
         "records skipped as duplicates."
     )
+    stopper.exit_if_stopped()
 
 
 @main.command()
@@ -291,10 +297,14 @@ def deliver(
             mapping = mappings[input_name]
         path = Path(file)
         rows = read_records(path, tenant=tenant, mapping=mapping)
-        report = _run_with_progress(runtime, rows, "reading", _count_rows(path))
+        stopper = Stopper(runtime.request_stop)
+        report = _run_with_progress(
+            runtime, rows, "reading", _count_rows(path), stopper
+        )
     finally:
         runtime.close()
     _print_summary(_console(), report, f"Run {report.run_id[:12]}")
+    stopper.exit_if_stopped()
 
 
 @main.command()
@@ -306,7 +316,8 @@ def resume(ctx: click.Context, include_future: bool) -> None:
     """Deliver what earlier runs left pending or in flight."""
     runtime = _runtime(ctx)
     try:
-        report = run_until_stopped(runtime.resume(include_future=include_future))
+        stopper = Stopper(runtime.request_stop)
+        report = stopper.run(runtime.resume(include_future=include_future))
         deferred = 0
         if not include_future:
             now = time.time()
@@ -322,6 +333,7 @@ def resume(ctx: click.Context, include_future: bool) -> None:
             "or a long Retry-After) and were not sent; 'impactin resume --all' "
             "sends them now."
         )
+    stopper.exit_if_stopped()
 
 
 # -- deliveries ---------------------------------------------------------------
@@ -495,10 +507,12 @@ def deliveries_retry(
                 "dead_lettered' lists them."
             )
             return
-        report = run_until_stopped(runtime.retry(ids))
+        stopper = Stopper(runtime.request_stop)
+        report = stopper.run(runtime.retry(ids))
     finally:
         runtime.close()
     _print_summary(_console(), report, f"Replayed {len(ids)} deliveries")
+    stopper.exit_if_stopped()
 
 
 @deliveries.command("export")

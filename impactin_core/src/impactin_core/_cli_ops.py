@@ -138,7 +138,7 @@ def resubmit(
     prints why.
     """
     from ._cli import _console, _print_summary, _runtime
-    from ._cli_stop import run_until_stopped
+    from ._cli_stop import Stopper
     from ._stats import RunReport
 
     if not assignments and file is None:
@@ -163,7 +163,8 @@ def resubmit(
         report = RunReport(run_id=f"resubmit-{entry['id'][:12]}")
         runtime.enqueue(parsed.record, run_id=report.run_id, report=report)
         runtime.store.resolve_quarantined(entry["id"], runtime.clock())
-        run_until_stopped(runtime.process(report))
+        stopper = Stopper(runtime.request_stop)
+        stopper.run(runtime.process(report))
     finally:
         runtime.close()
     console = _console()
@@ -173,6 +174,7 @@ def resubmit(
             "The record was quarantined again for another reason; see "
             "'impactin quarantine list'."
         )
+    stopper.exit_if_stopped()
 
 
 # -- chaos ----------------------------------------------------------------------

@@ -1,47 +1,124 @@
-"""Run a command's coroutine so that SIGTERM stops it the way Ctrl-C does.
+"""Run a command's coroutine so that SIGTERM stops it without losing track.
 
 Service managers (systemd, Docker, Kubernetes) stop a process with SIGTERM,
 whose default action ends Python at once. A delivery claimed but not yet
 sent would then stay in flight, and a later run that cannot tell whether it
-arrived dead-letters it. Cancelling the run instead returns such deliveries
-to pending.
+arrived dead-letters it. Here the first SIGTERM stops the run from claiming
+more deliveries and gives the requests already sent a grace period to
+receive their responses. When the grace period ends, or at a second SIGTERM, the run is
+cancelled, which returns deliveries not yet sent to pending.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 
-__all__ = ["SIGTERM_EXIT_CODE", "run_until_stopped"]
+__all__ = ["GRACE_ENV", "SIGTERM_EXIT_CODE", "Stopper"]
 
 T = TypeVar("T")
 
 #: The exit code of a process ended by SIGTERM, as shells report it.
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
+#: The environment variable that sets the grace period, in seconds.
+GRACE_ENV = "IMPACTIN_STOP_GRACE"
 
-def run_until_stopped(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` with ``asyncio.run``, and cancel it and exit on SIGTERM."""
-    import asyncio
+#: The grace period when GRACE_ENV is not set. Docker sends SIGKILL 10 s
+#: after SIGTERM unless configured otherwise, so the run ends well before.
+DEFAULT_GRACE = 5.0
 
-    stopped = False
 
-    async def main() -> T:
-        nonlocal stopped
+def _grace_seconds() -> float:
+    text = os.environ.get(GRACE_ENV)
+    if text is None:
+        return DEFAULT_GRACE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        message = (
+            f"{GRACE_ENV} is {text!r}; set it to the seconds a stopping run "
+            "waits for the requests already sent, such as 5."
+        )
+        raise click.UsageError(message)
+    return seconds
+
+
+class Stopper:
+    """Run coroutines with the SIGTERM handling described in this module.
+
+    ``drain`` makes the run stop claiming deliveries (``Runtime.request_stop``).
+    Without it, SIGTERM cancels the run at once.
+    """
+
+    def __init__(self, drain: Callable[[], None] | None = None) -> None:
+        self.drain = drain
+        self.grace = _grace_seconds()
+        #: Whether a SIGTERM arrived.
+        self.stopped = False
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` with ``asyncio.run`` and return its result.
+
+        A run cancelled after SIGTERM prints why and exits with status 143.
+        A run that finished within the grace period returns, and the caller
+        prints its report and then calls ``exit_if_stopped``.
+        """
+        import asyncio
+
+        try:
+            return asyncio.run(self._main(coroutine))
+        except asyncio.CancelledError:
+            if not self.stopped:
+                raise
+            click.echo(
+                "Stopped by SIGTERM. Deliveries not sent yet are pending again; "
+                "'impactin resume' sends them.",
+                err=True,
+            )
+            raise click.exceptions.Exit(SIGTERM_EXIT_CODE) from None
+
+    def exit_if_stopped(self) -> None:
+        """Exit with status 143 if SIGTERM stopped the run early."""
+        if not self.stopped:
+            return
+        click.echo(
+            "Stopped by SIGTERM after the requests already sent got their responses. "
+            "Deliveries not sent yet are pending; 'impactin resume' sends them.",
+            err=True,
+        )
+        raise click.exceptions.Exit(SIGTERM_EXIT_CODE)
+
+    async def _main(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
 
-        def stop() -> None:
-            nonlocal stopped
-            stopped = True
-            task.cancel()
+        def on_sigterm() -> None:
+            if self.stopped or self.drain is None:
+                self.stopped = True
+                task.cancel()
+                return
+            self.stopped = True
+            self.drain()
+            click.echo(
+                f"SIGTERM: claiming no more deliveries, and waiting up to "
+                f"{self.grace:g} s for the requests already sent. A second "
+                "SIGTERM stops at once.",
+                err=True,
+            )
+            loop.call_later(self.grace, task.cancel)
 
         try:
-            loop.add_signal_handler(signal.SIGTERM, stop)
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         except (NotImplementedError, RuntimeError, ValueError):
             # Windows' event loop, and any loop outside the main thread, take
             # no signal handlers, so SIGTERM keeps its default action there.
@@ -50,15 +127,3 @@ def run_until_stopped(coroutine: Coroutine[Any, Any, T]) -> T:
             return await coroutine
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
-
-    try:
-        return asyncio.run(main())
-    except asyncio.CancelledError:
-        if not stopped:
-            raise
-        click.echo(
-            "Stopped by SIGTERM. Deliveries not sent yet are pending again; "
-            "'impactin resume' sends them.",
-            err=True,
-        )
-        raise click.exceptions.Exit(SIGTERM_EXIT_CODE) from None

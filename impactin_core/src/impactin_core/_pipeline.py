@@ -149,6 +149,8 @@ class _Pacer:
     def __init__(self) -> None:
         #: Requests written whose response headers have not arrived yet.
         self.awaiting = 0
+        #: True once the run stops taking deliveries.
+        self.stopped = False
         self._wake = asyncio.Event()
 
     def note(self, name: str) -> None:
@@ -164,13 +166,18 @@ class _Pacer:
         """Let the builder run now, because the workers have nothing to take."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Let the builder run now, to see that the run takes no more deliveries."""
+        self.stopped = True
+        self._wake.set()
+
     async def wait_for_idle(self, ready: asyncio.Queue[Any]) -> None:
         """Wait until a request waits for its response or ``ready`` is empty.
 
         A transport without trace events never reports a waiting request,
         so there the builder runs each time the workers empty ``ready``.
         """
-        while self.awaiting == 0 and not ready.empty():
+        while self.awaiting == 0 and not ready.empty() and not self.stopped:
             self._wake.clear()
             await self._wake.wait()
 
@@ -273,6 +280,10 @@ class Runtime:
         self._ssl_context: ssl.SSLContext | None = None
         #: Deliveries that a run of this runtime is claiming or sending.
         self._in_progress: set[str] = set()
+        #: Set by request_stop, cleared when a run starts.
+        self._stop_requested = False
+        #: The pacers of the runs in progress, which request_stop wakes.
+        self._pacers: set[_Pacer] = set()
         #: Where connectors may keep files between runs (Workday's WSDL copies).
         self._cache_dir = self.config.store_path.parent / "impactin-cache"
         self.key_ttl = key_ttl
@@ -608,6 +619,8 @@ class Runtime:
         async def produce() -> None:
             for row in itertools.chain([first], rows):
                 await pacer.wait_for_idle(ready)
+                if pacer.stopped:
+                    break
                 try:
                     prepared = self._prepare_row(row)
                 except StoreError:
@@ -624,6 +637,9 @@ class Runtime:
 
         async def work(client: httpx.AsyncClient) -> None:
             while (prepared := await ready.get()) is not None:
+                if pacer.stopped:
+                    # Not claimed, so it stays pending for the next run.
+                    continue
                 if ready.empty():
                     pacer.wake()
                 try:
@@ -654,6 +670,9 @@ class Runtime:
         # The tasks below copy the context, so their trace events reach
         # this run's pacer.
         pacer_token = _pacer.set(pacer)
+        self._pacers.add(pacer)
+        if self._stop_requested:
+            pacer.stop()
         try:
             if self.transport is None:
                 # Each worker has its own client, so each connection pool
@@ -672,6 +691,7 @@ class Runtime:
                         [produce(), *(work(client) for _ in range(workers))]
                     )
         finally:
+            self._pacers.discard(pacer)
             _pacer.reset(pacer_token)
             self.store.flush()
         if config_errors:
@@ -961,6 +981,13 @@ class Runtime:
                 if decision is None:
                     continue
                 kind, delay_or_reason = decision
+                if kind == "wait" and self._stop_requested:
+                    # A stopping run waits for no retry. The delivery stays
+                    # pending, due when the retry would have been.
+                    assert isinstance(delay_or_reason, float)
+                    self._defer(row, str(exc), self.clock() + delay_or_reason)
+                    stats.deferred += 1
+                    return
                 if kind == "wait":
                     assert isinstance(delay_or_reason, float)
                     stats.retried += 1
@@ -1297,6 +1324,19 @@ class Runtime:
 
     # -- entry points for hosts and the command line ---------------------------
 
+    def request_stop(self) -> None:
+        """Stop the runs in progress once the requests already sent get responses.
+
+        No further delivery is claimed, and a delivery whose send needs a
+        retry stays pending, due when the retry would have been. The runs
+        then return their reports. The next ``deliver``, ``resume`` or
+        ``retry`` starts taking deliveries again. ``impactin`` calls this on
+        SIGTERM.
+        """
+        self._stop_requested = True
+        for pacer in list(self._pacers):
+            pacer.stop()
+
     async def deliver(
         self,
         rows: Iterable[Any],
@@ -1304,6 +1344,7 @@ class Runtime:
         on_done: Callable[[], None] | None = None,
     ) -> RunReport:
         """Submit rows (``ImpactRecord`` or reader rows) and deliver them."""
+        self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
         self.submit(rows, run_id=report.run_id, report=report)
         await self.process(report, on_done=on_done)
@@ -1311,12 +1352,14 @@ class Runtime:
 
     async def resume(self, *, include_future: bool = False) -> RunReport:
         """Deliver what a previous run left pending or in flight."""
+        self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
         await self.process(report, include_future=include_future)
         return report
 
     async def retry(self, delivery_ids: Iterable[str]) -> RunReport:
         """Replay finished, undelivered deliveries as new ones linked to them."""
+        self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
         for delivery_id in delivery_ids:
             self.store.replay(delivery_id, run_id=report.run_id, now=self.clock())
