@@ -64,17 +64,7 @@ def silent_server() -> Iterator[SilentServer]:
     server.close()
 
 
-def test_sigterm_returns_unsent_delivery_to_pending(
-    tmp_path: Path, silent_server: SilentServer
-) -> None:
-    environ = {
-        "TERM_STORE_KEY": generate_key(),
-        "TERM_TENANT_KEY": "k" * 40,
-        "TERM_CLIENT_ID": "client",
-        "TERM_CLIENT_SECRET": "secret",
-        # The silent server never answers, so the grace period runs out.
-        "IMPACTIN_STOP_GRACE": "0.5",
-    }
+def _benevity_config(tmp_path: Path, url: str, concurrency: int) -> Path:
     config = tmp_path / "impactin.toml"
     config.write_text(
         "\n".join(
@@ -82,10 +72,12 @@ def test_sigterm_returns_unsent_delivery_to_pending(
                 "[store]",
                 'path = "term.db"',
                 'key_env = "TERM_STORE_KEY"',
+                "[runtime]",
+                f"concurrency = {concurrency}",
                 "[tenants.acme]",
                 'key_env = "TERM_TENANT_KEY"',
                 "[tenants.acme.platforms.benevity]",
-                f'base_url = "http://127.0.0.1:{silent_server.port}"',
+                f'base_url = "{url}"',
                 'credentials = { client_id = "TERM_CLIENT_ID", '
                 'client_secret = "TERM_CLIENT_SECRET" }',
                 'options = { foundation_id = "term-foundation" }',
@@ -94,6 +86,22 @@ def test_sigterm_returns_unsent_delivery_to_pending(
         + "\n",
         encoding="utf-8",
     )
+    return config
+
+
+def test_sigterm_returns_unsent_delivery_to_pending(
+    tmp_path: Path, silent_server: SilentServer
+) -> None:
+    environ = {
+        "TERM_STORE_KEY": generate_key(),
+        "TERM_TENANT_KEY": "k" * 40,
+        "TERM_CLIENT_ID": "client",
+        "TERM_CLIENT_SECRET": "secret",
+        # The silent server sends no response, so the grace period runs out.
+        "IMPACTIN_STOP_GRACE": "0.5",
+    }
+    url = f"http://127.0.0.1:{silent_server.port}"
+    config = _benevity_config(tmp_path, url, concurrency=8)
     row = {
         "source_id": "term-1",
         "tenant": "acme",
@@ -131,31 +139,6 @@ def test_sigterm_returns_unsent_delivery_to_pending(
     assert process.returncode == SIGTERM_EXIT_CODE, stderr
     assert "Stopped by SIGTERM" in stderr
     assert statuses == ["pending"]
-
-
-def _benevity_config(tmp_path: Path, url: str, concurrency: int) -> Path:
-    config = tmp_path / "impactin.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "[store]",
-                'path = "term.db"',
-                'key_env = "TERM_STORE_KEY"',
-                "[runtime]",
-                f"concurrency = {concurrency}",
-                "[tenants.acme]",
-                'key_env = "TERM_TENANT_KEY"',
-                "[tenants.acme.platforms.benevity]",
-                f'base_url = "{url}"',
-                'credentials = { client_id = "TERM_CLIENT_ID", '
-                'client_secret = "TERM_CLIENT_SECRET" }',
-                'options = { foundation_id = "term-foundation" }',
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    return config
 
 
 def test_sigterm_lets_sent_requests_finish(tmp_path: Path) -> None:
