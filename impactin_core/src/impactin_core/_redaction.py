@@ -226,35 +226,22 @@ def _is_phone(candidate: str, digits: str) -> bool:
 
 
 @attrs.frozen
-class _NumberPatterns:
-    """The patterns a valid national number of one region matches."""
-
-    #: The general pattern, which every number of the region matches.
-    general: re.Pattern[str]
-    #: The patterns of the number types (fixed line, mobile, toll free and
-    #: the others). A valid number also matches one of these.
-    number_types: tuple[re.Pattern[str], ...]
-
-    def may_match(self, number: str) -> bool:
-        return self.general.fullmatch(number) is not None and any(
-            pattern.fullmatch(number) for pattern in self.number_types
-        )
-
-
-@attrs.frozen
 class _DialingRules:
     """The parts of a region's phonenumbers metadata that decide its parse.
 
-    A national number is valid if it is valid in any region that shares the
-    country code (07911 123456 parsed for GB is a Guernsey mobile), so
-    ``numbers`` contains the patterns of each of them. None where the metadata
-    lacks a pattern, so that the region is always parsed.
+    A national number is valid in a region if it matches the region's
+    general pattern and the pattern of one of its number types (fixed line,
+    mobile, toll free and the others). It is valid if it is valid in any
+    region that shares the country code (07911 123456 parsed for GB is a
+    Guernsey mobile), so ``numbers`` matches the numbers that pass that test
+    in one of them. None where the metadata lacks a pattern, so that the
+    region is always parsed.
     """
 
     region: str
     international_prefix: re.Pattern[str] | None
     national_prefix: re.Pattern[str] | None
-    numbers: tuple[_NumberPatterns, ...] | None
+    numbers: re.Pattern[str] | None
 
 
 def _compiled(pattern: str | None) -> re.Pattern[str] | None:
@@ -301,24 +288,33 @@ def _dialing_rules() -> tuple[_DialingRules, ...]:
     return tuple(rules)
 
 
-def _number_patterns(regions: Iterable[str]) -> tuple[_NumberPatterns, ...] | None:
+def _number_patterns(regions: Iterable[str]) -> re.Pattern[str] | None:
+    """Return one pattern for the valid national numbers of ``regions``.
+
+    For each region, a lookahead requires the general pattern and an
+    alternation one of the type patterns, both up to the end. One pattern
+    costs a single match where separate ones cost a call each.
+    """
     from phonenumbers import PhoneMetadata
 
-    found = []
+    alternatives = []
     for region in regions:
         metadata = PhoneMetadata.metadata_for_region(region)
         general = metadata.general_desc if metadata else None
-        pattern = _compiled(general.national_number_pattern if general else None)
-        if pattern is None:
+        general_pattern = general.national_number_pattern if general else None
+        if not general_pattern:
             return None
         types = []
         for name in _NUMBER_TYPES:
             desc = getattr(metadata, name, None)
-            type_pattern = _compiled(getattr(desc, "national_number_pattern", None))
-            if type_pattern is not None:
-                types.append(type_pattern)
-        found.append(_NumberPatterns(general=pattern, number_types=tuple(types)))
-    return tuple(found) or None
+            type_pattern = getattr(desc, "national_number_pattern", None)
+            if type_pattern:
+                types.append(f"(?:{type_pattern})")
+        if types:
+            alternatives.append(rf"(?=(?:{general_pattern})\Z)(?:{'|'.join(types)})\Z")
+    if not alternatives:
+        return None
+    return re.compile("|".join(f"(?:{item})" for item in alternatives))
 
 
 def _regions_to_parse(digits: str) -> tuple[str, ...]:
@@ -348,15 +344,11 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
                 international.add(idd.group())
                 regions.append(rules.region)
             continue
-        numbers = [digits]
+        if rules.numbers.match(digits):
+            regions.append(rules.region)
+            continue
         prefix = rules.national_prefix.match(digits) if rules.national_prefix else None
-        if prefix:
-            numbers.append(digits[prefix.end() :])
-        if any(
-            patterns.may_match(number)
-            for patterns in rules.numbers
-            for number in numbers
-        ):
+        if prefix and rules.numbers.match(digits, prefix.end()):
             regions.append(rules.region)
     return tuple(regions)
 
