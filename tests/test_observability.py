@@ -501,6 +501,16 @@ def test_webhooks_verify_literal_secret_hidden() -> None:
     assert "k3yMaterial" not in result.output
 
 
+def test_webhooks_verify_unset_key_like_name_hidden() -> None:
+    result = verify(
+        ["--platform", "benevity", "--secret-env", "QX7LK2P9ZR4TBN8WJ3MV"], b""
+    )
+
+    assert result.exit_code == 2
+    assert "the environment variable named by --secret-env" in result.output
+    assert "QX7LK2P9ZR4TBN8WJ3MV" not in result.output
+
+
 def test_webhooks_verify_workday_needs_scheme() -> None:
     pytest.importorskip("impactin_workday")
     arguments = ["--platform", "workday", "--secret-env", "WH"]

@@ -237,13 +237,19 @@ def test_cli_reset_unknown_circuit(
     assert expected in result.output
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param(["--tenant", "acme", "--platform", "echo"], id="options"),
+        pytest.param(["--tenant", "acme", "echo"], id="option-and-argument"),
+    ],
+)
 async def test_cli_reset_with_options(
-    tmp_path: Path, echo_simulator: Echo, environ: None
+    tmp_path: Path, echo_simulator: Echo, environ: None, arguments: list[str]
 ) -> None:
     server, _ = echo_simulator
     runtime = await _open_circuit(tmp_path, server)
     config = _write_config(tmp_path, server.url)
-    arguments = ["--tenant", "acme", "--platform", "echo"]
 
     result = CliRunner().invoke(
         main, ["--config", str(config), "breaker", "reset", *arguments]

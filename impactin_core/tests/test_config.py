@@ -246,3 +246,27 @@ def test_type_error_reads_well(tmp_path: Path) -> None:
         parse_config(platform(enabled="yes"), base_dir=tmp_path)
 
     assert "set it to true or false" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "quoted"),
+    [
+        pytest.param("ACME_CLIENT_SECRET", True, id="words"),
+        # Upper-case letters and digits pass as a name, but may be a pasted
+        # access key, so the message names the setting only.
+        pytest.param("QX7LK2P9ZR4TBN8WJ3MV", False, id="secret-like"),
+    ],
+)
+def test_unset_variable_quoted_if_words(
+    tmp_path: Path, name: str, quoted: bool
+) -> None:
+    config = parse_config(
+        platform(credentials={"client_secret": name}), base_dir=tmp_path
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        config.settings("acme", "benevity", EnvSecrets({}))
+
+    message = str(caught.value)
+    assert (name in message) is quoted
+    assert "credentials.client_secret is not set" in message

@@ -40,6 +40,21 @@ HARD_CASES = [
     pytest.param("John-2125551234", "phone", id="name-dash"),
     pytest.param("INV-+12125551234", "phone", id="id-prefix-plus"),
     pytest.param("06.12.34.56.78", "phone", id="fr-dotted"),
+    pytest.param(
+        "call me on \u0660\u0662\u0660\u0667\u0669\u0664\u0666\u0660\u0669\u0665\u0668",
+        "phone",
+        id="arabic-indic-digits",
+    ),
+    pytest.param(
+        "\u06f0\u06f7\u06f9\u06f1\u06f1\u06f1\u06f2\u06f3\u06f4\u06f5\u06f6",
+        "phone",
+        id="persian-digits",
+    ),
+    pytest.param(
+        "\u0966\u0968\u0966\u096d\u096f\u096a\u096c\u0966\u096f\u096b\u096e",
+        "phone",
+        id="devanagari-digits",
+    ),
     pytest.param("123\u201045\u20106789", "us_ssn", id="ssn-unicode-hyphens"),
     pytest.param("123 45 6789", "us_ssn", id="ssn-spaces"),
     pytest.param("123-45-6789", "us_ssn", id="ssn-dashes"),

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1103,4 +1104,36 @@ async def test_request_stop_skips_retry_wait(
     assert row["status"] == "pending"
     assert row["error_kind"] == "deferred"
     assert row["next_attempt_at"] > clock.now
+    assert simulator.journal.entries == []
+
+
+class RealTime:
+    """The wall clock, for tests that need a sleep to take its time."""
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def test_request_stop_ends_retry_wait(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """A stop during a retry's wait defers the delivery to when the retry was due."""
+    server, simulator = echo_simulator
+    set_faults(server, script=["429"], retry_after="20")
+    runtime = make_runtime(tmp_path, server.url, clock=RealTime())  # type: ignore[arg-type]
+    asyncio.get_running_loop().call_later(0.5, runtime.request_stop)
+    started = time.monotonic()
+
+    report = await runtime.deliver([record("a-1")])
+
+    elapsed = time.monotonic() - started
+    row = runtime.store.list_deliveries()[0]
+    assert elapsed < 10
+    assert report.platforms["echo"].deferred == 1
+    assert row["status"] == "pending"
+    assert row["error_kind"] == "deferred"
+    assert row["next_attempt_at"] > time.time() + 15
     assert simulator.journal.entries == []

@@ -318,12 +318,10 @@ def resume(ctx: click.Context, include_future: bool) -> None:
     try:
         stopper = Stopper(runtime.request_stop)
         report = stopper.run(runtime.resume(include_future=include_future))
-        deferred = 0
-        if not include_future:
-            now = time.time()
-            deferred = runtime.store.count_due(
-                now, include_future=True
-            ) - runtime.store.count_due(now)
+        now = time.time()
+        deferred = runtime.store.count_due(
+            now, include_future=True
+        ) - runtime.store.count_due(now)
     finally:
         runtime.close()
     _print_summary(_console(), report, "Resumed")
@@ -331,7 +329,7 @@ def resume(ctx: click.Context, include_future: bool) -> None:
         click.echo(
             f"{deferred} deliveries are deferred to a later time (an open circuit "
             "or a long Retry-After) and were not sent; 'impactin resume --all' "
-            "sends them now."
+            "sends them now, and 'impactin resume' once they are due."
         )
     stopper.exit_if_stopped()
 

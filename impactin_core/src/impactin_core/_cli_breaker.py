@@ -43,6 +43,9 @@ def reset(
     stored, and each worker closes its circuit and clears the failure
     streak before its next call to the platform.
     """
+    if tenant is not None and platform is None and tenant_option is not None:
+        # "reset --tenant acme benevity": the one argument is the platform.
+        tenant, platform = None, tenant
     tenant = _one_value("tenant", tenant, tenant_option)
     platform = _one_value("platform", platform, platform_option)
     from ._breaker_states import record_reset

@@ -105,7 +105,7 @@ def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _secrets(names: tuple[str, ...]) -> list[str]:
-    from ._config import is_env_name
+    from ._config import env_label, is_env_name
 
     if not all(is_env_name(name) for name in names):
         # The value is not quoted, because it may be the secret itself.
@@ -117,11 +117,8 @@ def _secrets(names: tuple[str, ...]) -> list[str]:
         raise click.UsageError(message)
     missing = [name for name in names if not os.environ.get(name)]
     if missing:
-        listed = ", ".join(missing)
-        message = (
-            f"The environment variable(s) {listed} named by --secret-env are "
-            "not set or empty; export the webhook secret there."
-        )
+        labels = "; ".join(env_label(name, "--secret-env") for name in missing)
+        message = f"Not set or empty: {labels}. Export the webhook secret there."
         raise click.UsageError(message)
     return [os.environ[name] for name in names]
 

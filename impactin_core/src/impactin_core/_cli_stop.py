@@ -34,8 +34,8 @@ DEFAULT_GRACE = 5.0
 
 
 def _grace_seconds() -> float:
-    text = os.environ.get(GRACE_ENV)
-    if text is None:
+    text = os.environ.get(GRACE_ENV, "").strip()
+    if not text:
         return DEFAULT_GRACE
     try:
         seconds = float(text)

@@ -38,6 +38,25 @@ def is_env_name(value: object) -> bool:
     return isinstance(value, str) and _ENV_NAME.fullmatch(value) is not None
 
 
+# Names made of words (ACME_CLIENT_SECRET, TOKEN, KEY2). A secret of upper-case
+# letters and digits (an access key id) passes _ENV_NAME but not this, so
+# messages do not quote it.
+_WORDY_NAME = re.compile(
+    r"[A-Z]{1,20}\d{0,2}(?:_[A-Z]{1,20}\d{0,2})+|[A-Z]{1,8}\d{0,2}"
+)
+
+
+def env_label(name: str, setting: str) -> str:
+    """Return "the environment variable NAME named by SETTING" for a message.
+
+    The name is left out unless it reads as words, because a secret pasted
+    in place of the name would otherwise be printed.
+    """
+    if _WORDY_NAME.fullmatch(name):
+        return f"the environment variable {name} named by {setting}"
+    return f"the environment variable named by {setting}"
+
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -194,8 +213,7 @@ class Config:
                 key = f"tenants.{tenant}.platforms.{platform}.credentials.{name}"
                 message = (
                     f"Tenant {tenant!r} has no {name!r} credential for "
-                    f"{platform!r}: the environment variable {env_name} named by "
-                    f"{key} is not set; set it."
+                    f"{platform!r}: {env_label(env_name, key)} is not set; set it."
                 )
                 raise ConfigError(message, key=key)
             resolved[name] = value

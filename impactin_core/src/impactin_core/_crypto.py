@@ -25,10 +25,12 @@ class Sealer:
 
     def __init__(self, keys: Sequence[str], *, key_name: str) -> None:
         if not keys:
+            from ._config import env_label
+
             message = (
-                f"The store key {key_name} is not set; set it to the output of "
-                "'impactin keygen' (keep it secret, and keep old keys after a comma "
-                "while rotating)."
+                f"The store key is missing: {env_label(key_name, 'store.key_env')} "
+                "is not set; set it to the output of 'impactin keygen' (keep it "
+                "secret, and keep old keys after a comma while rotating)."
             )
             raise ConfigError(message, key=key_name)
         try:

@@ -40,7 +40,13 @@ from opentelemetry import trace
 
 from ._audit import AuditLog
 from ._breaker_states import BreakerSync
-from ._config import Config, EnvSecrets, PlatformConfig, SecretsProvider
+from ._config import (
+    Config,
+    EnvSecrets,
+    PlatformConfig,
+    SecretsProvider,
+    env_label,
+)
 from ._context import AuthContext, SendContext
 from ._converter import converter
 from ._crypto import Sealer
@@ -152,6 +158,7 @@ class _Pacer:
         #: True once the run stops taking deliveries.
         self.stopped = False
         self._wake = asyncio.Event()
+        self._stopped_event = asyncio.Event()
 
     def note(self, name: str) -> None:
         """Count the requests waiting for their response, from a trace event."""
@@ -170,6 +177,19 @@ class _Pacer:
         """Let the builder run now, to see that the run takes no more deliveries."""
         self.stopped = True
         self._wake.set()
+        self._stopped_event.set()
+
+    async def sleep_unless_stopped(self, sleep: Awaitable[None]) -> bool:
+        """Await ``sleep``, and return True at once if the run stops first."""
+        sleeper = asyncio.ensure_future(sleep)
+        stopper = asyncio.ensure_future(self._stopped_event.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+        return not sleeper.done() or sleeper.cancelled()
 
     async def wait_for_idle(self, ready: asyncio.Queue[Any]) -> None:
         """Wait until a request waits for its response or ``ready`` is empty.
@@ -344,8 +364,8 @@ class Runtime:
         if value is None:
             key = f"tenants.{tenant}.key_env"
             message = (
-                f"Tenant {tenant!r} has no secret key: the environment variable "
-                f"{env_name} named by {key} is not set; set it to a long random value."
+                f"Tenant {tenant!r} has no secret key: {env_label(env_name, key)} "
+                "is not set; set it to a long random value."
             )
             raise ConfigError(message, key=key)
         return value.encode("utf-8")
@@ -1008,7 +1028,16 @@ class Runtime:
                         attempt.number,
                         type(exc).__name__,
                     )
-                    await self.sleep(delay_or_reason)
+                    due = self.clock() + delay_or_reason
+                    pacer = _pacer.get()
+                    if pacer is None:
+                        await self.sleep(delay_or_reason)
+                    elif await pacer.sleep_unless_stopped(self.sleep(delay_or_reason)):
+                        # The run stopped during the wait: the retry is due
+                        # at the same time in a later run.
+                        self._defer(row, str(exc), due)
+                        stats.deferred += 1
+                        return
                     continue
                 if kind == "defer":
                     assert isinstance(delay_or_reason, float)

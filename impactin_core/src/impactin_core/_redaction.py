@@ -373,6 +373,10 @@ def _is_phone_text(candidate: str) -> bool:
     if _AMOUNT.fullmatch(candidate):
         return False
     digits = re.sub(r"\D", "", candidate)
+    if not digits.isascii():
+        # Arabic-Indic, Devanagari and other decimal digits, which NFKC
+        # keeps; phonenumbers reads them, and the checks below need ASCII.
+        digits = "".join(str(unicodedata.digit(char)) for char in digits)
     return 7 <= len(digits) <= 15 and _is_phone(candidate, digits)
 
 
