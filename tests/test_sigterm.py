@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,47 @@ def _benevity_config(tmp_path: Path, url: str, concurrency: int) -> Path:
         encoding="utf-8",
     )
     return config
+
+
+def _environ(**extra: str) -> dict[str, str]:
+    """Return the process environment with fresh keys for one test's store."""
+    return {
+        **os.environ,
+        "TERM_STORE_KEY": generate_key(),
+        "TERM_TENANT_KEY": "k" * 40,
+        "TERM_CLIENT_ID": "client",
+        "TERM_CLIENT_SECRET": "secret",
+        **extra,
+    }
+
+
+def _start(
+    config: Path, *arguments: str, environ: dict[str, str]
+) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "impactin_core._cli", "--config", str(config)]
+    return subprocess.Popen(
+        [*command, *arguments],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _terminate_when(process: subprocess.Popen[str], ready: Any, timeout: float) -> str:
+    """Send SIGTERM once ``ready()`` is true (or after 60 s); return stderr."""
+    try:
+        for _ in range(1200):
+            if ready():
+                break
+            threading.Event().wait(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return stderr
 
 
 def test_sigterm_returns_unsent_delivery_to_pending(
@@ -180,19 +222,11 @@ def test_sigterm_lets_sent_requests_finish(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        try:
-            # Requests wait 1 s at the simulator, so the donation requests
-            # counted here are still unanswered when SIGTERM arrives.
-            for _ in range(600):
-                if simulator.journal.request_count >= 3:
-                    break
-                threading.Event().wait(0.05)
-            process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        # Requests wait 1 s at the simulator, so the donation requests
+        # counted here are still unanswered when SIGTERM arrives.
+        stderr = _terminate_when(
+            process, lambda: simulator.journal.request_count >= 3, timeout=60
+        )
         with sqlite3.connect(tmp_path / "term.db") as conn:
             stopped = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
         sent_before = len(simulator.journal.entries)
@@ -239,3 +273,49 @@ def test_invalid_grace_is_rejected(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "IMPACTIN_STOP_GRACE is 'soon'" in result.stderr
+
+
+def test_sigterm_while_reading_stores_rows_read(
+    tmp_path: Path, silent_server: SilentServer
+) -> None:
+    """SIGTERM during the reading of a large file stops reading, sends nothing."""
+    url = f"http://127.0.0.1:{silent_server.port}"
+    config = _benevity_config(tmp_path, url, concurrency=4)
+    total = 100_000
+    records = tmp_path / "records.jsonl"
+    with records.open("w", encoding="utf-8") as file:
+        for number in range(total):
+            row = {
+                "source_id": f"read-{number}",
+                "employee_id": "E-000101",
+                "tenant": "acme",
+                "kind": "donation",
+                "activity_date": "2026-03-01",
+                "organization_id": "ORG-1701",
+                "amount_minor": 1500,
+                "currency": "USD",
+            }
+            file.write(json.dumps(row) + "\n")
+    process = _start(config, "deliver", str(records), environ=_environ())
+    store = tmp_path / "term.db"
+
+    def stored() -> int:
+        if not store.exists():
+            return 0
+        with sqlite3.connect(store, timeout=30) as conn:
+            try:
+                return int(
+                    conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+                )
+            except sqlite3.OperationalError:
+                return 0
+
+    stderr = _terminate_when(process, lambda: stored() >= 500, timeout=120)
+
+    with sqlite3.connect(store) as conn:
+        statuses = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+    assert process.returncode == SIGTERM_EXIT_CODE, stderr
+    assert "while reading the input" in stderr
+    assert 500 <= len(statuses) < total
+    assert set(statuses) == {"pending"}
+    assert not silent_server.received.is_set()

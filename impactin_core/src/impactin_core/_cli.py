@@ -185,11 +185,16 @@ def _run_with_progress(
 
         def counted() -> Iterator[Any]:
             for row in rows:
+                if stopper.stopped:
+                    # SIGTERM: the rows read so far are stored, the rest
+                    # stay in the file for the next run.
+                    return
                 progress.advance(task)
                 yield row
 
         report = RunReport(run_id=os.urandom(16).hex())
-        runtime.submit(counted(), run_id=report.run_id, report=report)
+        with stopper.reading():
+            runtime.submit(counted(), run_id=report.run_id, report=report)
         due = runtime.store.count_due(runtime.clock())
         send = progress.add_task("delivering", total=due)
         stopper.run(runtime.process(report, on_done=lambda: progress.advance(send)))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -62,6 +64,39 @@ class Stopper:
         self.grace = _grace_seconds()
         #: Whether a SIGTERM arrived.
         self.stopped = False
+        #: Whether it arrived while the input was being read.
+        self.stopped_reading = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Let SIGTERM end the reading of the input instead of the process.
+
+        The first SIGTERM sets ``stopped``, so the reader stops after the
+        current row and the rows read are stored; a second one exits at
+        once. Outside the main thread nothing changes.
+        """
+        try:
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm_while_reading)
+        except ValueError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm_while_reading(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopped:
+            click.echo(
+                "Stopped by a second SIGTERM while reading the input; run the same "
+                "command again to send the rest.",
+                err=True,
+            )
+            raise click.exceptions.Exit(SIGTERM_EXIT_CODE)
+        self.stopped = True
+        self.stopped_reading = True
+        if self.drain is not None:
+            self.drain()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` with ``asyncio.run`` and return its result.
@@ -88,11 +123,20 @@ class Stopper:
         """Exit with status 143 if SIGTERM stopped the run early."""
         if not self.stopped:
             return
-        click.echo(
-            "Stopped by SIGTERM after the requests already sent got their responses. "
-            "Deliveries not sent yet are pending; 'impactin resume' sends them.",
-            err=True,
-        )
+        if self.stopped_reading:
+            click.echo(
+                "Stopped by SIGTERM while reading the input: the rows read were "
+                "stored and nothing was sent. Run the same command again to read "
+                "the rest; rows stored already are sent once.",
+                err=True,
+            )
+        else:
+            click.echo(
+                "Stopped by SIGTERM after the requests already sent got their "
+                "responses. Deliveries not sent yet are pending; 'impactin resume' "
+                "sends them.",
+                err=True,
+            )
         raise click.exceptions.Exit(SIGTERM_EXIT_CODE)
 
     async def _main(self, coroutine: Coroutine[Any, Any, T]) -> T:
