@@ -393,6 +393,6 @@ def test_deliver_unknown_tenant_option(config: Path, tmp_path: Path) -> None:
     result = invoke(config, "deliver", str(rows), "--tenant", "nosuch")
 
     assert result.exit_code == 2
-    assert "tenant 'nosuch' is not configured (configured: acme)" in result.output
+    assert "'nosuch' is not configured (configured: acme)" in result.output
     assert deliveries(config) == []
     assert quarantined(config) == []

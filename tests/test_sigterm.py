@@ -17,9 +17,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -115,7 +114,9 @@ def _start(
     )
 
 
-def _terminate_when(process: subprocess.Popen[str], ready: Any, timeout: float) -> str:
+def _terminate_when(
+    process: subprocess.Popen[str], ready: Callable[[], bool], timeout: float
+) -> str:
     """Send SIGTERM once ``ready()`` is true (or after 60 s); return stderr."""
     try:
         for _ in range(1200):
@@ -131,56 +132,45 @@ def _terminate_when(process: subprocess.Popen[str], ready: Any, timeout: float) 
     return stderr
 
 
+def _write_donations(path: Path, count: int, prefix: str) -> Path:
+    with path.open("w", encoding="utf-8") as file:
+        for number in range(count):
+            row = {
+                "source_id": f"{prefix}-{number}",
+                "tenant": "acme",
+                "kind": "donation",
+                "activity_date": "2026-03-01",
+                "employee_id": "E-000101",
+                "organization_id": "ORG-1701",
+                "amount_minor": 1500,
+                "currency": "USD",
+            }
+            file.write(json.dumps(row) + "\n")
+    return path
+
+
+def _statuses(store: Path) -> list[str]:
+    with sqlite3.connect(store) as conn:
+        return [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+
+
 def test_sigterm_returns_unsent_delivery_to_pending(
     tmp_path: Path, silent_server: SilentServer
 ) -> None:
-    environ = {
-        "TERM_STORE_KEY": generate_key(),
-        "TERM_TENANT_KEY": "k" * 40,
-        "TERM_CLIENT_ID": "client",
-        "TERM_CLIENT_SECRET": "secret",
-        # The silent server sends no response, so the grace period runs out.
-        "IMPACTIN_STOP_GRACE": "0.5",
-    }
     url = f"http://127.0.0.1:{silent_server.port}"
     config = _benevity_config(tmp_path, url, concurrency=8)
-    row = {
-        "source_id": "term-1",
-        "tenant": "acme",
-        "kind": "donation",
-        "activity_date": "2026-03-01",
-        "employee_id": "E-000101",
-        "employee_email": "term01@example.org",
-        "organization_id": "ORG-1701",
-        "amount_minor": 1500,
-        "currency": "USD",
-    }
-    records = tmp_path / "records.jsonl"
-    records.write_text(json.dumps(row) + "\n", encoding="utf-8")
-    command = [sys.executable, "-m", "impactin_core._cli", "--config", str(config)]
-    process = subprocess.Popen(
-        [*command, "deliver", str(records)],
-        env={**os.environ, **environ},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # The first request is the token request: the delivery is claimed,
-        # and nothing of it has been sent.
-        assert silent_server.received.wait(timeout=60), "no request arrived"
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    records = _write_donations(tmp_path / "records.jsonl", 1, "term")
+    # The silent server sends no response, so the grace period runs out.
+    environ = _environ(IMPACTIN_STOP_GRACE="0.5")
+    process = _start(config, "deliver", str(records), environ=environ)
 
-    with sqlite3.connect(tmp_path / "term.db") as conn:
-        statuses = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+    # The first request is the token request: the delivery is claimed, and
+    # nothing of it has been sent.
+    stderr = _terminate_when(process, silent_server.received.is_set, timeout=60)
+
     assert process.returncode == SIGTERM_EXIT_CODE, stderr
     assert "Stopped by SIGTERM" in stderr
-    assert statuses == ["pending"]
+    assert _statuses(tmp_path / "term.db") == ["pending"]
 
 
 def test_sigterm_lets_sent_requests_finish(tmp_path: Path) -> None:
@@ -190,55 +180,26 @@ def test_sigterm_lets_sent_requests_finish(tmp_path: Path) -> None:
     from impactin_core.sandbox import FaultPlan, SandboxServer
 
     simulator = create_simulator(plan=FaultPlan(latency_seconds=1.0))
-    environ = {
-        "TERM_STORE_KEY": generate_key(),
-        "TERM_TENANT_KEY": "k" * 40,
-        "TERM_CLIENT_ID": simulator.credentials["client_id"],
-        "TERM_CLIENT_SECRET": simulator.credentials["client_secret"],
-        "IMPACTIN_STOP_GRACE": "30",
-    }
-    rows = [
-        {
-            "source_id": f"term-{number}",
-            "tenant": "acme",
-            "kind": "donation",
-            "activity_date": "2026-03-01",
-            "employee_id": "E-000101",
-            "organization_id": "ORG-1701",
-            "amount_minor": 1500,
-            "currency": "USD",
-        }
-        for number in range(12)
-    ]
-    records = tmp_path / "records.jsonl"
-    records.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
+    environ = _environ(
+        TERM_CLIENT_ID=simulator.credentials["client_id"],
+        TERM_CLIENT_SECRET=simulator.credentials["client_secret"],
+        IMPACTIN_STOP_GRACE="30",
+    )
+    records = _write_donations(tmp_path / "records.jsonl", 12, "term")
+    store = tmp_path / "term.db"
     with SandboxServer(simulator.app) as server:
         config = _benevity_config(tmp_path, server.url, concurrency=3)
-        command = [sys.executable, "-m", "impactin_core._cli", "--config", str(config)]
-        process = subprocess.Popen(
-            [*command, "deliver", str(records)],
-            env={**os.environ, **environ},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = _start(config, "deliver", str(records), environ=environ)
         # Requests wait 1 s at the simulator, so the donation requests
-        # counted here are still unanswered when SIGTERM arrives.
+        # counted here have no response yet when SIGTERM arrives.
         stderr = _terminate_when(
             process, lambda: simulator.journal.request_count >= 3, timeout=60
         )
-        with sqlite3.connect(tmp_path / "term.db") as conn:
-            stopped = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+        stopped = _statuses(store)
         sent_before = len(simulator.journal.entries)
-        resumed = subprocess.run(
-            [*command, "resume"],
-            env={**os.environ, **environ},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        with sqlite3.connect(tmp_path / "term.db") as conn:
-            final = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+        resumed = _start(config, "resume", environ=environ)
+        _, resume_errors = resumed.communicate(timeout=120)
+        final = _statuses(store)
         entries = len(simulator.journal.entries)
         repeats = sum(simulator.journal.repeats.values())
 
@@ -248,7 +209,7 @@ def test_sigterm_lets_sent_requests_finish(tmp_path: Path) -> None:
     assert stopped.count("delivered") == sent_before
     assert sent_before >= 1
     assert stopped.count("pending") == 12 - sent_before
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, resume_errors
     assert final == ["delivered"] * 12
     assert entries == 12
     assert repeats == 0
@@ -256,23 +217,12 @@ def test_sigterm_lets_sent_requests_finish(tmp_path: Path) -> None:
 
 def test_invalid_grace_is_rejected(tmp_path: Path) -> None:
     config = _benevity_config(tmp_path, "http://127.0.0.1:9", concurrency=1)
-    environ = {
-        "TERM_STORE_KEY": generate_key(),
-        "TERM_TENANT_KEY": "k" * 40,
-        "IMPACTIN_STOP_GRACE": "soon",
-    }
-    command = [sys.executable, "-m", "impactin_core._cli", "--config", str(config)]
+    process = _start(config, "resume", environ=_environ(IMPACTIN_STOP_GRACE="soon"))
 
-    result = subprocess.run(
-        [*command, "resume"],
-        env={**os.environ, **environ},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    _, stderr = process.communicate(timeout=60)
 
-    assert result.returncode == 2
-    assert "IMPACTIN_STOP_GRACE is 'soon'" in result.stderr
+    assert process.returncode == 2
+    assert "IMPACTIN_STOP_GRACE is 'soon'" in stderr
 
 
 def test_sigterm_while_reading_stores_rows_read(
@@ -282,20 +232,7 @@ def test_sigterm_while_reading_stores_rows_read(
     url = f"http://127.0.0.1:{silent_server.port}"
     config = _benevity_config(tmp_path, url, concurrency=4)
     total = 100_000
-    records = tmp_path / "records.jsonl"
-    with records.open("w", encoding="utf-8") as file:
-        for number in range(total):
-            row = {
-                "source_id": f"read-{number}",
-                "employee_id": "E-000101",
-                "tenant": "acme",
-                "kind": "donation",
-                "activity_date": "2026-03-01",
-                "organization_id": "ORG-1701",
-                "amount_minor": 1500,
-                "currency": "USD",
-            }
-            file.write(json.dumps(row) + "\n")
+    records = _write_donations(tmp_path / "records.jsonl", total, "read")
     process = _start(config, "deliver", str(records), environ=_environ())
     store = tmp_path / "term.db"
 
@@ -304,16 +241,14 @@ def test_sigterm_while_reading_stores_rows_read(
             return 0
         with sqlite3.connect(store, timeout=30) as conn:
             try:
-                return int(
-                    conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
-                )
+                row = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()
             except sqlite3.OperationalError:
                 return 0
+        return int(row[0])
 
     stderr = _terminate_when(process, lambda: stored() >= 500, timeout=120)
 
-    with sqlite3.connect(store) as conn:
-        statuses = [row[0] for row in conn.execute("SELECT status FROM deliveries")]
+    statuses = _statuses(store)
     assert process.returncode == SIGTERM_EXIT_CODE, stderr
     assert "while reading the input" in stderr
     assert 500 <= len(statuses) < total

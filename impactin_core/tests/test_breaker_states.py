@@ -176,6 +176,12 @@ def _write_config(tmp_path: Path, url: str) -> Path:
     return path
 
 
+def _cli(tmp_path: Path, url: str, *arguments: str) -> Any:
+    """Run ``impactin`` with a configuration for the echo simulator at ``url``."""
+    config = _write_config(tmp_path, url)
+    return CliRunner().invoke(main, ["--config", str(config), *arguments])
+
+
 @pytest.fixture
 def environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in ENVIRON.items():
@@ -291,15 +297,13 @@ async def test_later_process_stores_closed(
 ) -> None:
     """A new process that delivers replaces the open state an earlier one left."""
     server, _ = echo_simulator
-    first = await _open_circuit(tmp_path, server)
-    first.close()
+    (await _open_circuit(tmp_path, server)).close()
     later = _runtime(tmp_path, server.url, FakeTime())
 
     report = await later.deliver([_record("a-2")])
     rows = breaker_rows(later.store)
     later.close()
-    config = _write_config(tmp_path, server.url)
-    health = CliRunner().invoke(main, ["--config", str(config), "health"])
+    health = _cli(tmp_path, server.url, "health")
 
     assert report.platforms["echo"].delivered == 1
     assert [row["state"] for row in rows] == ["closed"]

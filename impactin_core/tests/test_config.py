@@ -109,11 +109,6 @@ def test_unset_secret_names_variable(tmp_path: Path) -> None:
             id="enabled-not-bool",
         ),
         pytest.param(
-            platform(credentials={"client_secret": "hunter2 literal"}),
-            "tenants.acme.platforms.benevity.credentials.client_secret",
-            id="literal-secret",
-        ),
-        pytest.param(
             platform(retry={"attempts": 3}),
             "tenants.acme.platforms.benevity.retry.attempts",
             id="unknown-retry-setting",

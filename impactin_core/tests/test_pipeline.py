@@ -700,6 +700,29 @@ async def _cancel_when(
         await run
 
 
+async def _interrupt_one(
+    runtime: Runtime,
+    *,
+    server: asyncio.AbstractServer | None = None,
+    connections: list[asyncio.StreamWriter] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Cancel one record's run once it is in flight; return its delivery and attempt.
+
+    ``server`` and its ``connections`` are closed after the run.
+    """
+    try:
+        await _cancel_when(runtime, [record("a-1")], ["in_flight"])
+    finally:
+        for writer in connections or []:
+            writer.close()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+    (delivery,) = runtime.store.list_deliveries()
+    (attempt,) = runtime.store.attempts(delivery["id"])
+    return delivery, attempt
+
+
 async def test_cancelled_unsent_delivery_back_to_pending(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:
@@ -760,10 +783,9 @@ async def test_cancelled_while_connecting_pending(
     transport = httpx.AsyncHTTPTransport()
     transport._pool = httpcore.AsyncConnectionPool(network_backend=StallingBackend())
     runtime.transport = transport
-    await _cancel_when(runtime, [record("a-1")], ["in_flight"])
 
-    (delivery,) = runtime.store.list_deliveries()
-    (attempt,) = runtime.store.attempts(delivery["id"])
+    delivery, attempt = await _interrupt_one(runtime)
+
     assert delivery["status"] == "pending"
     assert attempt["outcome"] == "interrupted"
     assert simulator.journal.entries == []
@@ -787,16 +809,9 @@ async def test_cancelled_during_proxy_tls_pending(tmp_path: Path) -> None:
     # The platform address is only named in the CONNECT; nothing connects to it.
     runtime = make_runtime(tmp_path, "https://127.0.0.1:9", concurrency=1)
     runtime.transport = httpx.AsyncHTTPTransport(proxy=f"http://127.0.0.1:{proxy_port}")
-    try:
-        await _cancel_when(runtime, [record("a-1")], ["in_flight"])
-    finally:
-        for writer in tunnels:
-            writer.close()
-        proxy.close()
-        await proxy.wait_closed()
 
-    (delivery,) = runtime.store.list_deliveries()
-    (attempt,) = runtime.store.attempts(delivery["id"])
+    delivery, attempt = await _interrupt_one(runtime, server=proxy, connections=tunnels)
+
     assert tunnels
     assert delivery["status"] == "pending"
     assert attempt["outcome"] == "interrupted"
@@ -817,16 +832,11 @@ async def test_cancelled_after_write_stays_in_flight(tmp_path: Path) -> None:
     server = await asyncio.start_server(read_and_hold, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     runtime = make_runtime(tmp_path, f"http://127.0.0.1:{port}", concurrency=1)
-    try:
-        await _cancel_when(runtime, [record("a-1")], ["in_flight"])
-    finally:
-        for writer in connections:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
-    (delivery,) = runtime.store.list_deliveries()
-    (attempt,) = runtime.store.attempts(delivery["id"])
+    delivery, attempt = await _interrupt_one(
+        runtime, server=server, connections=connections
+    )
+
     assert received.is_set()
     assert delivery["status"] == "in_flight"
     assert attempt["outcome"] == "interrupted"
@@ -892,7 +902,7 @@ async def test_cancelled_during_token_request_pending(
 async def test_requests_built_while_a_send_waits(
     tmp_path: Path, echo_simulator: Echo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After the first two, each request is built while another awaits its answer."""
+    """After the first two, each request is built while another awaits its response."""
     from impactin_core import _pipeline
 
     server, _ = echo_simulator
@@ -1066,7 +1076,7 @@ async def test_removed_tenant_spares_the_rest(
 async def test_request_stop_lets_sends_finish(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:
-    """A stop claims nothing more, and the requests already sent are answered."""
+    """A stop claims nothing more, and the requests already sent get responses."""
     server, simulator = echo_simulator
     set_faults(server, latency_seconds=0.3)
     runtime = make_runtime(tmp_path, server.url, concurrency=2)

@@ -145,7 +145,7 @@ class BreakerSync:
     def note_success(self, tenant: str, platform: str, now: float) -> None:
         """Store this process's closed circuit over a stale state after a success.
 
-        A circuit changes state only in the process that sees it change, so
+        A circuit changes state only in the process whose calls change it, so
         a circuit an earlier process left open would stay open in the store
         while this process's closed circuit delivers.
         """

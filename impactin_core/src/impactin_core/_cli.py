@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._cli_stop import Stopper
-from ._errors import ImpactInError
+from ._errors import ConfigError, ImpactInError
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -283,13 +283,11 @@ def deliver(
 
     runtime = _runtime(ctx)
     try:
-        if tenant is not None and tenant not in runtime.config.tenants:
-            known = ", ".join(sorted(runtime.config.tenants)) or "none"
-            raise click.BadParameter(
-                f"tenant {tenant!r} is not configured (configured: {known}); "
-                f"add a [tenants.{tenant}] section or pick a configured tenant",
-                param_hint="--tenant",
-            )
+        if tenant is not None:
+            try:
+                runtime.config.tenant(tenant)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc), param_hint="--tenant") from None
         mapping = None
         if input_name is not None:
             mappings = mappings_from_config(runtime.config.inputs)

@@ -143,7 +143,7 @@ _evidence: contextvars.ContextVar[_Evidence | None] = contextvars.ContextVar(
 
 
 class _Pacer:
-    """Tells the task that builds requests ahead when its work costs no time.
+    """The signal that lets the task building requests ahead run when it costs no time.
 
     That task and the workers share one thread. A worker yields to the
     event loop just before it writes its request, so work started then
@@ -153,12 +153,16 @@ class _Pacer:
     """
 
     def __init__(self) -> None:
-        #: Requests written whose response headers have not arrived yet.
+        #: The number of requests written whose response headers have not
+        #: arrived yet.
         self.awaiting = 0
-        #: True once the run stops taking deliveries.
-        self.stopped = False
         self._wake = asyncio.Event()
-        self._stopped_event = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run has stopped taking deliveries."""
+        return self._stopped.is_set()
 
     def note(self, name: str) -> None:
         """Count the requests waiting for their response, from a trace event."""
@@ -175,14 +179,13 @@ class _Pacer:
 
     def stop(self) -> None:
         """Let the builder run now, to see that the run takes no more deliveries."""
-        self.stopped = True
+        self._stopped.set()
         self._wake.set()
-        self._stopped_event.set()
 
     async def sleep_unless_stopped(self, sleep: Awaitable[None]) -> bool:
         """Await ``sleep``, and return True at once if the run stops first."""
         sleeper = asyncio.ensure_future(sleep)
-        stopper = asyncio.ensure_future(self._stopped_event.wait())
+        stopper = asyncio.ensure_future(self._stopped.wait())
         try:
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -300,7 +303,7 @@ class Runtime:
         self._ssl_context: ssl.SSLContext | None = None
         #: Deliveries that a run of this runtime is claiming or sending.
         self._in_progress: set[str] = set()
-        #: Set by request_stop, cleared when a run starts.
+        #: Whether request_stop was called since the last run started.
         self._stop_requested = False
         #: The pacers of the runs in progress, which request_stop wakes.
         self._pacers: set[_Pacer] = set()
@@ -669,6 +672,12 @@ class Runtime:
                     # other deliveries go on, and requests already sent are
                     # not cancelled. This one is pending again.
                     target = (prepared.row["tenant"], prepared.row["platform"])
+                    logger.warning(
+                        "Left delivery %s of tenant %s on %s pending: %s",
+                        prepared.row["id"],
+                        *target,
+                        exc,
+                    )
                     config_errors.setdefault(target, exc)
                     left_pending[target] += 1
                 if on_done is not None:
