@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import sqlite3
-import threading
-import traceback
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -201,66 +201,81 @@ def test_purge_expired_keys(store: Store) -> None:
     assert sorted(keys) == ["ik_claimed", "ik_fresh"]
 
 
-def _claim_in_threads(
-    path: str, key: str, keys: list[str], barrier: Any, results: Any
-) -> None:
-    """Claim every key from 8 threads, each on its own connection."""
+# Each racing process is a new interpreter: forking a pytest worker that runs
+# threads of its own can copy a held lock into the child and hang it.
+_CLAIM_SCRIPT = """
+import json, sys, threading, time, traceback
+from pathlib import Path
+from impactin_core._crypto import Sealer
+from impactin_core._store import Store, new_delivery_id
+
+path, key, go, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+store = Store(path, Sealer([key], key_name="IMPACTIN_STORE_KEY"))
+record = {"employee_id": "EMP-778812", "email": "jane.doe@example.com", "amount": 1}
+outcomes, errors = [], []
+start = threading.Barrier(8)
+
+def claim_all():
     try:
-        store = Store(path, _sealer(key))
-        outcomes: list[tuple[str, str]] = []
-        errors: list[str] = []
-        start = threading.Barrier(8)
-
-        def claim_all() -> None:
-            try:
-                start.wait()
-                for name in keys:
-                    claim = store.enqueue(_delivery(name), RECORD, now=NOW)
-                    outcomes.append((name, claim.state))
-            except Exception:
-                errors.append(traceback.format_exc())
-
-        threads = [threading.Thread(target=claim_all) for _ in range(8)]
-        barrier.wait()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        store.close()
-        results.put((outcomes, errors))
+        start.wait()
+        for n in range(count):
+            name = f"ik_{n}"
+            delivery = {
+                "id": new_delivery_id(), "run_id": "run-1",
+                "correlation_id": "corr-1", "tenant": "acme", "platform": "bv",
+                "kind": "donation", "source_id": "src-1",
+                "idempotency_key": name, "content_hash": "hash-a",
+            }
+            claim = store.enqueue(delivery, record, now=1_700_000_000.0)
+            outcomes.append((name, claim.state))
     except Exception:
-        results.put(([], [traceback.format_exc()]))
+        errors.append(traceback.format_exc())
+
+threads = [threading.Thread(target=claim_all) for _ in range(8)]
+deadline = time.monotonic() + 60
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.005)
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+store.close()
+print(json.dumps({"outcomes": outcomes, "errors": errors}))
+"""
 
 
 def test_claim_race_processes(tmp_path: Path, key: str) -> None:
     """2 processes x 8 threads claim the same keys: one winner per key."""
-    context = multiprocessing.get_context("fork")
     path = str(tmp_path / "race.db")
-    keys = [f"ik_{n}" for n in range(25)]
-    barrier = context.Barrier(2)
-    results = context.Queue()
+    go = tmp_path / "go"
+    count = 25
     processes = [
-        context.Process(
-            target=_claim_in_threads, args=(path, key, keys, barrier, results)
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIM_SCRIPT, path, key, str(go), str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
+    go.touch()
+    gathered = []
     for process in processes:
-        process.start()
-    gathered = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
-    outcomes = [item for found, _ in gathered for item in found]
-    errors = [error for _, found in gathered for error in found]
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        gathered.append(json.loads(out))
+    outcomes = [tuple(item) for found in gathered for item in found["outcomes"]]
+    errors = [error for found in gathered for error in found["errors"]]
     assert errors == []
-    assert len(outcomes) == 2 * 8 * len(keys)
-    for name in keys:
+    assert len(outcomes) == 2 * 8 * count
+    for n in range(count):
+        name = f"ik_{n}"
         states = sorted(state for key_name, state in outcomes if key_name == name)
         assert states.count("new") == 1, name
         assert states.count("unfinished") == 15, name
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
-    assert rows == len(keys)
+    assert rows == count
 
 
 # -- encryption at rest --------------------------------------------------------------
@@ -373,7 +388,6 @@ def test_schema_version_recorded(store: Store) -> None:
 
 def test_schema_reopen_keeps_version(tmp_path: Path, key: str) -> None:
     path = tmp_path / "state.db"
-    Store(path, _sealer(key)).close()
     reopened = Store(path, _sealer(key))
     rows = reopened.db.conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()
     assert rows[0] == SCHEMA_VERSION
@@ -382,7 +396,6 @@ def test_schema_reopen_keeps_version(tmp_path: Path, key: str) -> None:
 
 def test_schema_newer_rejected(tmp_path: Path, key: str) -> None:
     path = tmp_path / "state.db"
-    Store(path, _sealer(key)).close()
     with sqlite3.connect(path) as conn:
         conn.execute(
             "INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION + 1, NOW)
