@@ -388,6 +388,7 @@ def test_schema_version_recorded(store: Store) -> None:
 
 def test_schema_reopen_keeps_version(tmp_path: Path, key: str) -> None:
     path = tmp_path / "state.db"
+    Store(path, _sealer(key)).close()
     reopened = Store(path, _sealer(key))
     rows = reopened.db.conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()
     assert rows[0] == SCHEMA_VERSION
@@ -396,6 +397,7 @@ def test_schema_reopen_keeps_version(tmp_path: Path, key: str) -> None:
 
 def test_schema_newer_rejected(tmp_path: Path, key: str) -> None:
     path = tmp_path / "state.db"
+    Store(path, _sealer(key)).close()
     with sqlite3.connect(path) as conn:
         conn.execute(
             "INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION + 1, NOW)
