@@ -254,3 +254,48 @@ def test_sigterm_while_reading_stores_rows_read(
     assert 500 <= len(statuses) < total
     assert set(statuses) == {"pending"}
     assert not silent_server.received.is_set()
+
+
+_AFTER_RUN_SCRIPT = """
+import asyncio, os, signal
+import click
+from impactin_core._cli_stop import Stopper
+
+stopper = Stopper(drain=lambda: None)
+
+async def run(case):
+    if case == "twice":
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.1)
+    return "done"
+
+@click.command()
+@click.argument("case")
+def main(case):
+    print(stopper.run(run(case)), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("summary printed", flush=True)
+    stopper.exit_if_stopped()
+
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "printed"),
+    [
+        pytest.param("once", "done\nsummary printed\n", id="first-sigterm"),
+        pytest.param("twice", "done\n", id="second-sigterm"),
+    ],
+)
+def test_sigterm_after_run_exits_143(case: str, printed: str) -> None:
+    """A SIGTERM that lands while the summary prints still exits with 143."""
+    process = subprocess.run(
+        [sys.executable, "-c", _AFTER_RUN_SCRIPT, case],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert process.returncode == SIGTERM_EXIT_CODE, process.stderr
+    assert process.stdout == printed

@@ -11,6 +11,7 @@ cancelled, which returns deliveries not yet sent to pending.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
@@ -108,7 +109,7 @@ class Stopper:
         import asyncio
 
         try:
-            return asyncio.run(self._main(coroutine))
+            result = asyncio.run(self._main(coroutine))
         except asyncio.CancelledError:
             if not self.stopped:
                 raise
@@ -118,6 +119,28 @@ class Stopper:
                 err=True,
             )
             raise click.exceptions.Exit(SIGTERM_EXIT_CODE) from None
+        self._handle_sigterm_after_run()
+        return result
+
+    def _handle_sigterm_after_run(self) -> None:
+        # The event loop's handler is gone once the run returns, and the
+        # default action would end the process in the middle of its summary
+        # with the signal's own status. The store is committed by now.
+        # Outside the main thread this raises ValueError, and SIGTERM keeps
+        # its default action.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, self._on_sigterm_after_run)
+
+    def _on_sigterm_after_run(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopped:
+            # The summary is printed first, then exit_if_stopped exits.
+            self.stopped = True
+            return
+        click.echo(
+            "Stopped by a second SIGTERM while printing the summary; nothing was lost.",
+            err=True,
+        )
+        raise click.exceptions.Exit(SIGTERM_EXIT_CODE)
 
     def exit_if_stopped(self) -> None:
         """Exit with status 143 if SIGTERM stopped the run early."""
