@@ -1381,7 +1381,11 @@ class Runtime:
         *,
         on_done: Callable[[], None] | None = None,
     ) -> RunReport:
-        """Submit rows (``ImpactRecord`` or reader rows) and deliver them."""
+        """Submit rows (``ImpactRecord`` or reader rows), then deliver all that is due.
+
+        Deliveries that earlier or concurrent calls left pending are sent too,
+        and the report counts them.
+        """
         self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
         self.submit(rows, run_id=report.run_id, report=report)
