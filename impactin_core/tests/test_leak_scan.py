@@ -286,6 +286,51 @@ def test_region_filter_agrees_on_examples() -> None:
     assert disagree == []
 
 
+def _international_examples() -> list[str]:
+    """Return every region's example numbers after the international prefix 00.
+
+    Each comes as phonenumbers formats it and with the national prefix kept
+    after the country code, for every number type and every country code.
+    """
+    import phonenumbers
+
+    from impactin_core._redaction import _NUMBER_TYPES
+
+    numbers = set()
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        for region in regions:
+            metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+                code, region
+            )
+            if metadata is None:
+                continue
+            for name in _NUMBER_TYPES:
+                example = getattr(getattr(metadata, name, None), "example_number", None)
+                if not example:
+                    continue
+                numbers.add(f"00{code} {example}")
+                if metadata.national_prefix:
+                    numbers.add(f"00{code} {metadata.national_prefix}{example}")
+    return sorted(numbers)
+
+
+def test_region_filter_agrees_after_00() -> None:
+    # Digits after 00 are parsed only if their country code allows a valid
+    # number; the result must match parsing in every region.
+    from impactin_core._redaction import _is_phone
+
+    examples = _international_examples()
+    disagree = [
+        text
+        for text in examples
+        if _is_phone(text, "".join(filter(str.isdigit, text)))
+        != _valid_in_any_region(text)
+    ]
+
+    assert len(examples) > 1000
+    assert disagree == []
+
+
 def test_region_filter_keeps_valid_regions() -> None:
     # Stricter than agreeing on the result: every region in which an
     # example in national form is valid must be parsed.

@@ -325,7 +325,8 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
     docs/benchmarks.md. Digits after a
     region's international prefix, where the next digit is not 0, are read
     as an international number. The result does not depend on the region
-    then, so one parse serves every region with the same prefix. Otherwise
+    then, so one parse serves every region with the same prefix, and none
+    runs where the country code allows no valid number. Otherwise
     the national number is the digits, with or without the national
     prefix. It is valid only if it matches the general pattern and a
     number type's pattern of a region with that country code.
@@ -342,7 +343,8 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
         if idd and digits[idd.end() : idd.end() + 1] != "0":
             if idd.group() not in international:
                 international.add(idd.group())
-                regions.append(rules.region)
+                if _may_be_valid_international(digits[idd.end() :]):
+                    regions.append(rules.region)
             continue
         if rules.numbers.match(digits):
             regions.append(rules.region)
@@ -351,6 +353,57 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
         if prefix and rules.numbers.match(digits, prefix.end()):
             regions.append(rules.region)
     return tuple(regions)
+
+
+def _may_be_valid_international(digits: str) -> bool:
+    """Return whether ``digits``, dialled after an international prefix, may be valid.
+
+    As ``phonenumbers.parse`` does, the country code is the first one to
+    three digits that form a known code. The national number is valid only
+    if it matches a number type of a region with that code, with or
+    without the national prefix of the code's main region.
+    """
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+
+    for length in range(1, min(len(digits), 3) + 1):
+        code = int(digits[:length])
+        if code in COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        # No country code, so the parse raises INVALID_COUNTRY_CODE.
+        return False
+    rules = _country_rules(code)
+    if rules is None:
+        return True
+    numbers, national_prefix = rules
+    national = digits[length:]
+    if numbers.match(national):
+        return True
+    prefix = national_prefix.match(national) if national_prefix else None
+    return prefix is not None and numbers.match(national, prefix.end()) is not None
+
+
+@functools.cache
+def _country_rules(code: int) -> tuple[re.Pattern[str], re.Pattern[str] | None] | None:
+    """Return the valid-number pattern and national prefix of a country code.
+
+    None where every number must be parsed. That is the case for codes of
+    no country (800, 882 and the others), whose metadata is not per region.
+    It is also the case for a national prefix with a transform rule, which
+    rewrites the digits (Argentina, Brazil, Japan), and for a region without
+    patterns.
+    """
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    regions = phonenumbers.region_codes_for_country_code(code)
+    main = PhoneMetadata.metadata_for_region(regions[0]) if regions else None
+    if main is None or main.national_prefix_transform_rule:
+        return None
+    numbers = _number_patterns(regions)
+    if numbers is None:
+        return None
+    return numbers, _compiled(main.national_prefix_for_parsing)
 
 
 def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
