@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -16,7 +17,14 @@ import httpx
 import pytest
 from echo_connector import EchoPlugin
 
-from impactin_core import ConfigError, ImpactRecord, RecordKind, StoreError
+from impactin_core import (
+    ConfigError,
+    ImpactRecord,
+    RecordKind,
+    SendOutcome,
+    StoreError,
+    hookimpl,
+)
 from impactin_core._config import EnvSecrets, parse_config
 from impactin_core._crypto import generate_key
 from impactin_core._pipeline import Runtime
@@ -481,30 +489,111 @@ async def test_unknown_platform_is_config_error(
         await runtime.deliver([record()])
 
 
-async def test_send_of_wrong_type_names_connector(
-    tmp_path: Path, echo_simulator: Echo
-) -> None:
-    """A connector whose send returns no SendOutcome stops the run with a fix."""
-    from impactin_core import PluginError, hookimpl
+# A value of the record that a connector's exception text quotes. The
+# stored error, the logs and the spans must not repeat it.
+QUOTED = "maria.lopez@example.org"
 
-    server, _ = echo_simulator
-    runtime = make_runtime(tmp_path, server.url)
 
-    class DictSender:
-        @hookimpl(tryfirst=True)
-        def impactin_send(self, platform: Any, **kwargs: Any) -> Any:
+class BrokenConnector:
+    """Hooks that run before the echo connector's and fail for source id a-2."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    @hookimpl(tryfirst=True)
+    def impactin_map(self, records: Any, **kwargs: Any) -> Any:
+        if self.where == "map" and records[0].source_id == "a-2":
+            raise KeyError(QUOTED)
+        return None
+
+    @hookimpl(tryfirst=True)
+    def impactin_send(self, request: Any, **kwargs: Any) -> Any:
+        if request.payload["source"] != "a-2":
+            return None
+        if self.where == "send":
+            raise AttributeError(f"{QUOTED} has no attribute 'get'")
+        if self.where == "send-dict":
+
             async def send() -> dict[str, str]:
                 return {"id": "x"}
 
             return send()
+        if self.where == "send-sync":
+            return SendOutcome(status_code=201, response_id="x")
+        return None
 
-    runtime.plugins.pm.register(DictSender(), name="dict-sender")
 
-    with pytest.raises(PluginError, match="returned dict, not SendOutcome"):
-        await runtime.deliver([record()])
-    (delivery,) = runtime.store.list_deliveries()
-    (attempt,) = runtime.store.attempts(delivery["id"])
-    assert attempt["outcome"] == "interrupted"
+@pytest.mark.parametrize(
+    ("where", "status", "message"),
+    [
+        pytest.param("map", "blocked", "impactin_map raised KeyError at", id="map"),
+        pytest.param(
+            "send",
+            "dead_lettered",
+            "impactin_send raised AttributeError at",
+            id="send-raises",
+        ),
+        pytest.param(
+            "send-dict", "dead_lettered", "returned dict, not SendOutcome", id="dict"
+        ),
+        pytest.param(
+            "send-sync",
+            "dead_lettered",
+            "Define impactin_send with async def",
+            id="sync",
+        ),
+    ],
+)
+async def test_connector_bug_stops_one_delivery(
+    tmp_path: Path,
+    echo_simulator: Echo,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    status: str,
+    message: str,
+) -> None:
+    """A connector that fails on one record costs that delivery, not the run."""
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    runtime.plugins.pm.register(BrokenConnector(where), name="broken")
+    caplog.set_level(logging.DEBUG)
+
+    report = await runtime.deliver([record("a-1"), record("a-2"), record("a-3")])
+
+    by_source = {row["source_id"]: row for row in runtime.store.list_deliveries()}
+    failed = runtime.store.get_delivery(by_source["a-2"]["id"])
+    assert failed is not None
+    assert failed["status"] == status
+    assert failed["error_kind"] == "plugin_error"
+    assert message in failed["error"]
+    assert "impactin deliveries retry" in failed["error"]
+    assert QUOTED not in failed["error"]
+    assert QUOTED not in caplog.text
+    assert by_source["a-1"]["status"] == "delivered"
+    assert by_source["a-3"]["status"] == "delivered"
+    assert report.platforms["echo"].delivered == 2
+    assert (
+        report.platforms["echo"].blocked + report.platforms["echo"].dead_lettered == 1
+    )
+
+
+async def test_connector_bug_replays_once_fixed(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    broken = BrokenConnector("send")
+    runtime.plugins.pm.register(broken, name="broken")
+    await runtime.deliver([record("a-2")])
+    (failed,) = runtime.store.list_deliveries(filters={"status": "dead_lettered"})
+    attempts = runtime.store.attempts(failed["id"])
+    runtime.plugins.pm.unregister(broken)
+
+    report = await runtime.retry([failed["id"]])
+
+    assert [attempt["outcome"] for attempt in attempts] == ["plugin_error"]
+    assert report.platforms["echo"].delivered == 1
+    assert simulator.journal.request_count == 1
 
 
 def status_elsewhere(runtime: Runtime) -> list[str]:
@@ -606,12 +695,10 @@ async def test_workers_bounded_by_due_count(
     assert len(clients) == 3
 
 
-async def test_map_error_leaves_deliveries_pending(
+async def test_map_error_blocks_and_sends_nothing(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:
-    """A connector bug while building requests stops the run with that error."""
-    from impactin_core import hookimpl
-
+    """A connector whose map always fails blocks every delivery and sends none."""
     server, simulator = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
 
@@ -622,9 +709,10 @@ async def test_map_error_leaves_deliveries_pending(
 
     runtime.plugins.pm.register(BrokenMapper(), name="broken-mapper")
 
-    with pytest.raises(KeyError, match="mapping-table"):
-        await runtime.deliver([record("a-1"), record("a-2")])
-    assert status_elsewhere(runtime) == ["pending", "pending"]
+    report = await runtime.deliver([record("a-1"), record("a-2")])
+
+    assert status_elsewhere(runtime) == ["blocked", "blocked"]
+    assert report.platforms["echo"].blocked == 2
     assert simulator.journal.entries == []
 
 

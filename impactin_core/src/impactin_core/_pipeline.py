@@ -29,8 +29,10 @@ import logging
 import random
 import ssl
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -263,7 +265,7 @@ class _Prepared:
     record: ImpactRecord | None
     request: PlatformRequest | None = None
     redacted: int = 0
-    error: ConfigError | RecordInvalid | PersonalDataLeak | None = None
+    error: ConfigError | RecordInvalid | PersonalDataLeak | PluginError | None = None
 
 
 class Runtime:
@@ -801,6 +803,9 @@ class Runtime:
                 self.instruments.pii_blocked.add(1, {"platform": platform.id})
                 self._block(row, "personal_data", str(error), report)
                 return
+            if isinstance(error, PluginError):
+                self._block(row, "plugin_error", str(error), report)
+                return
             request = prepared.request
             assert request is not None
             redacted = prepared.redacted
@@ -866,7 +871,7 @@ class Runtime:
         platform = self.plugins.platform(row["platform"]).info
         try:
             prepared.request, prepared.redacted = self._prepare(platform, row, record)
-        except (ConfigError, RecordInvalid, PersonalDataLeak) as exc:
+        except (ConfigError, RecordInvalid, PersonalDataLeak, PluginError) as exc:
             prepared.error = exc
         return prepared
 
@@ -885,22 +890,30 @@ class Runtime:
         )
         minimized, redacted = minimize_record(record, policy)
         settings = self.settings(row["tenant"], platform.id)
-        requests = self.plugins.hook(platform.id, "impactin_map")(
-            platform=platform,
-            records=[minimized],
-            settings=settings,
-            idempotency_keys=[row["idempotency_key"]],
-        )
+        try:
+            requests = self.plugins.hook(platform.id, "impactin_map")(
+                platform=platform,
+                records=[minimized],
+                settings=settings,
+                idempotency_keys=[row["idempotency_key"]],
+            )
+        except (ConfigError, RecordInvalid):
+            raise
+        except Exception as exc:
+            raise _connector_failure(platform.id, "impactin_map", exc) from None
         if not requests:
             message = (
                 f"The {platform.id} connector mapped delivery {row['id']} "
                 "to no request."
             )
             raise RecordInvalid(message, source_id=row["source_id"])
-        request: PlatformRequest = requests[0]
-        changed = self.plugins.hook(platform.id, "impactin_redact")(
-            platform=platform, request=request, policy=policy
-        )
+        try:
+            request: PlatformRequest = requests[0]
+            changed = self.plugins.hook(platform.id, "impactin_redact")(
+                platform=platform, request=request, policy=policy
+            )
+        except Exception as exc:
+            raise _connector_failure(platform.id, "impactin_redact", exc) from None
         redacted += sum(count for count in changed if count)
         findings = leak_scan(request.payload, request.personal_paths)
         if findings:
@@ -993,6 +1006,9 @@ class Runtime:
                     attempt.refreshed = True
                     continue
                 self._dead_letter(row, "authentication", str(exc), attempt, report)
+                return
+            except _ConnectorFailure as exc:
+                self._dead_letter(row, "plugin_error", str(exc), attempt, report)
                 return
             except PermanentError as exc:
                 self._dead_letter(row, "permanent", str(exc), attempt, report)
@@ -1220,6 +1236,11 @@ class Runtime:
                 # repeating it cannot duplicate anything.
                 exc.sent = False
                 raise
+            except (DeliveryError, ConfigError):
+                raise
+            except Exception as exc:
+                hook = "impactin_authenticate"
+                raise _connector_failure(platform.id, hook, exc) from None
             evidence = _evidence.get()
             if evidence is not None:
                 # From here on, requests carry the delivery, so they are its
@@ -1230,19 +1251,25 @@ class Runtime:
                 settings=settings,
                 cache_dir=self._cache_dir,
             )
-            result = await self.plugins.hook(platform.id, "impactin_send")(
-                platform=platform,
-                request=request,
-                credentials=credentials,
-                context=context,
-            )
+            try:
+                result = await self.plugins.hook(platform.id, "impactin_send")(
+                    platform=platform,
+                    request=request,
+                    credentials=credentials,
+                    context=context,
+                )
+            except (DeliveryError, ConfigError):
+                raise
+            except Exception as exc:
+                raise _connector_failure(platform.id, "impactin_send", exc) from None
             if not isinstance(result, SendOutcome):
                 message = (
                     f"The {platform.id} connector's impactin_send returned "
                     f"{type(result).__name__}, not SendOutcome; return a SendOutcome "
-                    "on success and raise a DeliveryError subclass otherwise."
+                    "on success and raise a DeliveryError subclass otherwise. Then "
+                    "replay the delivery with 'impactin deliveries retry'."
                 )
-                raise PluginError(message, plugin=platform.id)
+                raise _ConnectorFailure(message, platform=platform.id)
             outcome = "success"
             return result
         except RetryableError:
@@ -1457,7 +1484,51 @@ async def _run_until_first_error(coroutines: list[Awaitable[None]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class _ConnectorFailure(PermanentError, PluginError):
+    """A connector hook that raised a foreign error or returned the wrong type.
+
+    The delivery is dead-lettered (or blocked, before a send) with the error
+    kind ``plugin_error``, so one connector bug stops one delivery, not the
+    run. A fixed connector sends it again through ``impactin deliveries retry``.
+    """
+
+    def __init__(self, message: str, *, platform: str) -> None:
+        PermanentError.__init__(self, message, platform=platform)
+        self.plugin = platform
+
+
+def _connector_failure(platform: str, hook: str, exc: Exception) -> _ConnectorFailure:
+    """Describe ``exc`` by its class and the place it was raised, never its text.
+
+    The text of an arbitrary exception can quote a record, a response or a
+    token, so it is kept out of the stored error, the logs and the spans.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" at {Path(last.filename).name}:{last.lineno} in {last.name}()"
+    hint = ""
+    if hook in ("impactin_send", "impactin_authenticate"):
+        hint = (
+            " A failed call raises a DeliveryError subclass; raise_for_response "
+            "maps an HTTP answer to one."
+        )
+    if isinstance(exc, TypeError) and "can't be used in 'await'" in str(exc):
+        # Raised where the runtime awaits the hook's result, not in the hook.
+        where = ""
+        hint = f" Define {hook} with async def, so that it returns an awaitable."
+    message = (
+        f"The {platform} connector's {hook} raised {type(exc).__name__}{where}, "
+        f"which is not an impactin error.{hint} Fix the connector, then replay "
+        "the delivery with 'impactin deliveries retry'."
+    )
+    return _ConnectorFailure(message, platform=platform)
+
+
 def _outcome_name(exc: DeliveryError) -> str:
+    if isinstance(exc, _ConnectorFailure):
+        return "plugin_error"
     if isinstance(exc, CircuitOpen):
         return "circuit_open"
     if isinstance(exc, RateLimited):
