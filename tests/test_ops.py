@@ -340,6 +340,44 @@ def test_resubmit_twice_is_rejected(config: Path, rejected: dict[str, Any]) -> N
     assert "already re-submitted" in result.output
 
 
+def test_resubmit_quarantined_again_stays_listed(
+    config: Path, benevity: Served
+) -> None:
+    invoke(config, "deliver", str(write_rows(config.parent, [donation("gift-c")])))
+    changed = [donation("gift-c", amount_minor=4200)]
+    invoke(config, "deliver", str(write_rows(config.parent, changed)))
+    (conflict,) = quarantined(config)
+
+    result = invoke(
+        config, "quarantine", "resubmit", conflict["id"], "--set", "amount_minor=4300"
+    )
+
+    still_open = quarantined(config)
+    assert result.exit_code == 0, result.output
+    assert "quarantined again" in result.output
+    assert len(still_open) == 1
+    assert still_open[0]["id"] != conflict["id"]
+    assert still_open[0]["source_id"] == "gift-c"
+    assert "different content" in still_open[0]["reason"]
+
+
+def test_resubmit_cannot_change_tenant(config: Path, rejected: dict[str, Any]) -> None:
+    result = invoke(
+        config,
+        "quarantine",
+        "resubmit",
+        rejected["id"],
+        "--set",
+        "amount_minor=700",
+        "--set",
+        "tenant=globex",
+    )
+
+    assert result.exit_code == 2
+    assert "cannot move it to tenant 'globex'" in result.output
+    assert [row["id"] for row in quarantined(config)] == [rejected["id"]]
+
+
 def test_resubmit_unknown_id(config: Path) -> None:
     result = invoke(config, "quarantine", "resubmit", "nope", "--set", "hours=1")
 

@@ -160,9 +160,14 @@ def resubmit(
                 f"{parsed.reason}"
             )
             raise click.ClickException(message)
+        _check_same_tenant(runtime, entry, parsed.record.tenant)
         report = RunReport(run_id=f"resubmit-{entry['id'][:12]}")
-        runtime.enqueue(parsed.record, run_id=report.run_id, report=report)
-        runtime.store.resolve_quarantined(entry["id"], runtime.clock())
+        # The entry is resolved first, in the same transaction: a record
+        # quarantined again by enqueue then gets an open entry of its own
+        # instead of being merged into the one resolved here.
+        with runtime.store.transaction():
+            runtime.store.resolve_quarantined(entry["id"], runtime.clock())
+            runtime.enqueue(parsed.record, run_id=report.run_id, report=report)
         stopper = Stopper(runtime.request_stop)
         stopper.run(runtime.process(report))
     finally:
@@ -175,6 +180,21 @@ def resubmit(
             "'impactin quarantine list'."
         )
     stopper.exit_if_stopped()
+
+
+def _check_same_tenant(runtime: Any, entry: dict[str, Any], tenant: str) -> None:
+    """Reject a correction that moves a row of one configured tenant to another."""
+    quarantined_for = entry["tenant"]
+    if quarantined_for == tenant or quarantined_for not in runtime.config.tenants:
+        # A tenant that is not configured was a typo or is missing, so
+        # setting the right one is the fix.
+        return
+    message = (
+        f"The row was quarantined for tenant {quarantined_for!r}, and a correction "
+        f"cannot move it to tenant {tenant!r}. Deliver the row for {tenant!r} "
+        f"with 'impactin deliver --tenant {tenant}' instead."
+    )
+    raise click.UsageError(message)
 
 
 # -- chaos ----------------------------------------------------------------------
