@@ -58,6 +58,7 @@ def make_runtime(
     clock: FakeTime | None = None,
     options: dict[str, Any] | None = None,
     concurrency: int | None = None,
+    rate_limit: dict[str, Any] | None = None,
 ) -> Runtime:
     environ = {
         "STORE_KEY": generate_key(),
@@ -83,6 +84,8 @@ def make_runtime(
     }
     if concurrency is not None:
         data["runtime"] = {"concurrency": concurrency}
+    if rate_limit is not None:
+        data["tenants"]["acme"]["platforms"]["echo"]["rate_limit"] = rate_limit
     config = parse_config(data, base_dir=tmp_path)
     host = PluginHost()
     host.register(EchoPlugin(), name="echo")
@@ -594,6 +597,40 @@ async def test_connector_bug_replays_once_fixed(
     assert [attempt["outcome"] for attempt in attempts] == ["plugin_error"]
     assert report.platforms["echo"].delivered == 1
     assert simulator.journal.request_count == 1
+
+
+class StalledTime(FakeTime):
+    """A clock whose sleeps never end, like a limiter wait of a whole period."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.Event().wait()
+
+
+async def test_stop_ends_limiter_wait_unclaimed(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """Deliveries that wait for a rate-limit slot are still pending at a stop."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(
+        tmp_path,
+        server.url,
+        clock=StalledTime(),
+        concurrency=3,
+        rate_limit={"calls": 1, "period": 60},
+    )
+
+    report = await asyncio.wait_for(
+        runtime.deliver(
+            [record("a-1"), record("a-2"), record("a-3")],
+            on_done=runtime.request_stop,
+        ),
+        timeout=30,
+    )
+
+    assert sorted(status_elsewhere(runtime)) == ["delivered", "pending", "pending"]
+    assert report.platforms["echo"].delivered == 1
+    assert len(simulator.journal.entries) == 1
 
 
 def status_elsewhere(runtime: Runtime) -> list[str]:

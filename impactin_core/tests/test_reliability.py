@@ -202,6 +202,35 @@ async def test_limiter_window_fake_clock() -> None:
     assert clock() - 1000.0 == pytest.approx(40.0)
 
 
+async def test_limiter_acquire_now_never_waits() -> None:
+    clock = FakeClock()
+    limiter = WindowLimiter(2, 10.0, clock=clock, sleep=clock.sleep)
+
+    first = await limiter.acquire_now()
+    second = await limiter.acquire_now()
+    full = await limiter.acquire_now()
+    clock.advance(10.0)
+    later = await limiter.acquire_now()
+
+    assert [first, second, full, later] == [True, True, False, True]
+    assert clock.sleeps == []
+
+
+async def test_limiter_acquire_now_keeps_turns() -> None:
+    """No slot is taken now while the limiter is paused or a caller waits."""
+    limiter = WindowLimiter(1, 10.0)
+    limiter.pause(0.05)
+    paused = await limiter.acquire_now()
+    waiting = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(0)
+    while_waiting = await limiter.acquire_now()
+    await waiting
+
+    assert paused is False
+    assert while_waiting is False
+    assert limiter.waits == 1
+
+
 async def test_limiter_reports_wait() -> None:
     clock = FakeClock()
     limiter = WindowLimiter(2, 1.0, clock=clock, sleep=clock.sleep)

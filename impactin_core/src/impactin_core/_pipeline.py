@@ -184,7 +184,7 @@ class _Pacer:
         self._stopped.set()
         self._wake.set()
 
-    async def sleep_unless_stopped(self, sleep: Awaitable[None]) -> bool:
+    async def sleep_unless_stopped(self, sleep: Awaitable[Any]) -> bool:
         """Await ``sleep``, and return True at once if the run stops first."""
         sleeper = asyncio.ensure_future(sleep)
         stopper = asyncio.ensure_future(self._stopped.wait())
@@ -774,6 +774,13 @@ class Runtime:
         with self.instruments.tracer.start_as_current_span(
             "impactin.delivery", attributes=safe_attributes(attributes)
         ) as span:
+            # The first attempt's rate-limit slot is taken before the claim.
+            # A delivery that waits for it is still pending, so a stop or a
+            # crash during the wait leaves nothing that may look sent.
+            if prepared.error is None and not await self._take_slot(
+                row["tenant"], platform, span
+            ):
+                return
             claimed = self.store.claim_delivery(
                 row["id"],
                 owner=self._owner,
@@ -997,6 +1004,14 @@ class Runtime:
         deadline = attempt.started + policy.deadline
         while True:
             attempt.number += 1
+            if attempt.number > 1 and not await self._take_slot(
+                row["tenant"], platform, span
+            ):
+                # The run stopped while this retry waited for the limiter.
+                reason = "The run stopped before the next attempt was sent."
+                self._defer(row, reason, self.clock())
+                stats.deferred += 1
+                return
             try:
                 outcome, evidence = await self._attempt(
                     platform, row, request, client, attempt
@@ -1146,8 +1161,6 @@ class Runtime:
             status_code: int | None = None
             error: DeliveryError | None = None
             try:
-                if await self.limiter(row["tenant"], platform).acquire():
-                    self._rate_limit_hit(span, platform.id, "limiter")
                 result = await self._guarded_send(
                     platform, row, request, client, attempt
                 )
@@ -1376,6 +1389,22 @@ class Runtime:
                 "circuit_opened",
                 safe_attributes({"tenant_id": tenant, "platform": platform}),
             )
+
+    async def _take_slot(self, tenant: str, platform: PlatformInfo, span: Any) -> bool:
+        """Wait for a rate-limit slot; return False if the run stopped first."""
+        limiter = self.limiter(tenant, platform)
+        if await limiter.acquire_now():
+            return True
+        pacer = _pacer.get()
+        if pacer is None:
+            await limiter.acquire()
+        else:
+            acquiring = asyncio.ensure_future(limiter.acquire())
+            if await pacer.sleep_unless_stopped(acquiring):
+                return False
+            acquiring.result()
+        self._rate_limit_hit(span, platform.id, "limiter")
+        return True
 
     def _rate_limit_hit(self, span: Any, platform: str, detected_by: str) -> None:
         attributes = {"platform": platform, "detected_by": detected_by}

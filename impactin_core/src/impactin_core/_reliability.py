@@ -210,6 +210,25 @@ class WindowLimiter:
             self.waits += 1
         return waited
 
+    async def acquire_now(self, amount: float = 1) -> bool:
+        """Admit ``amount`` calls if they fit the quota now; return whether admitted.
+
+        It never waits, and it admits nothing while other callers wait in
+        ``acquire``, so they keep their turn.
+        """
+        self._check_amount(amount)
+        bucket, lock = self._loop_primitives()
+        if lock.locked() or self.now() < self._paused_until:
+            return False
+        if bucket is not None and not bucket.has_capacity(amount):
+            return False
+        if self._try_log(amount, -math.inf) is not None:
+            return False
+        if bucket is not None:
+            # With capacity, aiolimiter takes the amount without suspending.
+            await bucket.acquire(amount)
+        return True
+
     # A clock that is sleeping to a target time can wake a rounding error
     # short of it, and the remaining wait can be too small to move the clock
     # at all. So after a sleep the limiter treats the target as reached: the
