@@ -193,3 +193,10 @@ def test_unset_credential_names_variable(
 
     assert result.exit_code == 1
     assert "CLI_BENEVITY_CLIENT_SECRET" in result.output
+
+
+def test_time_outside_datetime_range_shown_raw() -> None:
+    from impactin_core._cli import _time
+
+    assert _time(1e20) == "1e+20"
+    assert _time(0.0) == "1970-01-01 00:00:00"

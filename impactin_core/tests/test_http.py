@@ -48,6 +48,9 @@ NOW = float(calendar.timegm((2015, 10, 21, 7, 28, 0)))
         pytest.param("Wednesday, 21-Oct-15 07:30:00 GMT", 120.0, id="rfc850"),
         pytest.param("Wed Oct 21 07:30:00 2015", 120.0, id="asctime"),
         pytest.param("Wed, 21 Oct 2015 07:00:00 GMT", 0.0, id="past-date"),
+        pytest.param("604801", 604800.0, id="delta-above-7-days"),
+        pytest.param("99999999999999999999", 604800.0, id="delta-huge"),
+        pytest.param("Wed, 21 Oct 2099 07:28:00 GMT", 604800.0, id="date-far-ahead"),
     ],
 )
 def test_retry_after_parses(value: str, expected: float) -> None:

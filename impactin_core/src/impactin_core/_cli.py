@@ -393,7 +393,11 @@ def _filters(options: dict[str, Any]) -> dict[str, Any]:
 def _time(value: float | None) -> str:
     if value is None:
         return "-"
-    moment = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    try:
+        moment = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        # Outside the dates datetime can hold, so the raw Unix time is shown.
+        return f"{value:g}"
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -31,15 +31,22 @@ _DELTA_SECONDS = re.compile(r"[0-9]+")
 _SCRUB_LIMIT = 65536
 
 
+#: The longest delay a ``Retry-After`` value can set, in seconds (7 days).
+#: A later date would keep a delivery pending for years, and a huge number
+#: would overflow the conversion of its due time to a date.
+MAX_RETRY_AFTER = 7 * 24 * 3600.0
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Return the delay in seconds that a ``Retry-After`` value requests.
 
     Accepts delta-seconds (``120``) and HTTP dates in the three forms of
     RFC 9110 section 5.6.7 with any zone that ``email.utils`` parses
     (``GMT``, ``+0200``, ``-0000``). A date without a zone is read as UTC,
-    so the local time zone never matters. A date in the past gives 0.
-    Returns None for an empty, negative, fractional or unparseable value,
-    so the caller falls back to its own backoff. ``now`` is a Unix time.
+    so the local time zone never matters. A date in the past gives 0, and
+    a delay above ``MAX_RETRY_AFTER`` gives ``MAX_RETRY_AFTER``. Returns
+    None for an empty, negative, fractional or unparseable value, so the
+    caller falls back to its own backoff. ``now`` is a Unix time.
     """
     if value is None:
         return None
@@ -47,7 +54,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not text:
         return None
     if _DELTA_SECONDS.fullmatch(text):
-        return float(int(text))
+        return min(float(int(text)), MAX_RETRY_AFTER)
     if text[0] in "+-" or text[0].isdigit():
         return None
     try:
@@ -61,7 +68,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     delay = when.timestamp() - now
     if math.isnan(delay):
         return None
-    return max(0.0, delay)
+    return min(max(0.0, delay), MAX_RETRY_AFTER)
 
 
 def _error_text(
