@@ -247,6 +247,38 @@ async def test_rotated_refresh_token_persisted(store: Store) -> None:
     assert issuer.seen == [REFRESH, f"{REFRESH}-1"]
 
 
+async def test_refresh_without_refresh_token_keeps_stored(store: Store) -> None:
+    clock = FakeClock()
+    cache = TokenCache(store, clock=clock)
+    first = OAuthToken(
+        access_token="at-1",
+        expires_at=clock.now + 3600,
+        refresh_token="rt-kept",
+        obtained_at=clock.now,
+        source_fingerprint="fp-1",
+    )
+    store.save_token("acme", "workday", first)
+    used: list[str | None] = []
+
+    async def fetch(stored: OAuthToken | None) -> OAuthToken:
+        used.append(stored.refresh_token if stored else None)
+        return OAuthToken(
+            access_token=f"at-{len(used) + 1}",
+            expires_at=clock.now + 3600,
+            obtained_at=clock.now,
+        )
+
+    await cache.refresh("acme", "workday", fetch)
+    await cache.refresh("acme", "workday", fetch)
+
+    kept = store.load_token("acme", "workday")
+    assert kept is not None
+    assert kept.access_token == "at-3"
+    assert kept.refresh_token == "rt-kept"
+    assert kept.source_fingerprint == "fp-1"
+    assert used == ["rt-kept", "rt-kept"]
+
+
 async def test_concurrent_callers_share_refresh(store: Store) -> None:
     clock = FakeClock()
     issuer = Issuer(clock)

@@ -57,7 +57,13 @@ if TYPE_CHECKING:
     from ._pipeline import Runtime
     from ._redaction import RedactionPolicy, leak_scan, pseudonymize, sanitize_text
     from ._stats import PlatformStats, RunReport
-    from ._tokens import MemoryTokenStore, OAuthToken, TokenCache, TokenStore
+    from ._tokens import (
+        MemoryTokenStore,
+        OAuthToken,
+        RefreshTokenRejected,
+        TokenCache,
+        TokenStore,
+    )
     from .hookspecs import hookimpl
     from .webhooks import (
         MemoryReplayStore,
@@ -115,7 +121,13 @@ _EXPORTS = {
     "._pipeline": ("Runtime",),
     "._redaction": ("RedactionPolicy", "leak_scan", "pseudonymize", "sanitize_text"),
     "._stats": ("PlatformStats", "RunReport"),
-    "._tokens": ("MemoryTokenStore", "OAuthToken", "TokenCache", "TokenStore"),
+    "._tokens": (
+        "MemoryTokenStore",
+        "OAuthToken",
+        "RefreshTokenRejected",
+        "TokenCache",
+        "TokenStore",
+    ),
     ".hookspecs": ("hookimpl",),
     ".webhooks": (
         "MemoryReplayStore",
@@ -163,6 +175,7 @@ __all__ = [
     "RecordInvalid",
     "RecordKind",
     "RedactionPolicy",
+    "RefreshTokenRejected",
     "RejectedRow",
     "ReplayStore",
     "RetryableError",

@@ -70,6 +70,21 @@ class OAuthToken:
         return now < self.expires_at - leeway
 
 
+def _keep_refresh_token(token: OAuthToken, used: OAuthToken | None) -> OAuthToken:
+    """Carry the used refresh token over to a new token that came without one.
+
+    An authorization server may leave the refresh token unchanged and omit
+    it from the refresh response (RFC 6749, section 6).
+    """
+    if token.refresh_token or used is None or not used.refresh_token:
+        return token
+    return attrs.evolve(
+        token,
+        refresh_token=used.refresh_token,
+        source_fingerprint=token.source_fingerprint or used.source_fingerprint,
+    )
+
+
 def fingerprint(secret: str) -> str:
     """Return a short SHA-256 prefix that identifies ``secret`` without revealing it."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:16]
@@ -211,7 +226,7 @@ class TokenCache:
         self, tenant: str, platform: str, fetch: Fetch, stored: OAuthToken | None
     ) -> OAuthToken:
         try:
-            return await fetch(stored)
+            return _keep_refresh_token(await fetch(stored), stored)
         except RefreshTokenRejected:
             pass
         # Another worker that does not share the lease (an older version, or
@@ -229,7 +244,7 @@ class TokenCache:
             platform,
         )
         try:
-            return await fetch(reread)
+            return _keep_refresh_token(await fetch(reread), reread)
         except RefreshTokenRejected:
             raise reauthentication_error(tenant, platform) from None
 
