@@ -1272,3 +1272,45 @@ async def test_request_stop_ends_retry_wait(
     assert row["error_kind"] == "deferred"
     assert row["next_attempt_at"] > time.time() + 15
     assert simulator.journal.entries == []
+
+
+def test_runtime_rejects_config_path() -> None:
+    with pytest.raises(TypeError, match=r"pass load_config\(path\)"):
+        Runtime("impactin.toml")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        pytest.param("gifts.jsonl", "not a path", id="path"),
+        pytest.param([{"source_id": "a-1"}], "not dict", id="dict"),
+        pytest.param([1], "not int", id="int"),
+    ],
+)
+async def test_deliver_rejects_other_types(
+    tmp_path: Path, rows: Any, message: str
+) -> None:
+    runtime = make_runtime(tmp_path, "http://127.0.0.1:9")
+
+    with pytest.raises(TypeError, match=message):
+        await runtime.deliver(rows)
+    runtime.close()
+
+
+async def test_retry_rejects_one_string(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, "http://127.0.0.1:9")
+
+    with pytest.raises(TypeError, match=r"pass \['abc'\]"):
+        await runtime.retry("abc")
+    runtime.close()
+
+
+async def test_closed_runtime_rejects_runs(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, "http://127.0.0.1:9")
+    runtime.close()
+    runtime.close()
+
+    with pytest.raises(RuntimeError, match="Runtime is closed"):
+        await runtime.deliver([record()])
+    with pytest.raises(RuntimeError, match="Runtime is closed"):
+        await runtime.resume()

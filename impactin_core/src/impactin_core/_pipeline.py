@@ -26,6 +26,7 @@ import hmac
 import itertools
 import json
 import logging
+import os
 import random
 import ssl
 import time
@@ -289,7 +290,14 @@ class Runtime:
         key_ttl: float = DEFAULT_KEY_TTL,
         instruments: Instruments | None = None,
     ) -> None:
+        if not isinstance(config, Config):
+            message = (
+                f"Runtime takes a Config, not {type(config).__name__}; pass "
+                "load_config(path), for example Runtime(load_config('impactin.toml'))."
+            )
+            raise TypeError(message)
         self.config = config
+        self._closed = False
         self.plugins = plugins or PluginHost.from_entry_points()
         self.secrets = secrets or EnvSecrets()
         if store is None:
@@ -456,6 +464,13 @@ class Runtime:
             self._quarantine_row(row, run_id=run_id, report=report)
             return
         record = row.record if isinstance(row, ParsedRow) else row
+        if not isinstance(record, ImpactRecord):
+            message = (
+                f"deliver takes ImpactRecord objects or the rows read_records "
+                f"yields, not {type(row).__name__}; build an ImpactRecord, or read "
+                "a file with read_records(path)."
+            )
+            raise TypeError(message)
         if record.tenant not in self.config.tenants:
             known = ", ".join(sorted(self.config.tenants))
             reason = (
@@ -1442,6 +1457,13 @@ class Runtime:
         Deliveries that earlier or concurrent calls left pending are sent too,
         and the report counts them.
         """
+        self._check_open()
+        if isinstance(rows, (str, bytes, os.PathLike)):
+            message = (
+                "deliver takes records, not a path; pass read_records(path) to "
+                "deliver a file."
+            )
+            raise TypeError(message)
         self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
         self.submit(rows, run_id=report.run_id, report=report)
@@ -1450,6 +1472,7 @@ class Runtime:
 
     async def resume(self, *, include_future: bool = False) -> RunReport:
         """Deliver what a previous run left pending or in flight."""
+        self._check_open()
         self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
         await self.process(report, include_future=include_future)
@@ -1457,6 +1480,13 @@ class Runtime:
 
     async def retry(self, delivery_ids: Iterable[str]) -> RunReport:
         """Replay finished, undelivered deliveries as new ones linked to them."""
+        self._check_open()
+        if isinstance(delivery_ids, str):
+            message = (
+                "retry takes a list of delivery ids, not one string; pass "
+                f"[{delivery_ids!r}]."
+            )
+            raise TypeError(message)
         self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
         for delivery_id in delivery_ids:
@@ -1465,8 +1495,17 @@ class Runtime:
         return report
 
     def close(self) -> None:
+        """Close the store and stop reporting this runtime's metrics; repeatable."""
+        if self._closed:
+            return
+        self._closed = True
         self.instruments.unwatch(self)
         self.store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            message = "This Runtime is closed; create a new Runtime to deliver again."
+            raise RuntimeError(message)
 
 
 def _config_error_of_run(
