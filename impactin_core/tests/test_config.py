@@ -265,3 +265,88 @@ def test_unset_variable_quoted_if_words(
     message = str(caught.value)
     assert (name in message) is quoted
     assert "credentials.client_secret is not set" in message
+
+
+@pytest.mark.parametrize(
+    ("redaction", "key", "shown", "closest"),
+    [
+        pytest.param(
+            {"deny": ["employe_email"]},
+            "redaction.deny[0]",
+            "'employe_email'",
+            "'employee_email'",
+            id="misspelled-deny",
+        ),
+        pytest.param(
+            {"deny": ["employee_id", "Employee_Email"]},
+            "redaction.deny[1]",
+            "'Employee_Email'",
+            "'employee_email'",
+            id="wrong-case",
+        ),
+        pytest.param(
+            {"allow": ["employee_nmae"]},
+            "redaction.allow[0]",
+            "'employee_nmae'",
+            "'employee_name'",
+            id="misspelled-allow",
+        ),
+        pytest.param(
+            {"allow": ["donor.email"]},
+            "redaction.allow[0]",
+            "'donor.email'",
+            None,
+            id="payload-path",
+        ),
+        pytest.param(
+            {"deny": ["description"]},
+            "redaction.deny[0]",
+            "'description'",
+            None,
+            id="not-personal",
+        ),
+        pytest.param(
+            {"denny": ["employee_email"]},
+            "redaction.denny",
+            None,
+            "'deny'",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_redaction_typo_rejected(
+    redaction: dict[str, Any],
+    key: str,
+    shown: str | None,
+    closest: str | None,
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(redaction=redaction), base_dir=tmp_path)
+
+    message = str(caught.value)
+    full_key = f"tenants.acme.platforms.benevity.{key}"
+    assert caught.value.key == full_key
+    assert message.startswith(f"{full_key} is ")
+    if shown is not None:
+        assert f"is {shown}, which is not a personal field" in message
+        assert (
+            "use one of employee_email, employee_id, employee_name, employee_phone"
+            in message
+        )
+    else:
+        assert "use one of allow, deny" in message
+    if closest is not None:
+        assert f"(closest: {closest})" in message
+    else:
+        assert "closest" not in message
+
+
+def test_redaction_lists_parse(tmp_path: Path) -> None:
+    redaction = {"deny": ["employee_email"], "allow": ["employee_name"]}
+
+    config = parse_config(platform(redaction=redaction), base_dir=tmp_path)
+
+    benevity = config.tenants["acme"].platforms["benevity"]
+    assert benevity.deny_fields == {"employee_email"}
+    assert benevity.allow_fields == {"employee_name"}

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import attrs
 
 from ._errors import ConfigError
-from ._models import PlatformSettings
+from ._models import PERSONAL_FIELDS, PlatformSettings
 
 # The names of environment variables this configuration accepts. Upper case
 # keeps a literal secret (sk_live_..., a base64 key) from passing as a name,
@@ -238,6 +238,12 @@ _EXPECTED: dict[Any, str] = {
 }
 
 
+def _closest(name: str, names: Iterable[str]) -> str:
+    """Return " (closest: 'NAME')" for the valid name nearest ``name``, or ""."""
+    close = difflib.get_close_matches(name.lower(), sorted(names), n=1)
+    return f" (closest: {close[0]!r})" if close else ""
+
+
 class _Reader:
     """Typed access to a TOML table that names the full key in errors."""
 
@@ -277,7 +283,7 @@ class _Reader:
             raise self.fail(
                 unknown[0],
                 "is not a known setting",
-                f"use one of {', '.join(sorted(names))}",
+                f"use one of {', '.join(sorted(names))}{_closest(unknown[0], names)}",
             )
 
     def table(self, name: str) -> _Reader:
@@ -352,7 +358,8 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         if calls <= 0 or period <= 0:
             raise rate.fail("calls", "and period must be above 0", "fix the quota")
         rate_limit = (calls, float(period))
-    policy = reader.table("redaction")
+    redaction = reader.table("redaction")
+    redaction.only("allow", "deny")
     return PlatformConfig(
         platform=platform,
         base_url=base_url.rstrip("/"),
@@ -363,10 +370,29 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         retry=_policy(reader.table("retry"), RetryPolicy),
         breaker=_policy(reader.table("breaker"), BreakerPolicy),
         rate_limit=rate_limit,
-        deny_fields=frozenset(policy.get("deny", list, [])),
-        allow_fields=frozenset(policy.get("allow", list, [])),
+        deny_fields=_personal_fields(redaction, "deny"),
+        allow_fields=_personal_fields(redaction, "allow"),
         webhook_secrets=tuple(webhook_secrets),
     )
+
+
+def _personal_fields(reader: _Reader, name: str) -> frozenset[str]:
+    """Read a ``redaction`` list, which names personal fields of ``ImpactRecord``.
+
+    The runtime withholds or sends only these fields, so any other name
+    would be ignored, and a misspelled ``deny`` would send the field.
+    """
+    fields = reader.get(name, list, [])
+    valid = ", ".join(sorted(PERSONAL_FIELDS))
+    for index, field in enumerate(fields):
+        if field in PERSONAL_FIELDS:
+            continue
+        raise reader.fail(
+            f"{name}[{index}]",
+            f"is {field!r}, which is not a personal field of a record",
+            f"use one of {valid}{_closest(str(field), PERSONAL_FIELDS)}",
+        )
+    return frozenset(fields)
 
 
 def _check_env_name(reader: _Reader, key: str, value: object) -> None:
