@@ -285,6 +285,19 @@ def test_sla_targets_from_config() -> None:
         pytest.param({"target": 1}, "sla.target", id="unknown"),
         pytest.param({"window": "soon"}, "sla.window", id="window"),
         pytest.param(
+            {"p95_latency_s": float("nan")}, "sla.p95_latency_s", id="latency-nan"
+        ),
+        pytest.param(
+            {"warning_p95_latency_s": float("inf")},
+            "sla.warning_p95_latency_s",
+            id="warning-latency-inf",
+        ),
+        pytest.param(
+            {"platforms": {"goodera": {"p95_latency_s": float("inf")}}},
+            "sla.platforms.goodera.p95_latency_s",
+            id="platform-latency-inf",
+        ),
+        pytest.param(
             {"platforms": {"goodera": {"p99": 1}}},
             "sla.platforms.goodera.p99",
             id="platform-unknown",

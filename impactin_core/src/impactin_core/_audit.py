@@ -232,9 +232,15 @@ def _targets(table: Any, prefix: str, base: Targets) -> Targets:
             message = f"{key} is {value!r}; set it to a number."
             raise ConfigError(message, key=key)
         is_rate = name.endswith("success_rate")
-        if (is_rate and not 0 <= value <= 1) or (not is_rate and value <= 0):
-            limits = "between 0 and 1" if is_rate else "in seconds, above 0"
-            message = f"{key} is {value!r}; set it to a number {limits}."
+        # nan compares false with everything, so value <= 0 alone would pass it.
+        is_seconds = math.isfinite(value) and value > 0
+        if (is_rate and not 0 <= value <= 1) or (not is_rate and not is_seconds):
+            expected = (
+                "a number between 0 and 1"
+                if is_rate
+                else "a finite number of seconds above 0"
+            )
+            message = f"{key} is {value!r}; set it to {expected}."
             raise ConfigError(message, key=key)
         values[name] = float(value)
     unknown = set(table) - set(_TARGET_FIELDS) - {"platforms", "window"}

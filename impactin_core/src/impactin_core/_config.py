@@ -14,6 +14,7 @@ variables (or of entries in another secrets provider) that hold the value::
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -122,8 +123,10 @@ class EnvSecrets:
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        message = f"{attribute.name} must be a number above 0, not {value!r}"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # nan compares false with everything, so value <= 0 alone would pass it.
+    if not is_number or not math.isfinite(value) or value <= 0:
+        message = f"{attribute.name} must be a finite number above 0, not {value!r}"
         raise ValueError(message)
 
 
@@ -291,18 +294,36 @@ class _Reader:
         return _Reader(value, self.key(name))
 
 
+#: Settings of ``retry`` and ``breaker`` that count something. The others
+#: are in seconds.
+_COUNT_SETTINGS = frozenset({"max_attempts", "threshold"})
+
+
 def _policy(reader: _Reader, cls: type[Any]) -> Any:
-    fields = {field.name for field in attrs.fields(cls)}
-    unknown = set(reader.data) - fields
-    if unknown:
+    reader.only(*(field.name for field in attrs.fields(cls)))
+    values: dict[str, float] = {}
+    for name in reader.data:
+        if name in _COUNT_SETTINGS:
+            values[name] = _check_count(reader, name, reader.get(name, int))
+        else:
+            seconds = reader.get(name, (int, float))
+            values[name] = _check_seconds(reader, name, seconds)
+    return cls(**values)
+
+
+def _check_count(reader: _Reader, name: str, value: int) -> int:
+    if value < 1:
+        raise reader.fail(name, f"is {value}", "set it to a whole number above 0")
+    return value
+
+
+def _check_seconds(reader: _Reader, name: str, value: float) -> float:
+    # nan compares false with everything, so value <= 0 alone would pass it.
+    if not math.isfinite(value) or value <= 0:
         raise reader.fail(
-            sorted(unknown)[0], "is not a known setting", f"use one of {sorted(fields)}"
+            name, f"is {value!r}", "set it to a finite number of seconds above 0"
         )
-    values = {name: reader.get(name, (int, float)) for name in reader.data}
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        raise ConfigError(f"{reader.prefix}: {exc}.", key=reader.prefix) from exc
+    return float(value)
 
 
 _PLATFORM_KEYS = (
@@ -355,9 +376,10 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
     if rate.data:
         calls = rate.require("calls", int, "set the number of calls per period")
         period = rate.require("period", (int, float), "set the period in seconds")  # type: ignore[arg-type]
-        if calls <= 0 or period <= 0:
-            raise rate.fail("calls", "and period must be above 0", "fix the quota")
-        rate_limit = (calls, float(period))
+        rate_limit = (
+            _check_count(rate, "calls", calls),
+            _check_seconds(rate, "period", period),
+        )
     redaction = reader.table("redaction")
     redaction.only("allow", "deny")
     return PlatformConfig(
