@@ -123,6 +123,16 @@ def test_unset_secret_names_variable(tmp_path: Path) -> None:
             "tenants.acme.platforms.benevity.rate_limit.period",
             id="rate-limit-no-period",
         ),
+        pytest.param(
+            platform(rate_limit={"calls": 10, "period": 60, "burst": 3}),
+            "tenants.acme.platforms.benevity.rate_limit.burst",
+            id="rate-limit-unknown-key",
+        ),
+        pytest.param(
+            platform(rate_limit={"call": 10, "period": 60}),
+            "tenants.acme.platforms.benevity.rate_limit.call",
+            id="rate-limit-misspelled-calls",
+        ),
     ],
 )
 def test_bad_setting_names_key(data: dict[str, Any], key: str, tmp_path: Path) -> None:
@@ -482,3 +492,15 @@ def test_unknown_retry_setting_lists_names(tmp_path: Path) -> None:
     assert "use one of base_delay, deadline, max_attempts, max_delay" in message
     assert "(closest: 'deadline')" in message
     assert "[" not in message
+
+
+def test_unknown_rate_limit_key_lists_names(tmp_path: Path) -> None:
+    rate_limit = {"calls": 10, "period": 60, "burst": 3}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(rate_limit=rate_limit), base_dir=tmp_path)
+
+    assert str(caught.value) == (
+        "tenants.acme.platforms.benevity.rate_limit.burst is not a known "
+        "setting; use one of calls, period."
+    )

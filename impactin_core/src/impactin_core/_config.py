@@ -372,6 +372,7 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
     if protocol not in (None, "rest", "soap"):
         raise reader.fail("protocol", f"is {protocol!r}", "use 'rest' or 'soap'")
     rate = reader.table("rate_limit")
+    rate.only("calls", "period")
     rate_limit = None
     if rate.data:
         calls = rate.require("calls", int, "set the number of calls per period")
