@@ -26,6 +26,7 @@ import heapq
 import hmac
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -546,8 +547,14 @@ class _TimeLimits:
 
 def _seconds_option(options: Mapping[str, Any], name: str, default: float) -> float:
     value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        message = f"The webhook option {name} must be a number of seconds >= 0."
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # nan compares false with everything, so a nan tolerance would turn the
+    # age check off, and so would inf.
+    if not is_number or not math.isfinite(value) or value < 0:
+        message = (
+            f"The webhook option {name} is {value!r}; set it to a finite number "
+            "of seconds, 0 or more."
+        )
         raise ConfigError(message, key=name)
     return float(value)
 
