@@ -311,6 +311,30 @@ def test_sla_targets_reject(table: dict[str, Any], key: str) -> None:
     assert caught.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        pytest.param(
+            {"target": 1},
+            "sla.target is not a known setting; use one of p95_latency_s, "
+            "platforms, success_rate, warning_p95_latency_s, "
+            "warning_success_rate, window.",
+            id="unknown",
+        ),
+        pytest.param(
+            {"p95_latency_s": True},
+            "sla.p95_latency_s is true; set it to a number.",
+            id="bool",
+        ),
+    ],
+)
+def test_sla_error_reads_as_toml(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SlaTargets.from_config(table)
+
+    assert str(caught.value) == message
+
+
 def test_config_keeps_sla_table(tmp_path: Path) -> None:
     data = {**config_data("http://127.0.0.1:9"), "sla": {"success_rate": 0.9}}
 

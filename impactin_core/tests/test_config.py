@@ -504,3 +504,15 @@ def test_unknown_rate_limit_key_lists_names(tmp_path: Path) -> None:
         "tenants.acme.platforms.benevity.rate_limit.burst is not a known "
         "setting; use one of calls, period."
     )
+
+
+def test_bool_shown_as_toml(tmp_path: Path) -> None:
+    rate_limit = {"calls": True, "period": 60}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(rate_limit=rate_limit), base_dir=tmp_path)
+
+    assert str(caught.value) == (
+        "tenants.acme.platforms.benevity.rate_limit.calls is true; "
+        "set it to a whole number."
+    )

@@ -392,6 +392,7 @@ def test_invalid_option_raises(options: dict[str, Any]) -> None:
         pytest.param(float("nan"), "nan", id="nan"),
         pytest.param(float("inf"), "inf", id="inf"),
         pytest.param(-1, "-1", id="negative"),
+        pytest.param(True, "true", id="bool"),
     ],
 )
 def test_tolerance_error_shows_value(value: float, shown: str) -> None:

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import attrs
 
+from ._config import toml_repr
 from ._errors import ConfigError
 from ._stats import percentile
 from ._store import FINISHED_STATUSES, Store
@@ -198,7 +199,8 @@ class SlaTargets:
         for name in table:
             if name not in known:
                 message = (
-                    f"sla.{name} is not a known setting; use one of {sorted(known)}."
+                    f"sla.{name} is not a known setting; use one of "
+                    f"{', '.join(sorted(known))}."
                 )
                 raise ConfigError(message, key=f"sla.{name}")
         default = _targets(table, "sla", Targets())
@@ -229,7 +231,7 @@ def _targets(table: Any, prefix: str, base: Targets) -> Targets:
         value = table[name]
         key = f"{prefix}.{name}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            message = f"{key} is {value!r}; set it to a number."
+            message = f"{key} is {toml_repr(value)}; set it to a number."
             raise ConfigError(message, key=key)
         is_rate = name.endswith("success_rate")
         # nan compares false with everything, so value <= 0 alone would pass it.
@@ -247,7 +249,8 @@ def _targets(table: Any, prefix: str, base: Targets) -> Targets:
     if unknown and prefix != "sla":
         name = sorted(unknown)[0]
         message = (
-            f"{prefix}.{name} is not a known setting; use one of {_TARGET_FIELDS}."
+            f"{prefix}.{name} is not a known setting; use one of "
+            f"{', '.join(_TARGET_FIELDS)}."
         )
         raise ConfigError(message, key=f"{prefix}.{name}")
     # A target set without its warning level gets one 1 point or 20 % inside it.

@@ -247,6 +247,13 @@ def _closest(name: str, names: Iterable[str]) -> str:
     return f" (closest: {close[0]!r})" if close else ""
 
 
+def toml_repr(value: object) -> str:
+    """Return ``value`` as a message shows it: TOML's true and false, else repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 class _Reader:
     """Typed access to a TOML table that names the full key in errors."""
 
@@ -270,7 +277,7 @@ class _Reader:
         ):
             expected = _EXPECTED.get(kind, "a number")
             secret_like = name in ("password", "secret")
-            shown = "a secret-like value" if secret_like else repr(value)
+            shown = "a secret-like value" if secret_like else toml_repr(value)
             raise self.fail(name, f"is {shown}", f"set it to {expected}")
         return value
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol
 
+from ._config import toml_repr
 from ._errors import ConfigError, WebhookRejected
 from ._models import WebhookEvent
 
@@ -552,8 +553,8 @@ def _seconds_option(options: Mapping[str, Any], name: str, default: float) -> fl
     # age check off, and so would inf.
     if not is_number or not math.isfinite(value) or value < 0:
         message = (
-            f"The webhook option {name} is {value!r}; set it to a finite number "
-            "of seconds, 0 or more."
+            f"The webhook option {name} is {toml_repr(value)}; set it to a finite "
+            "number of seconds, 0 or more."
         )
         raise ConfigError(message, key=name)
     return float(value)
