@@ -84,5 +84,9 @@ def test_unknown_scheme_rejected() -> None:
 
 
 def test_blank_scheme_is_config_error() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as caught:
         _verify(_standard_headers(), options={"webhook_scheme": " "})
+
+    key = "tenants.NAME.platforms.benevity.options.webhook_scheme"
+    assert caught.value.key == key
+    assert key in str(caught.value)

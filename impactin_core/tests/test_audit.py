@@ -285,6 +285,19 @@ def test_sla_targets_from_config() -> None:
         pytest.param({"target": 1}, "sla.target", id="unknown"),
         pytest.param({"window": "soon"}, "sla.window", id="window"),
         pytest.param(
+            {"p95_latency_s": float("nan")}, "sla.p95_latency_s", id="latency-nan"
+        ),
+        pytest.param(
+            {"warning_p95_latency_s": float("inf")},
+            "sla.warning_p95_latency_s",
+            id="warning-latency-inf",
+        ),
+        pytest.param(
+            {"platforms": {"goodera": {"p95_latency_s": float("inf")}}},
+            "sla.platforms.goodera.p95_latency_s",
+            id="platform-latency-inf",
+        ),
+        pytest.param(
             {"platforms": {"goodera": {"p99": 1}}},
             "sla.platforms.goodera.p99",
             id="platform-unknown",
@@ -296,6 +309,30 @@ def test_sla_targets_reject(table: dict[str, Any], key: str) -> None:
         SlaTargets.from_config(table)
 
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        pytest.param(
+            {"target": 1},
+            "sla.target is not a known setting; use one of p95_latency_s, "
+            "platforms, success_rate, warning_p95_latency_s, "
+            "warning_success_rate, window.",
+            id="unknown",
+        ),
+        pytest.param(
+            {"p95_latency_s": True},
+            "sla.p95_latency_s is true; set it to a number.",
+            id="bool",
+        ),
+    ],
+)
+def test_sla_error_reads_as_toml(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SlaTargets.from_config(table)
+
+    assert str(caught.value) == message
 
 
 def test_config_keeps_sla_table(tmp_path: Path) -> None:

@@ -115,13 +115,23 @@ def test_unset_secret_names_variable(tmp_path: Path) -> None:
         ),
         pytest.param(
             platform(breaker={"threshold": 0}),
-            "tenants.acme.platforms.benevity.breaker",
+            "tenants.acme.platforms.benevity.breaker.threshold",
             id="breaker-threshold-zero",
         ),
         pytest.param(
             platform(rate_limit={"calls": 10}),
             "tenants.acme.platforms.benevity.rate_limit.period",
             id="rate-limit-no-period",
+        ),
+        pytest.param(
+            platform(rate_limit={"calls": 10, "period": 60, "burst": 3}),
+            "tenants.acme.platforms.benevity.rate_limit.burst",
+            id="rate-limit-unknown-key",
+        ),
+        pytest.param(
+            platform(rate_limit={"call": 10, "period": 60}),
+            "tenants.acme.platforms.benevity.rate_limit.call",
+            id="rate-limit-misspelled-calls",
         ),
     ],
 )
@@ -265,3 +275,244 @@ def test_unset_variable_quoted_if_words(
     message = str(caught.value)
     assert (name in message) is quoted
     assert "credentials.client_secret is not set" in message
+
+
+@pytest.mark.parametrize(
+    ("redaction", "key", "shown", "closest"),
+    [
+        pytest.param(
+            {"deny": ["employe_email"]},
+            "redaction.deny[0]",
+            "'employe_email'",
+            "'employee_email'",
+            id="misspelled-deny",
+        ),
+        pytest.param(
+            {"deny": ["employee_id", "Employee_Email"]},
+            "redaction.deny[1]",
+            "'Employee_Email'",
+            "'employee_email'",
+            id="wrong-case",
+        ),
+        pytest.param(
+            {"allow": ["employee_nmae"]},
+            "redaction.allow[0]",
+            "'employee_nmae'",
+            "'employee_name'",
+            id="misspelled-allow",
+        ),
+        pytest.param(
+            {"allow": ["donor.email"]},
+            "redaction.allow[0]",
+            "'donor.email'",
+            None,
+            id="payload-path",
+        ),
+        pytest.param(
+            {"deny": ["description"]},
+            "redaction.deny[0]",
+            "'description'",
+            None,
+            id="not-personal",
+        ),
+        pytest.param(
+            {"denny": ["employee_email"]},
+            "redaction.denny",
+            None,
+            "'deny'",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_redaction_typo_rejected(
+    redaction: dict[str, Any],
+    key: str,
+    shown: str | None,
+    closest: str | None,
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(redaction=redaction), base_dir=tmp_path)
+
+    message = str(caught.value)
+    full_key = f"tenants.acme.platforms.benevity.{key}"
+    assert caught.value.key == full_key
+    assert message.startswith(f"{full_key} is ")
+    if shown is not None:
+        assert f"is {shown}, which is not a personal field" in message
+        assert (
+            "use one of employee_email, employee_id, employee_name, employee_phone"
+            in message
+        )
+    else:
+        assert "use one of allow, deny" in message
+    if closest is not None:
+        assert f"(closest: {closest})" in message
+    else:
+        assert "closest" not in message
+
+
+def test_redaction_lists_parse(tmp_path: Path) -> None:
+    redaction = {"deny": ["employee_email"], "allow": ["employee_name"]}
+
+    config = parse_config(platform(redaction=redaction), base_dir=tmp_path)
+
+    benevity = config.tenants["acme"].platforms["benevity"]
+    assert benevity.deny_fields == {"employee_email"}
+    assert benevity.allow_fields == {"employee_name"}
+
+
+NAN = float("nan")
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "shown"),
+    [
+        pytest.param(
+            {"retry": {"deadline": NAN}}, "retry.deadline", "nan", id="deadline-nan"
+        ),
+        pytest.param(
+            {"retry": {"deadline": INF}}, "retry.deadline", "inf", id="deadline-inf"
+        ),
+        pytest.param(
+            {"retry": {"base_delay": NAN}},
+            "retry.base_delay",
+            "nan",
+            id="base-delay-nan",
+        ),
+        pytest.param(
+            {"retry": {"max_delay": NAN}}, "retry.max_delay", "nan", id="max-delay-nan"
+        ),
+        pytest.param(
+            {"retry": {"max_delay": -INF}},
+            "retry.max_delay",
+            "-inf",
+            id="max-delay-minus-inf",
+        ),
+        pytest.param(
+            {"breaker": {"reset_timeout": INF}},
+            "breaker.reset_timeout",
+            "inf",
+            id="reset-timeout-inf",
+        ),
+        pytest.param(
+            {"breaker": {"reset_timeout": NAN}},
+            "breaker.reset_timeout",
+            "nan",
+            id="reset-timeout-nan",
+        ),
+        pytest.param(
+            {"rate_limit": {"calls": 10, "period": NAN}},
+            "rate_limit.period",
+            "nan",
+            id="period-nan",
+        ),
+        pytest.param(
+            {"rate_limit": {"calls": 10, "period": INF}},
+            "rate_limit.period",
+            "inf",
+            id="period-inf",
+        ),
+    ],
+)
+def test_non_finite_seconds_rejected(
+    changes: dict[str, Any], key: str, shown: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(**changes), base_dir=tmp_path)
+
+    full_key = f"tenants.acme.platforms.benevity.{key}"
+    assert caught.value.key == full_key
+    assert str(caught.value) == (
+        f"{full_key} is {shown}; set it to a finite number of seconds above 0."
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        pytest.param(
+            {"retry": {"max_attempts": NAN}}, "retry.max_attempts", id="attempts-nan"
+        ),
+        pytest.param(
+            {"retry": {"max_attempts": 2.5}},
+            "retry.max_attempts",
+            id="attempts-fraction",
+        ),
+        pytest.param(
+            {"breaker": {"threshold": INF}}, "breaker.threshold", id="threshold-inf"
+        ),
+        pytest.param(
+            {"rate_limit": {"calls": INF, "period": 60}},
+            "rate_limit.calls",
+            id="calls-inf",
+        ),
+    ],
+)
+def test_count_must_be_whole(changes: dict[str, Any], key: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(**changes), base_dir=tmp_path)
+
+    full_key = f"tenants.acme.platforms.benevity.{key}"
+    assert caught.value.key == full_key
+    assert "set it to a whole number" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        pytest.param(
+            {"retry": {"max_attempts": 0}}, "retry.max_attempts", id="attempts"
+        ),
+        pytest.param(
+            {"rate_limit": {"calls": 0, "period": 60}}, "rate_limit.calls", id="calls"
+        ),
+        pytest.param(
+            {"rate_limit": {"calls": 10, "period": 0}}, "rate_limit.period", id="period"
+        ),
+    ],
+)
+def test_zero_setting_names_its_key(
+    changes: dict[str, Any], key: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(**changes), base_dir=tmp_path)
+
+    full_key = f"tenants.acme.platforms.benevity.{key}"
+    assert caught.value.key == full_key
+    assert str(caught.value).startswith(f"{full_key} is 0;")
+
+
+def test_unknown_retry_setting_lists_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(retry={"deadlines": 30}), base_dir=tmp_path)
+
+    message = str(caught.value)
+    assert "use one of base_delay, deadline, max_attempts, max_delay" in message
+    assert "(closest: 'deadline')" in message
+    assert "[" not in message
+
+
+def test_unknown_rate_limit_key_lists_names(tmp_path: Path) -> None:
+    rate_limit = {"calls": 10, "period": 60, "burst": 3}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(rate_limit=rate_limit), base_dir=tmp_path)
+
+    assert str(caught.value) == (
+        "tenants.acme.platforms.benevity.rate_limit.burst is not a known "
+        "setting; use one of calls, period."
+    )
+
+
+def test_bool_shown_as_toml(tmp_path: Path) -> None:
+    rate_limit = {"calls": True, "period": 60}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(rate_limit=rate_limit), base_dir=tmp_path)
+
+    assert str(caught.value) == (
+        "tenants.acme.platforms.benevity.rate_limit.calls is true; "
+        "set it to a whole number."
+    )

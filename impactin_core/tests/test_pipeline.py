@@ -59,6 +59,7 @@ def make_runtime(
     options: dict[str, Any] | None = None,
     concurrency: int | None = None,
     rate_limit: dict[str, Any] | None = None,
+    redaction: dict[str, Any] | None = None,
 ) -> Runtime:
     environ = {
         "STORE_KEY": generate_key(),
@@ -77,6 +78,7 @@ def make_runtime(
                         "retry": retry or {"base_delay": 0.5, "max_attempts": 5},
                         "breaker": breaker or {"threshold": 50},
                         "options": options or {},
+                        "redaction": redaction or {},
                     }
                 },
             }
@@ -133,6 +135,22 @@ async def test_deliver_one_record(tmp_path: Path, echo_simulator: Echo) -> None:
     row = runtime.store.list_deliveries()[0]
     assert row["status"] == "delivered"
     assert row["response_id"] == "echo-1"
+
+
+async def test_allow_beyond_connector_stops_run(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(
+        tmp_path, server.url, redaction={"allow": ["employee_phone"]}
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        await runtime.deliver([record()])
+
+    assert caught.value.key == "tenants.acme.platforms.echo.redaction.allow"
+    assert "lists employee_phone" in str(caught.value)
+    assert simulator.journal.entries == []
 
 
 async def test_evidence_hash_is_sha256_of_sent_bytes(

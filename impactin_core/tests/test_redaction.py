@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impactin_core import ImpactRecord, PlatformInfo, RecordKind
+from impactin_core import ConfigError, ImpactRecord, PlatformInfo, RecordKind
 from impactin_core._redaction import (
     RedactionPolicy,
     detect,
@@ -137,8 +137,22 @@ def test_tenant_can_widen_allowed_field() -> None:
 
 
 def test_tenant_cannot_widen_other_field() -> None:
-    with pytest.raises(ValueError, match="employee_phone"):
+    with pytest.raises(ConfigError) as caught:
         RedactionPolicy.for_platform(GOODERA, "acme", KEY, allow=["employee_phone"])
+
+    message = str(caught.value)
+    assert caught.value.key == "tenants.acme.platforms.goodera.redaction.allow"
+    assert message.startswith(caught.value.key)
+    assert "lists employee_phone" in message
+    assert "allow only employee_name" in message
+
+
+def test_tenant_may_list_needed_field() -> None:
+    allow = ["employee_email"]
+
+    policy = RedactionPolicy.for_platform(GOODERA, "acme", KEY, allow=allow)
+
+    assert policy.keep == {"employee_email"}
 
 
 def test_policy_repr_hides_key() -> None:

@@ -653,10 +653,12 @@ def test_breaker_across_asyncio_runs() -> None:
         pytest.param({"reset_timeout": 0}, id="zero-timeout"),
         pytest.param({"reset_timeout": -5.0}, id="negative-timeout"),
         pytest.param({"reset_timeout": "60"}, id="text-timeout"),
+        pytest.param({"reset_timeout": float("nan")}, id="nan-timeout"),
+        pytest.param({"reset_timeout": float("inf")}, id="inf-timeout"),
     ],
 )
 def test_breaker_policy_rejects(fields: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="must be a number above 0"):
+    with pytest.raises(ValueError, match="must be a finite number above 0"):
         BreakerPolicy(**fields)
 
 

@@ -409,8 +409,10 @@ def test_schema_newer_rejected(tmp_path: Path, key: str) -> None:
 def test_not_a_database(tmp_path: Path, key: str) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="not a readable impactin database"):
+    with pytest.raises(StoreError, match="not a readable impactin database") as caught:
         Store(path, _sealer(key))
+
+    assert "point store.path at a new file" in str(caught.value)
 
 
 # -- retention purge -----------------------------------------------------------------

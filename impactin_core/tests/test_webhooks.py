@@ -371,13 +371,40 @@ def test_stale_checked_after_signature() -> None:
         pytest.param({"tolerance": "300"}, id="string"),
         pytest.param({"tolerance": -1}, id="negative"),
         pytest.param({"tolerance": True}, id="bool"),
+        pytest.param({"tolerance": float("nan")}, id="nan"),
+        pytest.param({"tolerance": float("inf")}, id="inf"),
+        pytest.param({"future_tolerance": float("nan")}, id="future-nan"),
+        pytest.param({"future_tolerance": float("inf")}, id="future-inf"),
         pytest.param({"future_tolerance": None}, id="none"),
         pytest.param({"id_header": 5}, id="id-header-number"),
     ],
 )
 def test_invalid_option_raises(options: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as caught:
         verify("github", signed("github"), options=options)
+
+    assert caught.value.key in options
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        pytest.param(float("nan"), "nan", id="nan"),
+        pytest.param(float("inf"), "inf", id="inf"),
+        pytest.param(-1, "-1", id="negative"),
+        pytest.param(True, "true", id="bool"),
+    ],
+)
+def test_tolerance_error_shows_value(value: float, shown: str) -> None:
+    headers = signed("stripe", timestamp=NOW - 1000)
+
+    with pytest.raises(ConfigError) as caught:
+        verify("stripe", headers, options={"tolerance": value})
+
+    assert str(caught.value) == (
+        f"The webhook option tolerance is {shown}; set it to a finite number "
+        "of seconds, 0 or more."
+    )
 
 
 def test_unknown_option_ignored() -> None:

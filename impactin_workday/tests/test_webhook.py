@@ -62,7 +62,9 @@ def test_scheme_option_required(options: dict[str, object]) -> None:
     headers = sign_standard_webhooks(SECRET, "msg_3", int(time.time()), BODY)
     with pytest.raises(ConfigError) as caught:
         _verify(headers, BODY, **options)
-    assert "webhook_scheme" in str(caught.value)
+    key = "tenants.NAME.platforms.workday.options.webhook_scheme"
+    assert caught.value.key == key
+    assert key in str(caught.value)
 
 
 def test_other_platform_ignored() -> None:

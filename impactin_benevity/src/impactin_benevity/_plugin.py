@@ -158,7 +158,8 @@ def _webhook_scheme(platform: PlatformInfo, options: Mapping[str, Any]) -> str:
     if scheme is None:
         return DEFAULT_WEBHOOK_SCHEME
     if not isinstance(scheme, str) or not scheme.strip():
-        key = f"platforms.{PLATFORM_ID}.options.webhook_scheme"
+        # The hook receives no tenant, so the key names it as NAME.
+        key = f"tenants.NAME.platforms.{PLATFORM_ID}.options.webhook_scheme"
         message = (
             f"Benevity option {key} is {scheme!r}; set it to a webhook scheme "
             "name such as 'standard_webhooks'."

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import attrs
 
+from ._config import toml_repr
 from ._errors import ConfigError
 from ._stats import percentile
 from ._store import FINISHED_STATUSES, Store
@@ -198,7 +199,8 @@ class SlaTargets:
         for name in table:
             if name not in known:
                 message = (
-                    f"sla.{name} is not a known setting; use one of {sorted(known)}."
+                    f"sla.{name} is not a known setting; use one of "
+                    f"{', '.join(sorted(known))}."
                 )
                 raise ConfigError(message, key=f"sla.{name}")
         default = _targets(table, "sla", Targets())
@@ -229,19 +231,26 @@ def _targets(table: Any, prefix: str, base: Targets) -> Targets:
         value = table[name]
         key = f"{prefix}.{name}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            message = f"{key} is {value!r}; set it to a number."
+            message = f"{key} is {toml_repr(value)}; set it to a number."
             raise ConfigError(message, key=key)
         is_rate = name.endswith("success_rate")
-        if (is_rate and not 0 <= value <= 1) or (not is_rate and value <= 0):
-            limits = "between 0 and 1" if is_rate else "in seconds, above 0"
-            message = f"{key} is {value!r}; set it to a number {limits}."
+        # nan compares false with everything, so value <= 0 alone would pass it.
+        is_seconds = math.isfinite(value) and value > 0
+        if (is_rate and not 0 <= value <= 1) or (not is_rate and not is_seconds):
+            expected = (
+                "a number between 0 and 1"
+                if is_rate
+                else "a finite number of seconds above 0"
+            )
+            message = f"{key} is {value!r}; set it to {expected}."
             raise ConfigError(message, key=key)
         values[name] = float(value)
     unknown = set(table) - set(_TARGET_FIELDS) - {"platforms", "window"}
     if unknown and prefix != "sla":
         name = sorted(unknown)[0]
         message = (
-            f"{prefix}.{name} is not a known setting; use one of {_TARGET_FIELDS}."
+            f"{prefix}.{name} is not a known setting; use one of "
+            f"{', '.join(_TARGET_FIELDS)}."
         )
         raise ConfigError(message, key=f"{prefix}.{name}")
     # A target set without its warning level gets one 1 point or 20 % inside it.

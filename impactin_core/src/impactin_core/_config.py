@@ -14,6 +14,7 @@ variables (or of entries in another secrets provider) that hold the value::
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 import attrs
 
 from ._errors import ConfigError
-from ._models import PlatformSettings
+from ._models import PERSONAL_FIELDS, PlatformSettings
 
 # The names of environment variables this configuration accepts. Upper case
 # keeps a literal secret (sk_live_..., a base64 key) from passing as a name,
@@ -122,8 +123,10 @@ class EnvSecrets:
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        message = f"{attribute.name} must be a number above 0, not {value!r}"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # nan compares false with everything, so value <= 0 alone would pass it.
+    if not is_number or not math.isfinite(value) or value <= 0:
+        message = f"{attribute.name} must be a finite number above 0, not {value!r}"
         raise ValueError(message)
 
 
@@ -238,6 +241,19 @@ _EXPECTED: dict[Any, str] = {
 }
 
 
+def _closest(name: str, names: Iterable[str]) -> str:
+    """Return " (closest: 'NAME')" for the valid name nearest ``name``, or ""."""
+    close = difflib.get_close_matches(name.lower(), sorted(names), n=1)
+    return f" (closest: {close[0]!r})" if close else ""
+
+
+def toml_repr(value: object) -> str:
+    """Return ``value`` as a message shows it: TOML's true and false, else repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 class _Reader:
     """Typed access to a TOML table that names the full key in errors."""
 
@@ -261,7 +277,7 @@ class _Reader:
         ):
             expected = _EXPECTED.get(kind, "a number")
             secret_like = name in ("password", "secret")
-            shown = "a secret-like value" if secret_like else repr(value)
+            shown = "a secret-like value" if secret_like else toml_repr(value)
             raise self.fail(name, f"is {shown}", f"set it to {expected}")
         return value
 
@@ -277,7 +293,7 @@ class _Reader:
             raise self.fail(
                 unknown[0],
                 "is not a known setting",
-                f"use one of {', '.join(sorted(names))}",
+                f"use one of {', '.join(sorted(names))}{_closest(unknown[0], names)}",
             )
 
     def table(self, name: str) -> _Reader:
@@ -285,18 +301,36 @@ class _Reader:
         return _Reader(value, self.key(name))
 
 
+#: Settings of ``retry`` and ``breaker`` that count something. The others
+#: are in seconds.
+_COUNT_SETTINGS = frozenset({"max_attempts", "threshold"})
+
+
 def _policy(reader: _Reader, cls: type[Any]) -> Any:
-    fields = {field.name for field in attrs.fields(cls)}
-    unknown = set(reader.data) - fields
-    if unknown:
+    reader.only(*(field.name for field in attrs.fields(cls)))
+    values: dict[str, float] = {}
+    for name in reader.data:
+        if name in _COUNT_SETTINGS:
+            values[name] = _check_count(reader, name, reader.get(name, int))
+        else:
+            seconds = reader.get(name, (int, float))
+            values[name] = _check_seconds(reader, name, seconds)
+    return cls(**values)
+
+
+def _check_count(reader: _Reader, name: str, value: int) -> int:
+    if value < 1:
+        raise reader.fail(name, f"is {value}", "set it to a whole number above 0")
+    return value
+
+
+def _check_seconds(reader: _Reader, name: str, value: float) -> float:
+    # nan compares false with everything, so value <= 0 alone would pass it.
+    if not math.isfinite(value) or value <= 0:
         raise reader.fail(
-            sorted(unknown)[0], "is not a known setting", f"use one of {sorted(fields)}"
+            name, f"is {value!r}", "set it to a finite number of seconds above 0"
         )
-    values = {name: reader.get(name, (int, float)) for name in reader.data}
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        raise ConfigError(f"{reader.prefix}: {exc}.", key=reader.prefix) from exc
+    return float(value)
 
 
 _PLATFORM_KEYS = (
@@ -345,14 +379,17 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
     if protocol not in (None, "rest", "soap"):
         raise reader.fail("protocol", f"is {protocol!r}", "use 'rest' or 'soap'")
     rate = reader.table("rate_limit")
+    rate.only("calls", "period")
     rate_limit = None
     if rate.data:
         calls = rate.require("calls", int, "set the number of calls per period")
         period = rate.require("period", (int, float), "set the period in seconds")  # type: ignore[arg-type]
-        if calls <= 0 or period <= 0:
-            raise rate.fail("calls", "and period must be above 0", "fix the quota")
-        rate_limit = (calls, float(period))
-    policy = reader.table("redaction")
+        rate_limit = (
+            _check_count(rate, "calls", calls),
+            _check_seconds(rate, "period", period),
+        )
+    redaction = reader.table("redaction")
+    redaction.only("allow", "deny")
     return PlatformConfig(
         platform=platform,
         base_url=base_url.rstrip("/"),
@@ -363,10 +400,29 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         retry=_policy(reader.table("retry"), RetryPolicy),
         breaker=_policy(reader.table("breaker"), BreakerPolicy),
         rate_limit=rate_limit,
-        deny_fields=frozenset(policy.get("deny", list, [])),
-        allow_fields=frozenset(policy.get("allow", list, [])),
+        deny_fields=_personal_fields(redaction, "deny"),
+        allow_fields=_personal_fields(redaction, "allow"),
         webhook_secrets=tuple(webhook_secrets),
     )
+
+
+def _personal_fields(reader: _Reader, name: str) -> frozenset[str]:
+    """Read a ``redaction`` list, which names personal fields of ``ImpactRecord``.
+
+    The runtime withholds or sends only these fields, so any other name
+    would be ignored, and a misspelled ``deny`` would send the field.
+    """
+    fields = reader.get(name, list, [])
+    valid = ", ".join(sorted(PERSONAL_FIELDS))
+    for index, field in enumerate(fields):
+        if field in PERSONAL_FIELDS:
+            continue
+        raise reader.fail(
+            f"{name}[{index}]",
+            f"is {field!r}, which is not a personal field of a record",
+            f"use one of {valid}{_closest(str(field), PERSONAL_FIELDS)}",
+        )
+    return frozenset(fields)
 
 
 def _check_env_name(reader: _Reader, key: str, value: object) -> None:

@@ -80,7 +80,12 @@ from ._models import (
     SendOutcome,
 )
 from ._plugins import PluginHost
-from ._redaction import RedactionPolicy, leak_scan, minimize_record
+from ._redaction import (
+    RedactionPolicy,
+    check_allowed_fields,
+    leak_scan,
+    minimize_record,
+)
 from ._reliability import BreakerBoard, WindowLimiter, backoff_delay
 from ._stats import RunReport
 from ._store import Store, new_delivery_id, process_owner
@@ -340,7 +345,7 @@ class Runtime:
     # -- configuration lookups ---------------------------------------------
 
     def _check_platforms(self) -> None:
-        """Raise for a configured platform no connector serves, or a bad protocol.
+        """Raise for a platform no connector serves, a bad protocol or allow list.
 
         Called before the first delivery work, not at start, so read-only
         commands such as listing the log work without the connectors.
@@ -370,6 +375,7 @@ class Runtime:
                         f"only {', '.join(transports)}; use one of those."
                     )
                     raise ConfigError(message, key=f"{key}.protocol")
+                check_allowed_fields(registered.info, tenant.id, platform.allow_fields)
 
     def tenant_key(self, tenant: str) -> bytes:
         env_name = self.config.tenant(tenant).key_env

@@ -21,11 +21,13 @@ from typing import Any
 
 import attrs
 
+from ._errors import ConfigError
 from ._models import PERSONAL_FIELDS, ImpactRecord, PlatformInfo
 
 __all__ = [
     "Finding",
     "RedactionPolicy",
+    "check_allowed_fields",
     "leak_scan",
     "minimize_record",
     "normalize_text",
@@ -129,24 +131,35 @@ class RedactionPolicy:
         """Build a tenant's policy from what the connector declares.
 
         ``deny`` removes fields from the connector's needs; ``allow`` adds
-        fields the connector lists as widenable and raises ``ValueError`` for
-        any other.
+        fields the connector lists as widenable and raises ``ConfigError``
+        for any other.
         """
         allow = frozenset(allow)
-        not_widenable = allow - platform.widenable_fields - platform.personal_fields
-        if not_widenable:
-            message = (
-                f"Tenant {tenant!r} allows {sorted(not_widenable)} for "
-                f"{platform.id!r}, but the connector only lets tenants allow "
-                f"{sorted(platform.widenable_fields) or 'no extra fields'}; "
-                "remove them from the policy."
-            )
-            raise ValueError(message)
+        check_allowed_fields(platform, tenant, allow)
         keep = (platform.personal_fields | allow) - frozenset(deny)
         pseudo = frozenset({"employee_id"}) - keep
         return cls(
             platform=platform.id, tenant=tenant, keep=keep, pseudonymize=pseudo, key=key
         )
+
+
+def check_allowed_fields(
+    platform: PlatformInfo, tenant: str, allow: Iterable[str]
+) -> None:
+    """Raise ``ConfigError`` unless the connector lets tenants allow each field.
+
+    A field the connector needs anyway may be listed too.
+    """
+    rejected = frozenset(allow) - platform.widenable_fields - platform.personal_fields
+    if not rejected:
+        return
+    key = f"tenants.{tenant}.platforms.{platform.id}.redaction.allow"
+    allowed = ", ".join(sorted(platform.widenable_fields)) or "no field"
+    message = (
+        f"{key} lists {', '.join(sorted(rejected))}, but the {platform.id} "
+        f"connector lets tenants allow only {allowed}; remove the others."
+    )
+    raise ConfigError(message, key=key)
 
 
 def normalize_text(value: str) -> str:

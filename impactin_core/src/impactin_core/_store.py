@@ -332,7 +332,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             message = (
                 f"The store {str(self.path)!r} is not a readable impactin "
-                f"database: {exc}; point store_path at a new file or restore it."
+                f"database: {exc}; point store.path at a new file or restore it."
             )
             raise StoreError(message) from exc
 

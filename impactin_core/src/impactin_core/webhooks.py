@@ -26,12 +26,14 @@ import heapq
 import hmac
 import json
 import logging
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol
 
+from ._config import toml_repr
 from ._errors import ConfigError, WebhookRejected
 from ._models import WebhookEvent
 
@@ -546,8 +548,14 @@ class _TimeLimits:
 
 def _seconds_option(options: Mapping[str, Any], name: str, default: float) -> float:
     value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        message = f"The webhook option {name} must be a number of seconds >= 0."
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # nan compares false with everything, so a nan tolerance would turn the
+    # age check off, and so would inf.
+    if not is_number or not math.isfinite(value) or value < 0:
+        message = (
+            f"The webhook option {name} is {toml_repr(value)}; set it to a finite "
+            "number of seconds, 0 or more."
+        )
         raise ConfigError(message, key=name)
     return float(value)
 

@@ -138,7 +138,8 @@ def impactin_verify_webhook(
 def _webhook_scheme(options: Mapping[str, Any]) -> str:
     from impactin_core.webhooks import SCHEMES
 
-    key = f"platforms.{PLATFORM_ID}.options.webhook_scheme"
+    # The hook receives no tenant, so the key names it as NAME.
+    key = f"tenants.NAME.platforms.{PLATFORM_ID}.options.webhook_scheme"
     scheme = options.get("webhook_scheme")
     if scheme is None:
         message = (
