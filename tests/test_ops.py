@@ -378,6 +378,27 @@ def test_resubmit_cannot_change_tenant(config: Path, rejected: dict[str, Any]) -
     assert [row["id"] for row in quarantined(config)] == [rejected["id"]]
 
 
+def test_corrected_blocked_record_keeps_source_id(
+    config: Path, benevity: Served
+) -> None:
+    """A record blocked for personal data is sent once corrected, same source id."""
+    _, simulator = benevity
+    phone_like = [donation("gift-p", organization_id="2125550147")]
+    invoke(config, "deliver", str(write_rows(config.parent, phone_like)))
+    (blocked,) = deliveries(config)
+
+    corrected = [donation("gift-p", organization_id="ORG-2125")]
+    result = invoke(config, "deliver", str(write_rows(config.parent, corrected)))
+
+    by_id = {row["id"]: row for row in deliveries(config)}
+    assert result.exit_code == 0, result.output
+    assert blocked["status"] == "blocked"
+    assert by_id[blocked["id"]]["replayed_by"] is not None
+    assert by_id[by_id[blocked["id"]]["replayed_by"]]["status"] == "delivered"
+    assert quarantined(config) == []
+    assert len(simulator.journal.entries) == 1
+
+
 def test_resubmit_unknown_id(config: Path) -> None:
     result = invoke(config, "quarantine", "resubmit", "nope", "--set", "hours=1")
 

@@ -144,6 +144,43 @@ def test_claim_conflict(store: Store) -> None:
     assert second.delivery_id == first.delivery_id
 
 
+@pytest.mark.parametrize(
+    ("status", "error_kind", "state"),
+    [
+        pytest.param("blocked", "personal_data", "new", id="blocked"),
+        pytest.param("dead_lettered", "permanent", "new", id="rejected"),
+        pytest.param("dead_lettered", "exhausted", "conflict", id="exhausted"),
+        pytest.param("dead_lettered", "interrupted", "conflict", id="interrupted"),
+        pytest.param("dead_lettered", "plugin_error", "conflict", id="plugin-error"),
+    ],
+)
+def test_claim_correction_of_failed(
+    store: Store, status: str, error_kind: str, state: str
+) -> None:
+    """New content replaces a failed delivery only where nothing was created."""
+    first = _enqueue(store)
+    _finish(store, first.delivery_id, status, NOW)
+    store.update_delivery(first.delivery_id, error_kind=error_kind)
+
+    corrected = _enqueue(store, content="hash-b")
+    same_again = _enqueue(store, content="hash-b")
+
+    old = store.get_delivery(first.delivery_id)
+    assert old is not None
+    assert corrected.state == state
+    if state == "new":
+        new = store.get_delivery(corrected.delivery_id)
+        assert new is not None
+        assert new["parent_id"] == first.delivery_id
+        assert new["status"] == "pending"
+        assert old["replayed_by"] == corrected.delivery_id
+        assert same_again.state == "unfinished"
+        assert same_again.delivery_id == corrected.delivery_id
+    else:
+        assert corrected.delivery_id == first.delivery_id
+        assert old["replayed_by"] is None
+
+
 def test_claim_default_ttl(store: Store) -> None:
     """A failed delivery's key is free again once its TTL has passed."""
     first = _enqueue(store)

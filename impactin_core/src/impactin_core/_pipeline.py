@@ -576,8 +576,9 @@ class Runtime:
             elif claim.state == "conflict":
                 reason = (
                     f"This source id was already sent to {platform!r} "
-                    f"(delivery {claim.delivery_id}) with different content; give the "
-                    "changed activity a new source id, or wait until the key expires."
+                    f"(delivery {claim.delivery_id}) with different content, and that "
+                    "delivery succeeded or may still succeed; give the changed "
+                    "activity a new source id."
                 )
                 self._quarantine_record(
                     record,

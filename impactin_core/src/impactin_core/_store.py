@@ -181,6 +181,24 @@ class Claim:
     delivery_id: str
 
 
+def _never_accepted(conn: sqlite3.Connection, delivery_id: str) -> bool:
+    """Return whether a failed delivery surely created nothing on the platform.
+
+    That holds for a delivery blocked before its send, and for one the
+    platform rejected with an error that is not a retry or an interrupted
+    send (error kind ``permanent``).
+    """
+    row = conn.execute(
+        "SELECT status, error_kind, replayed_by FROM deliveries WHERE id = ?",
+        (delivery_id,),
+    ).fetchone()
+    if row is None or row["replayed_by"]:
+        return False
+    if row["status"] == "blocked":
+        return True
+    return bool(row["status"] == "dead_lettered" and row["error_kind"] == "permanent")
+
+
 class Store:
     """The SQLite store. One instance per process; it is thread-safe."""
 
@@ -412,7 +430,11 @@ class Store:
         Both happen in one transaction, so a crash leaves either both or
         neither. A key whose TTL has passed is claimed afresh, unless its
         delivery is still unfinished: that delivery may be sent yet, so a
-        second one would duplicate it.
+        second one would duplicate it. A record with new content replaces a
+        delivery that was blocked before its send or that the platform
+        rejected (error kind ``permanent``). The new delivery takes over the
+        key and records the old one as its parent, so a corrected record
+        keeps its source id.
         """
         if not (isinstance(ttl, (int, float)) and math.isfinite(ttl) and ttl > 0):
             message = (
@@ -460,8 +482,15 @@ class Store:
                     "WHERE key = ?",
                     (key,),
                 ).fetchone()
+                correctable = row["state"] == "failed" and _never_accepted(
+                    conn, row["delivery_id"]
+                )
                 if row["content_hash"] != delivery["content_hash"]:
-                    return Claim("conflict", row["delivery_id"])
+                    if not correctable:
+                        return Claim("conflict", row["delivery_id"])
+                    return self._insert_correction(
+                        conn, delivery, sealed, row["delivery_id"], now=now, ttl=ttl
+                    )
                 if row["state"] == "delivered":
                     return Claim("duplicate", row["delivery_id"])
                 if row["state"] == "failed":
@@ -482,6 +511,49 @@ class Store:
                 f"INSERT INTO deliveries ({names}) VALUES ({marks})",
                 tuple(columns.values()),
             )
+        return Claim("new", delivery["id"])
+
+    def _insert_correction(
+        self,
+        conn: sqlite3.Connection,
+        delivery: Mapping[str, Any],
+        sealed: bytes,
+        parent_id: str,
+        *,
+        now: float,
+        ttl: float,
+    ) -> Claim:
+        conn.execute(
+            "UPDATE idempotency_keys SET content_hash = ?, delivery_id = ?, "
+            "state = 'claimed', created_at = ?, expires_at = ? WHERE key = ?",
+            (
+                delivery["content_hash"],
+                delivery["id"],
+                now,
+                now + ttl,
+                delivery["idempotency_key"],
+            ),
+        )
+        columns = {
+            **delivery,
+            "parent_id": parent_id,
+            "record_ct": sealed,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+            "next_attempt_at": now,
+        }
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        conn.execute(
+            f"INSERT INTO deliveries ({names}) VALUES ({marks})",
+            tuple(columns.values()),
+        )
+        conn.execute(
+            "UPDATE deliveries SET replayed_by = ? WHERE id = ?",
+            (delivery["id"], parent_id),
+        )
         return Claim("new", delivery["id"])
 
     def replay(self, parent_id: str, *, run_id: str, now: float) -> str:
