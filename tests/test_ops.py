@@ -399,11 +399,22 @@ def test_corrected_blocked_record_keeps_source_id(
     assert len(simulator.journal.entries) == 1
 
 
-def test_resubmit_unknown_id(config: Path) -> None:
+def test_resubmit_unknown_id(config: Path, rejected: dict[str, Any]) -> None:
     result = invoke(config, "quarantine", "resubmit", "nope", "--set", "hours=1")
 
     assert result.exit_code == 1
     assert "no quarantined row matches" in result.output
+
+
+def test_read_command_needs_existing_store(config: Path) -> None:
+    """A mistyped store.path is reported instead of creating an empty store."""
+    result = invoke(config, "deliveries", "list")
+
+    store = load_config(config).store_path
+    assert result.exit_code == 1
+    assert f"No store at {store}" in result.output
+    assert "check store.path" in result.output
+    assert not store.exists()
 
 
 def test_resubmit_needs_a_change(config: Path, rejected: dict[str, Any]) -> None:

@@ -49,10 +49,22 @@ def _load_config(path: str | None) -> Config:
     return load_config(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def _runtime(ctx: click.Context) -> Runtime:
+def _runtime(ctx: click.Context, *, existing_store: bool = True) -> Runtime:
+    """Build the runtime; unless ``existing_store`` is False, the store must exist.
+
+    Commands that only read or act on stored deliveries would otherwise
+    create an empty store at a mistyped ``store.path`` and report nothing.
+    """
     from ._pipeline import Runtime
 
-    return Runtime(_load_config(ctx.obj["config"]))
+    config = _load_config(ctx.obj["config"])
+    if existing_store and not config.store_path.exists():
+        message = (
+            f"No store at {config.store_path}; check store.path in the "
+            "configuration, or run 'impactin deliver' first to create it."
+        )
+        raise click.ClickException(message)
+    return Runtime(config)
 
 
 class _Group(click.Group):
@@ -281,7 +293,7 @@ def deliver(
     """Deliver a CSV or JSON Lines FILE."""
     from ._input import mappings_from_config, read_records
 
-    runtime = _runtime(ctx)
+    runtime = _runtime(ctx, existing_store=False)
     try:
         if tenant is not None:
             try:
@@ -317,9 +329,12 @@ def deliver(
 @click.pass_context
 def resume(ctx: click.Context, include_future: bool) -> None:
     """Deliver what earlier runs left pending or in flight."""
+    # The grace period is checked first, so a usage error comes before any
+    # error about the store.
+    stopper = Stopper()
     runtime = _runtime(ctx)
     try:
-        stopper = Stopper(runtime.request_stop)
+        stopper.drain = runtime.request_stop
         report = stopper.run(runtime.resume(include_future=include_future))
         now = time.time()
         deferred = runtime.store.count_due(

@@ -23,10 +23,10 @@ def register(main: click.Group) -> None:
     main.add_command(keys)
 
 
-def _runtime(ctx: click.Context) -> Runtime:
+def _runtime(ctx: click.Context, *, existing_store: bool = True) -> Runtime:
     from ._cli import _runtime as build_runtime
 
-    return build_runtime(ctx)
+    return build_runtime(ctx, existing_store=existing_store)
 
 
 def _utc(value: float) -> str:
@@ -145,7 +145,7 @@ def _require_configured(runtime: Runtime, tenant: str, platform: str) -> None:
 @click.pass_context
 def tokens_refresh(ctx: click.Context, tenant: str, platform: str) -> None:
     """Obtain a new token through the connector now, and store it."""
-    runtime = _runtime(ctx)
+    runtime = _runtime(ctx, existing_store=False)
     try:
         _require_configured(runtime, tenant, platform)
         import asyncio
