@@ -277,3 +277,26 @@ def test_misspelled_option_is_rejected(tmp_path: Path) -> None:
     assert status == 1, output
     assert len(lines) == 1, output
     assert f"tenants.conformance.platforms.{NAME}.options.acount" in lines[0]
+
+
+def test_sandbox_names_simulator_factory(tmp_path: Path) -> None:
+    package = generate(tmp_path, [])
+    command = [sys.executable, "-c", "from impactin_core._cli import main; main()"]
+    command += ["sandbox", NAME, "--port", "0"]
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**environment(package), "COLUMNS": "200"},
+    )
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(2)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert lines[0].startswith(f"Simulator of {NAME} on http://127.0.0.1:"), lines
+    assert "docs/platforms" not in lines[1], lines
+    assert f"impactin_{NAME}.simulator:create_simulator" in lines[1], lines
