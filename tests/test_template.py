@@ -52,4 +52,4 @@ def test_generated_connector_conforms(tmp_path: Path) -> None:
             check=False,
         )
     assert suite.returncode == 0, suite.stdout[-4000:]
-    assert "21 passed" in suite.stdout, suite.stdout[-2000:]
+    assert "27 passed" in suite.stdout, suite.stdout[-2000:]

@@ -654,6 +654,15 @@ def plugins() -> None:
         )
 
 
+#: Connectors kept in this repository, by platform id, each with a page under
+#: docs/platforms/.
+_BUNDLED_CONNECTORS = {
+    "benevity": "impactin-benevity",
+    "goodera": "impactin-goodera",
+    "workday": "impactin-workday",
+}
+
+
 @main.command()
 @click.argument("platform")
 @click.option(
@@ -717,9 +726,14 @@ def sandbox(
     console = _console()
     console.print(f"Simulator of {platform} on http://127.0.0.1:{bound}")
     names = ", ".join(sorted(simulator.credentials)) or "none"
-    console.print(
-        f"  credentials: {names} (sandbox values in docs/platforms/{platform}.md)"
-    )
+    registered = host.platform(platform)
+    if _BUNDLED_CONNECTORS.get(platform) == registered.distribution:
+        source = f"docs/platforms/{platform}.md"
+    else:
+        # A connector from another package has no page here; its simulator
+        # factory holds the credentials the simulator accepts.
+        source = f"the simulator factory {registered.info.simulator}"
+    console.print(f"  credentials: {names} (sandbox values in {source})")
     for name, value in sorted(simulator.options.items()):
         console.print(f"  option {name}: {value}")
     config = uvicorn.Config(simulator.app, log_level="info", lifespan="off")

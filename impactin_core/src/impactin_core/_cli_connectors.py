@@ -61,6 +61,7 @@ def conformance(
 def _check_conformance_target(platform: str, pairs: list[str]) -> None:
     """Raise ``click.ClickException`` for a setup error that would fail every rule."""
     from ._errors import ConfigError, PluginError
+    from .conformance._harness import HookReturnError
     from .conformance._preflight import check_target
     from .conformance._target import ConformanceTarget, parse_option_pairs
 
@@ -75,6 +76,8 @@ def _check_conformance_target(platform: str, pairs: list[str]) -> None:
         raise click.ClickException(message) from None
     except (PluginError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
+    except HookReturnError as exc:
+        raise click.ClickException(" ".join(str(exc).splitlines())) from None
 
 
 @click.command("new-connector")

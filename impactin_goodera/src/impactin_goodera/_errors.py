@@ -62,11 +62,11 @@ def raise_for_goodera(
         hint = " The api_key is valid but not permitted to do this; ask Goodera."
         raise PermanentError(message + hint, **context)
     retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-    # 429 and 503 mean the request was refused before any work, so the
-    # runtime may repeat it even though Goodera publishes no idempotency.
+    # 429, 503 and 408 mean the request was refused before any work, so
+    # the runtime may repeat it even though Goodera publishes no idempotency.
     if status == 429:
         raise RateLimited(message, retry_after=retry_after, sent=False, **context)
-    if status == 503:
+    if status in (408, 503):
         raise RetryableError(message, retry_after=retry_after, sent=False, **context)
     if status >= 500:
         raise RetryableError(message, retry_after=retry_after, **context)

@@ -117,6 +117,15 @@ def classify_http_failure(
             sent=False,
             **context,
         )
+    if status in (408, 503):
+        # The server did not act on the request (RFC 9110 sections 15.5.9
+        # and 15.6.4), so repeating it cannot create a duplicate.
+        raise RetryableError(
+            f"{message}; the service is unavailable or timed out the request.",
+            retry_after=delay,
+            sent=False,
+            **context,
+        )
     if status >= 500:
         # Workday can throttle SOAP calls with a plain HTTP 500.
         hint = "; the call may be throttled or the service unavailable."

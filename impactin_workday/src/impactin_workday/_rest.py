@@ -64,9 +64,10 @@ def _raise_transient(
     if response.status_code == 429:
         # A 429 refuses the request before any work, so repeating it is safe.
         raise RateLimited(message, sent=False, **context)
-    if response.status_code == 503:
-        # A 503 also means the server did not act (RFC 9110 section 15.6.4),
-        # as the SOAP path and impactin_core.raise_for_response treat it.
+    if response.status_code in (408, 503):
+        # A 503 or 408 also means the server did not act (RFC 9110 sections
+        # 15.6.4 and 15.5.9), as the SOAP path and
+        # impactin_core.raise_for_response treat it.
         raise RetryableError(message, sent=False, **context)
     if response.status_code >= 500:
         raise RetryableError(message, **context)

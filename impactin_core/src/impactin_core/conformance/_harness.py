@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import importlib
+import inspect
 import random
 import re
 from collections.abc import Awaitable, Iterator
@@ -40,6 +42,7 @@ __all__ = [
     "PERSONAL_VALUES",
     "FakeClock",
     "Harness",
+    "HookReturnError",
     "running_harness",
     "simulator_options",
 ]
@@ -84,6 +87,41 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += max(0.0, seconds)
+
+
+class HookReturnError(TypeError):
+    """A hook returned a wrong type; the message names the hook and the fix."""
+
+
+_RETURN_FIXES = {
+    "impactin_map": (
+        "a list of PlatformRequest",
+        "return a list with one PlatformRequest per batch, "
+        "for example 'return [request]'",
+    ),
+    "impactin_authenticate": (
+        "an awaitable of Credentials",
+        "define the function that does the work with 'async def' and return "
+        "its coroutine without awaiting it: 'return _authenticate(settings, "
+        "context)'",
+    ),
+    "impactin_send": (
+        "an awaitable of SendOutcome",
+        "define the function that does the work with 'async def' and return "
+        "its coroutine without awaiting it: 'return _send(request, "
+        "credentials, context)'",
+    ),
+}
+
+
+def hook_return_error(name: str, value: object) -> HookReturnError:
+    """Return the error for hook ``name`` returning ``value`` of the wrong type."""
+    expected, fix = _RETURN_FIXES[name]
+    message = (
+        f"Conformance rule 'hook return types' failed: {name} returned "
+        f"{type(value).__name__}, not {expected}.\nFix: {fix}."
+    )
+    return HookReturnError(message)
 
 
 def load_simulator(info: PlatformInfo) -> Simulator:
@@ -221,6 +259,11 @@ class Harness:
             settings=self.settings(),
             idempotency_keys=keys,
         )
+        if not isinstance(requests, list):
+            raise hook_return_error("impactin_map", requests)
+        for request in requests:
+            if not isinstance(request, PlatformRequest):
+                raise hook_return_error("impactin_map", request)
         return requests
 
     def redact(self, request: PlatformRequest) -> None:
@@ -239,6 +282,8 @@ class Harness:
         awaitable = self.hook("impactin_authenticate")(
             platform=self.info, settings=self.settings(), context=context
         )
+        if not inspect.isawaitable(awaitable):
+            raise hook_return_error("impactin_authenticate", awaitable)
         credentials: Credentials = await awaitable
         return credentials
 
@@ -259,8 +304,73 @@ class Harness:
             credentials=credentials,
             context=context,
         )
+        if not inspect.isawaitable(awaitable):
+            raise hook_return_error("impactin_send", awaitable)
         outcome: SendOutcome = await awaitable
         return outcome
+
+    def check_hook_returns(self, *, authenticate: bool = False) -> None:
+        """Raise ``HookReturnError`` when map, authenticate or send returns bad types.
+
+        The send gets placeholder credentials unless ``authenticate`` is set.
+        With it, the check fetches credentials first, so a send that does its
+        work when called returns its outcome and is caught. The fetch uses
+        the simulator's first refresh token, which a rotating platform
+        accepts only once. Other errors of these calls are left to the rules,
+        which report them with the input and the fix. Coroutines are closed
+        unawaited, so the check sends nothing itself.
+        """
+        record = self.sample_record("conformance-return-types-1")
+        try:
+            requests = self.map_records([record], ["ik_conformance_return_types_1"])
+        except HookReturnError:
+            raise
+        except Exception:
+            requests = []
+        request = requests[0] if requests else _placeholder_request(self.info.id)
+        credentials = Credentials(kind="none")
+        if authenticate:
+
+            async def fetch_credentials() -> Credentials:
+                async with httpx.AsyncClient(timeout=30.0) as client:
+                    return await self.authenticate(client, self.new_tokens())
+
+            try:
+                credentials = run(fetch_credentials())
+            except HookReturnError:
+                raise
+            except Exception:
+                pass
+        else:
+            context = AuthContext(
+                client=httpx.AsyncClient(), tokens=self.new_tokens(), clock=self.clock
+            )
+            awaitable = self.hook("impactin_authenticate")(
+                platform=self.info, settings=self.settings(), context=context
+            )
+            _close_awaitable("impactin_authenticate", awaitable)
+        send_context = SendContext(
+            client=httpx.AsyncClient(timeout=30.0),
+            settings=self.settings(),
+            cache_dir=self.folder / "impactin-cache",
+        )
+        try:
+            awaitable = self.hook("impactin_send")(
+                platform=self.info,
+                request=request,
+                credentials=credentials,
+                context=send_context,
+            )
+        except Exception:
+            # A send that does its work when called can fail here; the
+            # rules that send report the error.
+            return
+        finally:
+            # A send that ran its own event loop on the client leaves
+            # connections bound to that closed loop, and closing them fails.
+            with contextlib.suppress(RuntimeError):
+                run(send_context.client.aclose())
+        _close_awaitable("impactin_send", awaitable)
 
     def new_tokens(self) -> TokenCache:
         return TokenCache(MemoryTokenStore(), clock=self.clock)
@@ -328,6 +438,25 @@ class Harness:
     def deliver(self, runtime: Runtime, records: list[ImpactRecord]) -> PlatformStats:
         report = run(runtime.deliver(records))
         return report.platform(self.info.id)
+
+
+def _close_awaitable(hook: str, value: object) -> None:
+    """Close the coroutine a hook returned, or raise if it returned no awaitable."""
+    if inspect.iscoroutine(value):
+        value.close()
+    elif not inspect.isawaitable(value):
+        raise hook_return_error(hook, value)
+
+
+def _placeholder_request(platform: str) -> PlatformRequest:
+    return PlatformRequest(
+        platform=platform,
+        tenant=TENANT,
+        operation="conformance_return_types",
+        idempotency_key="ik_conformance_return_types_1",
+        source_ids=["conformance-return-types-1"],
+        payload={},
+    )
 
 
 def run(awaitable: Awaitable[T]) -> T:

@@ -10,7 +10,12 @@ import tempfile
 from pathlib import Path
 
 from .._errors import ConfigError
-from ._harness import load_simulator, plugin_host, running_harness
+from ._harness import (
+    HookReturnError,
+    load_simulator,
+    plugin_host,
+    running_harness,
+)
 from ._target import ConformanceTarget
 
 __all__ = ["check_target"]
@@ -21,8 +26,10 @@ def check_target(target: ConformanceTarget) -> None:
 
     Maps one sample record per transport against the connector's simulator.
     Raises ``PluginError`` when no installed connector registers the
-    platform, ``LookupError`` when the connector declares no simulator, and
-    ``ConfigError`` when ``impactin_map`` rejects the options of a transport.
+    platform, ``LookupError`` when the connector declares no simulator,
+    ``ConfigError`` when ``impactin_map`` rejects the options of a transport,
+    and ``HookReturnError`` when map, authenticate or send returns a value of
+    the wrong type.
     """
     registered = plugin_host().platform(target.platform)
     load_simulator(registered.info)
@@ -33,9 +40,10 @@ def check_target(target: ConformanceTarget) -> None:
                 record = harness.sample_record("conformance-preflight-1")
                 try:
                     harness.map_records([record], ["ik_conformance_preflight_1"])
-                except ConfigError:
+                except (ConfigError, HookReturnError):
                     raise
                 except Exception:
                     # Any other mapping error is left to the suite, whose
                     # rules report it with the input and the fix.
                     continue
+                harness.check_hook_returns(authenticate=True)

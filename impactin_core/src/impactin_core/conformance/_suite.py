@@ -7,6 +7,8 @@ and what the connector should do instead.
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import email.utils
 import json
 import logging
 import time
@@ -19,8 +21,9 @@ import pytest
 
 from .._errors import (
     AuthenticationError,
+    DeliveryError,
     ImpactInError,
-    PermanentError,
+    RateLimited,
     RecordInvalid,
     RetryableError,
     WebhookRejected,
@@ -37,13 +40,21 @@ from .._models import (
     WebhookEvent,
 )
 from .._redaction import leak_scan
+from .._tokens import TokenCache
 from ..webhooks import (
     MemoryReplayStore,
     sign_github,
     sign_standard_webhooks,
     sign_stripe,
 )
-from ._harness import PERSONAL_VALUES, TENANT, Harness, run, running_harness
+from ._harness import (
+    PERSONAL_VALUES,
+    TENANT,
+    Harness,
+    HookReturnError,
+    run,
+    running_harness,
+)
 from ._target import ConformanceTarget
 
 __all__ = ["ConformanceSuite", "explain"]
@@ -60,6 +71,11 @@ _OTHER_PLATFORM = PlatformInfo(
     kinds=[RecordKind.DONATION, RecordKind.VOLUNTEER_TIME],
     auth_kinds=["none"],
 )
+
+
+#: Statuses that mean the server did not act on the request: 429 (RFC 6585
+#: section 4), 503 and 408 (RFC 9110 sections 15.6.4 and 15.5.9).
+_UNSENT_STATUSES = ("429", "503", "408")
 
 
 def explain(rule: str, case: str, observed: str, fix: str) -> str:
@@ -81,6 +97,12 @@ class ConformanceSuite:
         self, conformance_target: ConformanceTarget, transport: str, tmp_path: Path
     ) -> Iterator[Harness]:
         with running_harness(conformance_target, transport, tmp_path) as harness:
+            # Every rule calls these hooks, so a wrong return type fails each
+            # rule here with one message instead of a TypeError deep inside.
+            try:
+                harness.check_hook_returns()
+            except HookReturnError as exc:
+                pytest.fail(str(exc), pytrace=False)
             yield harness
 
     # -- hook contracts ----------------------------------------------------------
@@ -313,6 +335,7 @@ class ConformanceSuite:
         [
             pytest.param("429", id="429"),
             pytest.param("503", id="503"),
+            pytest.param("408", id="408"),
             pytest.param("502", id="502"),
             pytest.param("500", id="500"),
         ],
@@ -336,7 +359,7 @@ class ConformanceSuite:
         )
         # 500 and 502 may come after the write was done, so the runtime
         # repeats them only where a repeat cannot create a duplicate.
-        repeatable = status in ("429", "503") or harness.info.honours_idempotency_key
+        repeatable = status in _UNSENT_STATUSES or harness.info.honours_idempotency_key
         if repeatable:
             assert stats.delivered == 1, explain(
                 f"HTTP {status} is retried until it succeeds",
@@ -345,6 +368,63 @@ class ConformanceSuite:
                 f"raise RetryableError(sent=False) for HTTP {status}, because the "
                 "server did not act on the request",
             )
+
+    @pytest.mark.parametrize("status", [*_UNSENT_STATUSES])
+    def test_unsent_statuses_are_marked_unsent(
+        self, harness: Harness, status: str
+    ) -> None:
+        run(_check_unsent_status(harness, status))
+
+    def test_retry_after_http_date_is_honoured(self, harness: Harness) -> None:
+        # Retry-After is delta-seconds or an HTTP date (RFC 9110 section
+        # 10.2.3). The date lies two minutes ahead of the real time, because
+        # connectors compute the delay against time.time() or the clock.
+        when = email.utils.format_datetime(
+            dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=120), usegmt=True
+        )
+        rule = "Retry-After as an HTTP date is honoured"
+        case = f"one HTTP 429 answer with Retry-After: {when}"
+        fix = (
+            "read Retry-After with parse_retry_after(value, now), which accepts "
+            "delta-seconds and HTTP dates, and pass the delay as retry_after of "
+            "RateLimited, or call raise_for_response, which does both"
+        )
+        record = harness.sample_record("conformance-retry-after-date")
+
+        runtime = harness.runtime()
+        try:
+            _warm_up(harness, runtime)
+            harness.set_faults(script=["429"], retry_after=when)
+            sleeps_before = len(harness.clock.sleeps)
+            try:
+                stats = harness.deliver(runtime, [record])
+            except Exception as exc:
+                pytest.fail(
+                    explain(
+                        rule,
+                        case,
+                        f"the run stopped with {type(exc).__name__}: {exc}",
+                        fix,
+                    )
+                )
+            errors = _delivery_errors(runtime, record.source_id)
+        finally:
+            runtime.close()
+
+        assert stats.delivered == 1, explain(
+            rule,
+            case,
+            f"delivered={stats.delivered}, dead_lettered={stats.dead_lettered}, "
+            f"blocked={stats.blocked}, errors {errors}",
+            fix,
+        )
+        waits = harness.clock.sleeps[sleeps_before:]
+        assert any(wait >= 60.0 for wait in waits), explain(
+            rule, case, f"the runtime waited {waits} s, not about 120 s", fix
+        )
+
+    def test_errors_are_delivery_errors(self, harness: Harness) -> None:
+        run(_check_delivery_errors(harness))
 
     @pytest.mark.parametrize(
         "status",
@@ -475,12 +555,17 @@ class ConformanceSuite:
         runtime = harness.runtime()
         errors: list[str] = []
         try:
+            # The warm-up caches a token, so the faults below hit the send
+            # and not the token request.
+            _warm_up(harness, runtime)
+            token_values = _token_values(runtime, runtime.store.token_rows())
             harness.set_faults(script=["429", "503", "401"], retry_after="1")
             records = [
                 harness.sample_record("conformance-log-1", personal=True),
                 harness.sample_record("conformance-log-2", personal=True),
             ]
             harness.deliver(runtime, records)
+            outcomes = _attempt_outcomes(runtime, "conformance-log-1")
             harness.set_faults(script=["400"])
             harness.deliver(
                 runtime, [harness.sample_record("conformance-log-3", personal=True)]
@@ -489,28 +574,55 @@ class ConformanceSuite:
                 errors.append(str(row.get("error") or ""))
             for row in runtime.store.db["attempts"].rows:
                 errors.append(str(row.get("error") or ""))
-            tokens = [row for row in runtime.store.token_rows()]
-            token_values = _token_values(runtime, tokens)
+            token_values += _token_values(runtime, runtime.store.token_rows())
+            # The direct sends below continue the runtime's token, because a
+            # platform that rotates refresh tokens revokes the first one.
+            tokens = harness.new_tokens()
+            token = runtime.store.load_token(TENANT, harness.info.id)
+            if token is not None:
+                tokens.save(TENANT, harness.info.id, token)
         finally:
             runtime.close()
-        errors.extend(_error_texts(harness))
-        secrets = [*harness.secret_values, *token_values]
+        # How 401 is classified is the platform's choice, so the check is
+        # only that each fault reached a send.
+        assert len(outcomes) >= 3, explain(
+            "faults reach the send",
+            "a delivery whose sends get HTTP 429, 503 and 401 answers",
+            f"the attempts ended as {outcomes}",
+            "raise RateLimited for 429 and RetryableError for 503, for example "
+            "with raise_for_response, so the runtime tries the send again",
+        )
+        error_texts, error_tokens = run(_error_texts(harness, tokens))
+        errors.extend(error_texts)
+        secrets = [*harness.secret_values, *token_values, *error_tokens]
         personal = list(PERSONAL_VALUES.values())
-        log_text = "\n".join(_record_text(record) for record in caplog.records)
         for value in secrets:
-            assert value not in log_text, explain(
-                "no secret in logs",
-                "a delivery with 429, 503, 401 and 400 answers, logged at DEBUG",
-                f"a log line contains a secret ({len(value)} characters)",
-                "log only ids and error classes, never headers, bodies or tokens",
-            )
+            record = _first_record_with(caplog.records, value)
+            if record is not None:
+                pytest.fail(
+                    explain(
+                        "no secret in logs",
+                        "sends answered with HTTP 429, 503, 401 and 400, logged "
+                        "at DEBUG",
+                        f"a {record.levelname} record of the logger {record.name!r} "
+                        f"contains a secret ({len(value)} characters)",
+                        "log only ids and error classes, never headers, bodies or "
+                        "tokens",
+                    )
+                )
         for value in personal:
-            assert value not in log_text, explain(
-                "no personal value in logs",
-                "a delivery of records filled with personal data, logged at DEBUG",
-                "a log line contains a personal value",
-                "log ids only and pass response text through sanitize_text",
-            )
+            record = _first_record_with(caplog.records, value)
+            if record is not None:
+                pytest.fail(
+                    explain(
+                        "no personal value in logs",
+                        "a delivery of records filled with personal data, logged "
+                        "at DEBUG",
+                        f"a {record.levelname} record of the logger {record.name!r} "
+                        "contains a personal value",
+                        "log ids only and pass response text through sanitize_text",
+                    )
+                )
         error_text = "\n".join(errors)
         for value in [*secrets, *personal]:
             assert value not in error_text, explain(
@@ -530,15 +642,134 @@ class ConformanceSuite:
             impl.plugin is harness.registered.plugin
             for impl in harness.host.pm.hook.impactin_verify_webhook.get_hookimpls()
         )
-        if scheme is None or not implemented:
-            pytest.skip(
-                f"platform {harness.info.id!r} declares no webhook scheme or "
-                "implements no impactin_verify_webhook"
-            )
+        if scheme is None:
+            pytest.skip(f"platform {harness.info.id!r} declares no webhook scheme")
+        assert implemented, explain(
+            "webhook verification",
+            f"webhook scheme {scheme!r}",
+            f"the plugin {harness.registered.plugin_name!r} implements no "
+            "impactin_verify_webhook, so no inbound event can be verified",
+            "add impactin_verify_webhook decorated with impactin_core.hookimpl "
+            "that calls impactin_core.webhooks.verify_with_scheme, or set "
+            "PlatformInfo.webhook_scheme to None if the platform sends no webhooks",
+        )
         _check_webhooks(harness, scheme)
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+async def _check_unsent_status(harness: Harness, status: str) -> None:
+    rule = f"HTTP {status} is retryable without a duplicate"
+    case = f"one HTTP {status} answer to a send"
+    request = harness.map_records(
+        [harness.sample_record(f"conformance-unsent-{status}")],
+        [f"ik_conformance_unsent_{status}"],
+    )[0]
+    harness.redact(request)
+    error_class = "RateLimited" if status == "429" else "RetryableError"
+    fix = (
+        f"raise {error_class}(..., sent=False) for HTTP {status}, because the "
+        "server did not act on the request; raise_for_response does this"
+    )
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        credentials = await harness.authenticate(client, harness.tokens)
+        harness.set_faults(script=[status])
+        try:
+            await harness.send(client, request, credentials)
+        except RetryableError as exc:
+            error: RetryableError = exc
+        except Exception as exc:
+            pytest.fail(
+                explain(rule, case, f"impactin_send raised {type(exc).__name__}", fix)
+            )
+        else:
+            pytest.fail(explain(rule, case, "impactin_send returned an outcome", fix))
+        finally:
+            harness.set_faults(script=[])
+    if status == "429":
+        assert isinstance(error, RateLimited), explain(
+            rule, case, f"impactin_send raised {type(error).__name__}", fix
+        )
+    assert error.sent is False, explain(
+        rule,
+        case,
+        f"impactin_send raised {type(error).__name__} with sent=True, so the "
+        "runtime repeats it only where the platform honours the idempotency key",
+        fix,
+    )
+
+
+#: Response statuses for which send and authenticate must raise a DeliveryError.
+_ERROR_STATUSES = ("400", "401", "404", "408", "422", "429", "500", "502", "503")
+
+
+async def _check_delivery_errors(harness: Harness) -> None:
+    """Check that send and authenticate raise only DeliveryError subclasses."""
+    rule = "hooks raise DeliveryError"
+    request = harness.map_records(
+        [harness.sample_record("conformance-delivery-error")],
+        ["ik_conformance_delivery_error"],
+    )[0]
+    harness.redact(request)
+
+    def fix(hook: str) -> str:
+        return (
+            f"map every failed response in {hook} to a DeliveryError subclass "
+            "(PermanentError, RetryableError, RateLimited or "
+            "AuthenticationError), for example with raise_for_response(response, "
+            "...) in place of response.raise_for_status(), and wrap the call in "
+            "request_with_mapping for transport errors; the runtime classifies "
+            "only these errors"
+        )
+
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        try:
+            for status in _ERROR_STATUSES:
+                harness.set_faults(script=[status])
+                try:
+                    # A fetch that fails caches nothing, so each loop's
+                    # authentication requests a token and gets the fault.
+                    await harness.authenticate(client, harness.tokens)
+                except DeliveryError:
+                    pass
+                except Exception as exc:
+                    pytest.fail(
+                        explain(
+                            rule,
+                            f"an HTTP {status} answer to the first request of "
+                            "impactin_authenticate",
+                            f"impactin_authenticate raised {type(exc).__name__}",
+                            fix("impactin_authenticate"),
+                        )
+                    )
+            harness.set_faults(script=[])
+            credentials = await harness.authenticate(client, harness.tokens)
+            for status in _ERROR_STATUSES:
+                harness.set_faults(script=[status])
+                try:
+                    await harness.send(client, request, credentials)
+                except DeliveryError:
+                    continue
+                except Exception as exc:
+                    pytest.fail(
+                        explain(
+                            rule,
+                            f"an HTTP {status} answer to a send",
+                            f"impactin_send raised {type(exc).__name__}",
+                            fix("impactin_send"),
+                        )
+                    )
+                pytest.fail(
+                    explain(
+                        rule,
+                        f"an HTTP {status} answer to a send",
+                        "impactin_send returned an outcome",
+                        fix("impactin_send"),
+                    )
+                )
+        finally:
+            harness.set_faults(script=[])
 
 
 def _foreign_arguments(harness: Harness) -> dict[str, dict[str, Any]]:
@@ -796,6 +1027,11 @@ def _attempt_outcomes(runtime: Any, source_id: str) -> list[str]:
     return outcomes
 
 
+def _delivery_errors(runtime: Any, source_id: str) -> list[str]:
+    rows = runtime.store.list_deliveries(filters={"source_id": source_id})
+    return [str(row.get("error")) for row in rows if row.get("error")]
+
+
 def _token_values(runtime: Any, rows: list[dict[str, Any]]) -> list[str]:
     values: list[str] = []
     for row in rows:
@@ -808,19 +1044,45 @@ def _token_values(runtime: Any, rows: list[dict[str, Any]]) -> list[str]:
     return values
 
 
-def _error_texts(harness: Harness) -> list[str]:
-    """Return the messages of errors raised for a permanent and a rejected send."""
+async def _error_texts(
+    harness: Harness, tokens: TokenCache
+) -> tuple[list[str], list[str]]:
+    """Return the messages of errors that sends raise, and the tokens they used.
+
+    The credentials come from ``tokens`` before the faults are set, so each
+    fault (400, 401, 404, 429, 500 and 503) is the response to the send.
+    """
     texts: list[str] = []
     record = harness.sample_record("conformance-error-1", personal=True)
     request = harness.map_records([record], ["ik_conformance_error_1"])[0]
     harness.redact(request)
-    for status in ("400", "500"):
-        harness.set_faults(script=[status])
-        try:
-            run(_authenticate_and_send(harness, request))
-        except (PermanentError, RetryableError, ImpactInError) as exc:
-            texts.append(str(exc))
-    return texts
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        credentials = await harness.authenticate(client, tokens)
+        for status in ("400", "401", "404", "429", "500", "503"):
+            harness.set_faults(script=[status])
+            try:
+                await harness.send(client, request, credentials)
+            except Exception as exc:
+                # Errors that are not DeliveryError fail their own rule, but
+                # their text must contain no secret either.
+                texts.append(str(exc))
+    harness.set_faults(script=[])
+    token = tokens.load(TENANT, harness.info.id)
+    token_values = []
+    if token is not None:
+        token_values.append(token.access_token)
+        if token.refresh_token:
+            token_values.append(token.refresh_token)
+    return texts, token_values
+
+
+def _first_record_with(
+    records: list[logging.LogRecord], value: str
+) -> logging.LogRecord | None:
+    for record in records:
+        if value in _record_text(record):
+            return record
+    return None
 
 
 def _record_text(record: logging.LogRecord) -> str:
@@ -862,12 +1124,14 @@ def _check_webhooks(harness: Harness, scheme: str) -> None:
     hook = harness.hook("impactin_verify_webhook")
     options = dict(harness.options)
 
-    def verify(headers: dict[str, str], body: bytes) -> WebhookEvent:
+    def verify(
+        headers: dict[str, str], body: bytes, secrets: list[str] | None = None
+    ) -> WebhookEvent:
         event: WebhookEvent = hook(
             platform=harness.info,
             headers=headers,
             body=body,
-            secrets=[secret],
+            secrets=[secret] if secrets is None else secrets,
             options=options,
         )
         return event
@@ -918,6 +1182,25 @@ def _check_webhooks(harness: Harness, scheme: str) -> None:
         "the two verifications returned different event ids",
         "derive event_id from the signed id, not from the time of receipt",
     )
+    # During a rotation the tenant has the old and the new secret, and the
+    # platform signs with either.
+    rotated = [other_secret, secret]
+    for signer, position in ((secret, "second"), (other_secret, "first")):
+        event_id = f"evt_conformance_rotation_{position}"
+        signed = _sign(scheme, signer, event_id, now, body)
+        try:
+            verify(signed, body, rotated)
+        except WebhookRejected as exc:
+            pytest.fail(
+                explain(
+                    "webhook verification accepts every current secret",
+                    f"an event signed with {scheme!r} and the {position} of two "
+                    "secrets, as during a secret rotation",
+                    f"the event was rejected ({exc.reason})",
+                    "try each of the secrets passed to impactin_verify_webhook, as "
+                    "verify_with_scheme does; pass all of them, not secrets[0]",
+                )
+            )
     replays = MemoryReplayStore()
     replays.seen(harness.info.id, event.event_id, float(now))
     assert replays.seen(harness.info.id, replay.event_id or "", float(now)), explain(

@@ -102,12 +102,17 @@ from impactin_core import (
     SendContext,
     SendOutcome,
     WebhookEvent,
+    check_option_names,
     hookimpl,
     raise_for_response,
     request_with_mapping,
 )
 
 PLATFORM_ID = "$name"
+
+#: The option names this connector reads from settings.options. Add each
+#: option that a new feature reads.
+OPTIONS: frozenset[str] = frozenset()
 
 PLATFORM = PlatformInfo(
     id=PLATFORM_ID,
@@ -141,7 +146,13 @@ def impactin_map(
 ) -> list[PlatformRequest] | None:
     if platform.id != PLATFORM_ID:
         return None
-    return [_map(record, key) for record, key in zip(records, idempotency_keys, strict=True)]
+    # An unknown option raises ConfigError, so a misspelled option is
+    # reported instead of ignored.
+    check_option_names(
+        settings.options, OPTIONS, tenant=settings.tenant, platform=PLATFORM_ID
+    )
+    pairs = zip(records, idempotency_keys, strict=True)
+    return [_map(record, key) for record, key in pairs]
 
 
 def _map(record: ImpactRecord, key: str) -> PlatformRequest:
