@@ -49,18 +49,20 @@ def reset(
     tenant = _one_value("tenant", tenant, tenant_option)
     platform = _one_value("platform", platform, platform_option)
     from ._breaker_states import record_reset
-    from ._cli import _runtime
+    from ._cli import _load_config, _runtime
 
+    # The names are checked first, so a typo is reported as such and not as
+    # a missing store.
+    platforms = _load_config(ctx.obj["config"]).tenant(tenant).platforms
+    if platform not in platforms:
+        configured = ", ".join(sorted(platforms)) or "none"
+        message = (
+            f"Tenant {tenant!r} has no platform {platform!r} configured "
+            f"(configured: {configured}); check the name."
+        )
+        raise click.ClickException(message)
     runtime = _runtime(ctx)
     try:
-        platforms = runtime.config.tenant(tenant).platforms
-        if platform not in platforms:
-            configured = ", ".join(sorted(platforms)) or "none"
-            message = (
-                f"Tenant {tenant!r} has no platform {platform!r} configured "
-                f"(configured: {configured}); check the name."
-            )
-            raise click.ClickException(message)
         record_reset(runtime.store, tenant, platform, time.time())
     finally:
         runtime.close()
