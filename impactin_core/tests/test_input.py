@@ -305,6 +305,70 @@ def test_csv_rejects_bad_amount(
     assert row.source_id == "g1"
 
 
+@pytest.mark.parametrize(
+    ("amount", "words"),
+    [
+        pytest.param("1.000,00", "',' after the decimal separator '.'", id="eu"),
+        pytest.param("12,34", "does not separate groups of three", id="pair"),
+        pytest.param("1,2,3", "does not separate groups of three", id="singles"),
+        pytest.param(",123", "does not separate groups of three", id="leading"),
+        pytest.param("1.2.3", "more than one decimal separator", id="two-points"),
+        pytest.param("\u0661\u0662", "is not a number", id="arabic-indic"),
+        pytest.param("1_000", "is not a number", id="underscore"),
+        pytest.param("1e3", "is not a number", id="exponent"),
+    ],
+)
+def test_csv_rejects_misformatted_decimal(
+    tmp_path: Path, amount: str, words: str
+) -> None:
+    path = write(tmp_path / "a.csv", HEADER + f'g1,01/02/2024,"{amount}",USD,E-1\n')
+    row = only_rejected(read_all(path, mapping=mapping()))
+    assert row.field == "amount_minor"
+    assert words in row.reason
+    assert f"{amount!r} in column 'amount'" in row.reason
+    assert "'1,234.50'" in row.reason
+
+
+def test_csv_comma_decimal_rejects_point(tmp_path: Path) -> None:
+    formats = {
+        "activity_date": "%d/%m/%Y",
+        "amount": "decimal",
+        "decimal_separator": ",",
+    }
+    text = HEADER + 'g1,01/02/2024,1.000,EUR,E-1\ng2,01/02/2024,"1000,5",EUR,E-1\n'
+    rows = read_all(write(tmp_path / "a.csv", text), mapping=mapping(formats=formats))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "contains '.', which is neither the decimal separator ','" in rows[0].reason
+    assert "'1234,50'" in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+    assert rows[1].record.amount_minor == 100050
+
+
+def test_csv_european_rejects_bad_groups(tmp_path: Path) -> None:
+    formats = {
+        "activity_date": "%d/%m/%Y",
+        "amount": "decimal",
+        "decimal_separator": ",",
+        "thousands_separator": ".",
+    }
+    path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,1.2345,EUR,E-1\n")
+    row = only_rejected(read_all(path, mapping=mapping(formats=formats)))
+    assert "does not separate groups of three digits" in row.reason
+
+
+def test_csv_minor_rejects_decimal_point(tmp_path: Path) -> None:
+    formats = {"activity_date": "%d/%m/%Y", "amount": "minor"}
+    text = HEADER + 'g1,01/02/2024,25.00,USD,E-1\ng2,01/02/2024,"2,500",USD,E-1\n'
+    rows = read_all(write(tmp_path / "a.csv", text), mapping=mapping(formats=formats))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "'25.00' in column 'amount'" in rows[0].reason
+    assert "inputs.test.formats.amount to 'decimal'" in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+    assert rows[1].record.amount_minor == 2500
+
+
 def test_csv_rejects_minor_units_above_max(tmp_path: Path) -> None:
     formats = {"activity_date": "%d/%m/%Y", "amount": "minor"}
     path = write(
@@ -505,6 +569,54 @@ def test_canonical_csv(tmp_path: Path) -> None:
     record = only_parsed(read_all(write(tmp_path / "a.csv", text))).record
     assert record.hours == 2.5
     assert record.metadata == {"team": "blue"}
+
+
+CANONICAL_HEADER = (
+    "source_id,kind,activity_date,employee_id,hours,amount_minor,currency\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("cells", "field", "words"),
+    [
+        pytest.param(
+            'volunteer_time,2024-02-01,E-1,"1,5",,',
+            "hours",
+            "hours '1,5' in column 'hours' is not a number",
+            id="comma-hours",
+        ),
+        pytest.param(
+            "volunteer_time,2024-02-01,E-1,\u0661,,",
+            "hours",
+            "'.' as the decimal point",
+            id="arabic-indic-hours",
+        ),
+        pytest.param(
+            "donation,2024-02-01,E-1,,25.00,USD",
+            "amount_minor",
+            "amount_minor '25.00' in column 'amount_minor' is not a whole number",
+            id="point-amount",
+        ),
+        pytest.param(
+            'donation,2024-02-01,E-1,,"2,500",USD',
+            "amount_minor",
+            "integer of ASCII digits",
+            id="thousands-amount",
+        ),
+    ],
+)
+def test_canonical_csv_rejects_number(
+    tmp_path: Path, cells: str, field: str, words: str
+) -> None:
+    text = CANONICAL_HEADER + f"r1,{cells}\nr2,donation,2024-02-01,E-1,,2500,USD\n"
+    rows = read_all(write(tmp_path / "a.csv", text))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert rows[0].field == field
+    assert words in rows[0].reason
+    assert "input.formats" not in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+    assert rows[1].record.amount_minor == 2500
 
 
 def test_canonical_csv_unknown_column(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ import csv
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable, Generator, Iterator, Mapping
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import attrs
 import cattrs
@@ -174,6 +175,9 @@ class ColumnMapping:
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
     lists: Mapping[str, str] = attrs.field(factory=dict)
     metadata: Mapping[str, str] = attrs.field(factory=dict)
+    #: True for a CSV file whose header names record fields. Its numbers are
+    #: plain: hours use "." as the decimal point and amount_minor is an integer.
+    is_canonical: bool = False
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any], *, key: str) -> ColumnMapping:
@@ -233,7 +237,12 @@ class ColumnMapping:
                 raise ConfigError(message)
         kind_column = "kind" if "kind" in header else None
         return cls(
-            key="input", kind_column=kind_column, columns=columns, metadata=metadata
+            key="input",
+            kind_column=kind_column,
+            columns=columns,
+            metadata=metadata,
+            thousands_separator="",
+            is_canonical=True,
         )
 
     def column_of(self, field: str) -> str | None:
@@ -595,17 +604,17 @@ def _parse_number(
         number = Decimal(value)
     elif isinstance(value, float):
         number = Decimal(str(value)) if math.isfinite(value) else None
+    elif isinstance(value, str) and mapping.is_canonical:
+        number = _canonical_decimal(field, value, column)
     elif isinstance(value, str):
-        number = _decimal_from_text(value, mapping)
+        number = _decimal_from_text(field, value, mapping, column)
     else:
         number = None
     if number is None:
-        separators = f"decimal separator {mapping.decimal_separator!r}"
-        if mapping.thousands_separator:
-            separators += f" and thousands separator {mapping.thousands_separator!r}"
         reason = (
             f"{_describe(field, value, column)} is not a number; write it with "
-            f"digits, the {separators}, or change {mapping.key}.formats."
+            f"ASCII digits in the form {_number_example(mapping)!r}, or change "
+            f"{mapping.key}.formats."
         )
         raise _RowRejected(field, reason)
     if number < 0:
@@ -617,23 +626,123 @@ def _parse_number(
     return number
 
 
-def _decimal_from_text(text: str, mapping: ColumnMapping) -> Decimal | None:
+# Canonical CSV numbers: an optional sign, ASCII digits and, for hours, a "."
+# decimal point. A thousands separator is never accepted, so "1,5" cannot be
+# read as 15.
+_CANONICAL_HOURS = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_CANONICAL_MINOR = re.compile(r"[+-]?[0-9]+")
+_ASCII_DIGITS = "0123456789"
+
+
+def _canonical_decimal(field: str, text: str, column: str | None) -> Decimal:
     compact = text.strip()
-    if mapping.thousands_separator:
-        compact = compact.replace(mapping.thousands_separator, "")
-    compact = compact.replace(mapping.decimal_separator, ".")
-    if not compact or not all(char.isdigit() or char in ".+-" for char in compact):
+    if field == "amount_minor":
+        if _CANONICAL_MINOR.fullmatch(compact):
+            return Decimal(compact)
+        reason = (
+            f"{_describe(field, text, column)} is not a whole number of minor "
+            "units; write it as an integer of ASCII digits, such as 2500 for "
+            "25.00 USD, or read the file with a column mapping whose "
+            "formats.amount is 'decimal'."
+        )
+        raise _RowRejected(field, reason)
+    if _CANONICAL_HOURS.fullmatch(compact):
+        return Decimal(compact)
+    reason = (
+        f"{_describe(field, text, column)} is not a number; write it with ASCII "
+        "digits and '.' as the decimal point, such as 1.5, and without a "
+        "thousands separator."
+    )
+    raise _RowRejected(field, reason)
+
+
+def _number_example(mapping: ColumnMapping) -> str:
+    return f"1{mapping.thousands_separator}234{mapping.decimal_separator}50"
+
+
+def _decimal_from_text(
+    field: str, text: str, mapping: ColumnMapping, column: str | None
+) -> Decimal | None:
+    """Parse a number written with the mapping's separators.
+
+    A thousands separator is accepted only between groups of three digits in
+    the integer part, and any other "." or "," is rejected, so "12,34" or
+    "1.000,00" in the wrong format is never read as a different number.
+    Returns None for text that contains no number at all.
+    """
+    compact = text.strip()
+    sign = compact[:1] if compact[:1] in ("+", "-") else ""
+    body = compact[len(sign) :]
+    decimal = mapping.decimal_separator
+    thousands = mapping.thousands_separator
+    allowed = set(_ASCII_DIGITS) | ({decimal, thousands} - {""})
+    if not body or any(char not in allowed for char in body):
+        foreign = sorted({char for char in body if char in ".,'"} - allowed)
+        if foreign and all(char in allowed or char in foreign for char in body):
+            _reject_number(
+                field,
+                text,
+                mapping,
+                column,
+                f"it contains {foreign[0]!r}, which is neither the decimal "
+                f"separator {decimal!r} nor a thousands separator",
+            )
         return None
-    try:
-        number = Decimal(compact)
-    except InvalidOperation:
+    integer, _, fraction = body.partition(decimal)
+    if decimal in fraction:
+        problem = f"it has more than one decimal separator {decimal!r}"
+        _reject_number(field, text, mapping, column, problem)
+    if thousands and thousands in fraction:
+        problem = (
+            f"it has the thousands separator {thousands!r} after the decimal "
+            f"separator {decimal!r}"
+        )
+        _reject_number(field, text, mapping, column, problem)
+    if thousands and thousands in integer:
+        groups = integer.split(thousands)
+        first_valid = 1 <= len(groups[0]) <= 3
+        if not first_valid or any(len(group) != 3 for group in groups[1:]):
+            problem = (
+                f"its thousands separator {thousands!r} does not separate "
+                "groups of three digits"
+            )
+            _reject_number(field, text, mapping, column, problem)
+        integer = "".join(groups)
+    if not integer and not fraction:
         return None
-    return number if number.is_finite() else None
+    digits = f"{integer or '0'}.{fraction}" if fraction else integer
+    return Decimal(sign + digits)
+
+
+def _reject_number(
+    field: str, text: str, mapping: ColumnMapping, column: str | None, problem: str
+) -> NoReturn:
+    reason = (
+        f"{_describe(field, text, column)} is not a number in the format of "
+        f"{mapping.key}.formats, because {problem}; write it in the form "
+        f"{_number_example(mapping)!r}, or set {mapping.key}.formats."
+        "decimal_separator and thousands_separator to match the source."
+    )
+    raise _RowRejected(field, reason)
 
 
 def _parse_amount(
     value: Any, mapping: ColumnMapping, currency: Any, column: str | None
 ) -> int:
+    if (
+        mapping.amount_format == "minor"
+        and not mapping.is_canonical
+        and isinstance(value, str)
+        and mapping.decimal_separator in value
+    ):
+        # "25.00" in minor units would silently become 25 (0.25 USD).
+        reason = (
+            f"{_describe('amount_minor', value, column)} is not a whole number of "
+            "minor units, because it has a decimal separator; write it as an "
+            f"integer such as 2500 for 25.00 USD, or set {mapping.key}.formats."
+            "amount to 'decimal' when the column holds major units."
+        )
+        raise _RowRejected("amount_minor", reason)
     number = _parse_number("amount_minor", value, mapping, column)
     code = currency if isinstance(currency, str) else None
     digits = currency_digits(code)
