@@ -132,6 +132,29 @@ def test_quarantine_lists_reason(workspace: Path) -> None:
     assert "missing" in output
 
 
+def test_unstorable_rows_are_quarantined(workspace: Path) -> None:
+    deep: dict[str, object] = {"leaf": 1}
+    for _ in range(500):
+        deep = {"child": deep}
+    bad_rows = [
+        {**RECORDS[0], "source_id": "gift-2", "description": "x\udc80y"},
+        {**RECORDS[0], "source_id": "gift-3", "metadata": deep},
+    ]
+    lines = [json.dumps(row) for row in [*bad_rows, *RECORDS[:2]]]
+    (workspace / "mixed.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    first = invoke("deliver", "mixed.jsonl")
+    second = invoke("deliver", "mixed.jsonl")
+    quarantined = invoke("quarantine", "list")
+
+    benevity = next(line for line in first.splitlines() if "benevity" in line)
+    assert [cell.strip() for cell in benevity.split("│") if cell.strip()][1] == "1"
+    assert "benevity" in second
+    assert "gift-2" in quarantined
+    assert "gift-3" in quarantined
+    assert "surrogate" in quarantined
+
+
 def test_second_deliver_skips(workspace: Path) -> None:
     invoke("deliver", "records.jsonl")
 

@@ -737,8 +737,106 @@ def test_jsonl_bad_lines_rejected(tmp_path: Path) -> None:
     assert isinstance(rows[0], RejectedRow)
     assert "not valid JSON" in rows[0].reason
     assert isinstance(rows[1], RejectedRow)
-    assert "JSON list" in rows[1].reason
+    assert "contains a JSON array" in rows[1].reason
     assert isinstance(rows[2], ParsedRow)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        pytest.param("null", "contains a JSON null", id="null"),
+        pytest.param('"text"', "contains a JSON string", id="string"),
+        pytest.param("1.5", "contains a JSON number", id="number"),
+        pytest.param("true", "contains a JSON boolean", id="boolean"),
+    ],
+)
+def test_jsonl_names_json_types(tmp_path: Path, line: str, words: str) -> None:
+    row = only_rejected(read_all(write_lines(tmp_path / "a.jsonl", line)))
+    assert row.line == 1
+    assert words in row.reason
+    assert "NoneType" not in row.reason
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"child": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        pytest.param(
+            {"description": "x\udc80y"},
+            "description",
+            "description contains a lone surrogate",
+            id="description",
+        ),
+        pytest.param(
+            {"metadata": {"note": ["ok", "\ud800"]}},
+            "metadata",
+            "metadata.note[1] contains a lone surrogate",
+            id="metadata-list",
+        ),
+        pytest.param(
+            {"metadata": {"k\udc80": 1}},
+            "metadata",
+            "a key in metadata contains a lone surrogate",
+            id="metadata-key",
+        ),
+        pytest.param(
+            {"metadata": nested(500)},
+            "metadata",
+            "more than 32 levels deep",
+            id="depth-500",
+        ),
+    ],
+)
+def test_jsonl_rejects_unstorable_row(
+    tmp_path: Path, change: dict[str, Any], field: str, words: str
+) -> None:
+    bad = json.dumps({**VALID_LINE, **change})
+    good = {**VALID_LINE, "source_id": "d2"}
+    rows = read_all(write_lines(tmp_path / "a.jsonl", bad, good))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert rows[0].field == field
+    assert words in rows[0].reason
+    assert rows[0].source_id == "d1"
+    assert rows[0].raw == {"text": bad + "\n"}
+    assert isinstance(rows[1], ParsedRow)
+
+
+def test_jsonl_accepts_depth_limit(tmp_path: Path) -> None:
+    # The line's object is level 1, so metadata may nest 31 levels.
+    line = {**VALID_LINE, "metadata": nested(31)}
+    record = only_parsed(read_all(write_lines(tmp_path / "a.jsonl", line))).record
+    assert record.metadata == nested(31)
+
+
+def test_jsonl_rejects_depth_json_cannot_parse(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    bad = json.dumps(VALID_LINE)[:-1] + f', "metadata": {{"list": {deep}}}}}'
+    rows = read_all(write_lines(tmp_path / "a.jsonl", bad, VALID_LINE))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "Line 1 nests JSON objects and arrays more than 32" in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+
+
+def test_csv_rejects_lone_surrogate(tmp_path: Path) -> None:
+    # utf-7 decodes "+3IA-" to the lone surrogate U+DC80.
+    text = HEADER + "g1,01/02/2024,10,USD,E+3IA-\ng2,01/02/2024,10,USD,E-2\n"
+    path = write(tmp_path / "a.csv", text)
+    rows = read_all(path, mapping=mapping(encoding="utf-7"))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "Column 'employee' contains a lone surrogate" in rows[0].reason
+    assert rows[0].raw["employee"] == "E\\udc80"
+    stored = json.dumps(rows[0].raw, ensure_ascii=False).encode("utf-8")
+    assert stored.count(b"\\udc80") == 1
+    assert isinstance(rows[1], ParsedRow)
 
 
 def test_jsonl_without_tenant_needs_row_tenant(tmp_path: Path) -> None:

@@ -50,6 +50,11 @@ FileFormat = Literal["csv", "jsonl"]
 AmountFormat = Literal["decimal", "minor"]
 
 
+#: Deepest nesting of JSON objects and arrays in one JSON Lines row, counting
+#: the row's own object as level 1. Deeper values would exhaust the recursion
+#: limit of the code that structures, redacts and serializes records, and no
+#: record's metadata needs this many levels.
+_MAX_JSON_DEPTH = 32
 #: Largest CSV field read, in bytes.
 _MAX_FIELD_BYTES = 16 * 1024 * 1024
 _FIELDS = tuple(field.name for field in attrs.fields(ImpactRecord))
@@ -964,6 +969,11 @@ def _read_jsonl(
                 )
                 yield RejectedRow(line, None, None, reason, {"text": text})
                 continue
+            except RecursionError:
+                # The json module recurses once per nesting level and raises
+                # RecursionError near the interpreter's limit (1000 levels).
+                yield RejectedRow(line, None, None, _too_deep(line), {"text": text})
+                continue
             except ValueError:
                 # json raises a plain ValueError for an integer longer than
                 # Python converts from text (4300 digits unless configured).
@@ -975,12 +985,100 @@ def _read_jsonl(
                 continue
             if not isinstance(value, dict):
                 reason = (
-                    f"Line {line} holds a JSON {type(value).__name__}, but each "
+                    f"Line {line} contains a JSON {_json_type(value)}, but each "
                     "line must be one JSON object; wrap the record in {...}."
                 )
                 yield RejectedRow(line, None, None, reason, {"text": text})
                 continue
+            problem = _check_json_object(line, value)
+            if problem is not None:
+                field, reason = problem
+                source_id = value.get("source_id")
+                yield RejectedRow(
+                    line,
+                    source_id if _is_utf8_text(source_id) else None,
+                    field,
+                    reason,
+                    {"text": text},
+                )
+                continue
             yield line, value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array"
+
+
+def _is_utf8_text(value: Any) -> bool:
+    """Return True for a string that can be encoded as UTF-8.
+
+    A JSON escape such as \\udc80 or a codec such as utf-7 can produce a
+    lone surrogate, which UTF-8 cannot encode. Such a string would fail
+    later, when the record is stored or sent, and stop the whole run.
+    """
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_deep(line: int) -> str:
+    return (
+        f"Line {line} nests JSON objects and arrays more than {_MAX_JSON_DEPTH} "
+        "levels deep; flatten the nested objects and arrays of this line."
+    )
+
+
+def _check_json_object(
+    line: int, value: dict[str, Any]
+) -> tuple[str | None, str] | None:
+    """Find a string that is not UTF-8 text or nesting deeper than the limit.
+
+    Returns the field and the rejection reason, or None for a valid line.
+    The walk uses a stack, not recursion, so any depth json accepts is safe.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > _MAX_JSON_DEPTH:
+            return _top_field(path), _too_deep(line)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in items:
+            if isinstance(key, str) and not _is_utf8_text(key):
+                where = f"a key in {path}" if path else "a key"
+                return _top_field(path), _not_utf8(where)
+            if isinstance(node, dict):
+                child = f"{path}.{key}" if path else str(key)
+            else:
+                child = f"{path}[{key}]"
+            if isinstance(item, str) and not _is_utf8_text(item):
+                return _top_field(child), _not_utf8(child)
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1, child))
+    return None
+
+
+def _top_field(path: str) -> str | None:
+    top = path.split(".", 1)[0].split("[", 1)[0]
+    return top if top in _FIELDS else None
+
+
+def _not_utf8(where: str) -> str:
+    return (
+        f"{where} contains a lone surrogate such as \\udc80, which is not valid "
+        "UTF-8 text; fix the escape or the encoding in the source file."
+    )
 
 
 def _read_csv(
@@ -994,7 +1092,9 @@ def _read_csv(
         # can hold longer free text.
         csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_BYTES))
         reader = csv.reader(stream, delimiter=delimiter)
-        header = [name.strip() for name in next(reader, [])]
+        # A header name with a lone surrogate can match no mapped column, and
+        # escaping it keeps rows of the file storable.
+        header = [_escape_surrogates(name.strip()) for name in next(reader, [])]
         if mapping is None:
             mapping = ColumnMapping.canonical(header)
         _check_header(path, header, mapping)
@@ -1040,6 +1140,9 @@ def _csv_rows(
             if not cells:
                 continue
             raw = dict(zip(header, cells, strict=False))
+            if not all(_is_utf8_text(cell) for cell in cells):
+                yield _reject_csv_text(line, header, cells)
+                continue
             if len(cells) != len(header):
                 raw["_extra_cells"] = cells[len(header) :]
                 reason = (
@@ -1049,6 +1152,26 @@ def _csv_rows(
                 yield RejectedRow(line, _clean(raw.get("source_id")), None, reason, raw)
                 continue
             yield line, raw
+
+
+def _reject_csv_text(line: int, header: list[str], cells: list[str]) -> RejectedRow:
+    names = [*header, *(f"_extra_cell_{n}" for n in range(len(cells) - len(header)))]
+    bad = next(
+        name
+        for name, cell in zip(names, cells, strict=False)
+        if not _is_utf8_text(cell)
+    )
+    # The store writes raw rows as UTF-8, so lone surrogates are kept as
+    # backslash escapes.
+    raw = {
+        name: _escape_surrogates(cell) for name, cell in zip(names, cells, strict=False)
+    }
+    reason = _not_utf8(f"Column {bad!r}")
+    return RejectedRow(line, raw.get("source_id"), None, reason, raw)
+
+
+def _escape_surrogates(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ---------------------------------------------------------------------------
