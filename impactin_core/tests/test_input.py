@@ -514,6 +514,39 @@ def test_csv_kind_column(tmp_path: Path) -> None:
     assert "'Sabbatical'" in second.reason
 
 
+def test_csv_mixed_kinds_with_defaults(tmp_path: Path) -> None:
+    table = {
+        "kind_column": "Type",
+        "columns": {
+            "source_id": "id",
+            "activity_date": "date",
+            "employee_id": "employee",
+            "amount_minor": "amount",
+        },
+        "formats": {"amount": "decimal"},
+        "defaults": {"hours": 2.0, "currency": "USD"},
+    }
+    text = "id,date,employee,amount,Type\n"
+    text += "v1,2024-02-01,E-1,,volunteer_time\n"
+    text += "d1,2024-02-01,E-1,20.00,donation\n"
+    text += "v2,2024-02-01,E-1,20.00,volunteer_time\n"
+    path = write(tmp_path / "a.csv", text)
+    volunteer, gift, mixed = read_all(
+        path, mapping=ColumnMapping.from_config(table, key="inputs.mixed")
+    )
+    assert isinstance(volunteer, ParsedRow)
+    assert volunteer.record.hours == 2.0
+    assert volunteer.record.currency is None
+    assert isinstance(gift, ParsedRow)
+    assert gift.record.hours is None
+    assert gift.record.amount_minor == 2000
+    assert gift.record.currency == "USD"
+    assert isinstance(mixed, RejectedRow)
+    assert mixed.field == "amount_minor"
+    assert "must be empty for volunteer_time records" in mixed.reason
+    assert "column 'amount'" in mixed.reason
+
+
 def test_csv_other_encoding(tmp_path: Path) -> None:
     text = HEADER + "g1,01/02/2024,10,USD,Zoë\n"
     path = write(tmp_path / "a.csv", text, encoding="cp1252")
@@ -679,6 +712,36 @@ def test_jsonl_parses_canonical(tmp_path: Path) -> None:
             {"activity_date": None}, "activity_date", "is missing", id="nodate"
         ),
         pytest.param({"currency": "US$"}, "currency", "ISO 4217", id="currency"),
+        pytest.param(
+            {"currency": "ABC"}, "currency", "(the line has 'ABC')", id="not-iso"
+        ),
+        pytest.param(
+            {"currency": "XXX"}, "currency", "(the line has 'XXX')", id="no-money"
+        ),
+        pytest.param(
+            {"activity_date": "0001-01-01"},
+            "activity_date",
+            "between 1900-01-01 and 2100-12-31",
+            id="year-1",
+        ),
+        pytest.param(
+            {"activity_date": "9999-12-31"},
+            "activity_date",
+            "(the line has '9999-12-31')",
+            id="year-9999",
+        ),
+        pytest.param(
+            {"kind": "volunteer_time", "hours": 2.0},
+            "amount_minor",
+            "amount_minor must be empty for volunteer_time records",
+            id="volunteer-amount",
+        ),
+        pytest.param(
+            {"hours": 2.0},
+            "hours",
+            "hours must be empty for donation records",
+            id="donation-hours",
+        ),
         pytest.param({"kind": "gift"}, "kind", "'volunteer_time' or", id="kind"),
         pytest.param({"metadata": [1]}, "metadata", "JSON object", id="metadata"),
         pytest.param({"ammount": 1}, None, "ammount is not an", id="unknown-key"),
@@ -693,6 +756,23 @@ def test_jsonl_rejects(
     assert row.field == field
     assert words in row.reason
     assert row.source_id == "d1"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"currency": "XAF"}, id="cfa-franc"),
+        pytest.param({"currency": "CLF"}, id="clf"),
+        pytest.param({"currency": "UYW"}, id="uyw"),
+        pytest.param({"activity_date": "1900-01-01"}, id="first-date"),
+        pytest.param({"activity_date": "2100-12-31"}, id="last-date"),
+    ],
+)
+def test_jsonl_accepts_edge_values(tmp_path: Path, change: dict[str, Any]) -> None:
+    line = {**VALID_LINE, **change}
+    record = only_parsed(read_all(write_lines(tmp_path / "a.jsonl", line))).record
+    assert record.currency == line["currency"]
+    assert record.activity_date.isoformat() == line["activity_date"]
 
 
 def test_jsonl_amount_max_accepted(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from cattrs.errors import ClassValidationError
 
 from ._converter import converter as shared_converter
 from ._errors import ConfigError
-from ._models import MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
+from ._models import KIND_FIELDS, MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
 
 __all__ = [
     "ColumnMapping",
@@ -1318,9 +1318,17 @@ def _mapped_values(
             raise _RowRejected(None, reason)
         if _clean(value) is not None:
             cells[field] = (_clean(value), None)
-    values["kind"] = _mapped_kind(raw, mapping)
+    kind = values["kind"] = _mapped_kind(raw, mapping)
+    # A default applies only to rows whose kind carries its field, so one
+    # mapping can give donations a currency and volunteering its hours.
+    other_kind_fields = {
+        field
+        for other, fields in KIND_FIELDS.items()
+        if kind is not None and other is not kind
+        for field in fields
+    }
     for field, value in mapping.defaults.items():
-        if field not in cells:
+        if field not in cells and field not in other_kind_fields:
             values[field] = value
     # Currency first, because the amount's minor-unit digits depend on it.
     for field in sorted(cells, key=lambda name: name != "currency"):
