@@ -155,6 +155,39 @@ def test_unstorable_rows_are_quarantined(workspace: Path) -> None:
     assert "surrogate" in quarantined
 
 
+def test_mapped_rejects_keep_tenant(workspace: Path) -> None:
+    config = workspace / "impactin.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + "[inputs.gifts]\n"
+        + 'kind = "donation"\n'
+        + "[inputs.gifts.columns]\n"
+        + 'source_id = "id"\n'
+        + 'tenant = "company"\n'
+        + 'activity_date = "date"\n'
+        + 'employee_id = "employee"\n'
+        + 'amount_minor = "amount"\n'
+        + 'currency = "currency"\n'
+        + "[inputs.gifts.formats]\n"
+        + 'amount = "decimal"\n',
+        encoding="utf-8",
+    )
+    (workspace / "gifts.csv").write_text(
+        "id,company,date,employee,amount,currency\n"
+        'gift-9,acme,2026-03-01,E-000109,"12,34",USD\n',
+        encoding="utf-8",
+    )
+
+    summary = invoke("deliver", "gifts.csv", "--input", "gifts")
+    quarantined = invoke("quarantine", "list")
+
+    row = next(line for line in quarantined.splitlines() if "gift-9" in line)
+    assert [cell.strip() for cell in row.split("│")][2] == "acme"
+    assert "(no platform)" not in summary
+    benevity = next(line for line in summary.splitlines() if "benevity" in line)
+    assert [cell.strip() for cell in benevity.split("│") if cell.strip()][3] == "1"
+
+
 def test_second_deliver_skips(workspace: Path) -> None:
     invoke("deliver", "records.jsonl")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 import tracemalloc
 from collections.abc import Mapping
@@ -560,6 +561,23 @@ def test_csv_wrong_encoding_raises(tmp_path: Path) -> None:
         read_all(path, mapping=mapping())
     assert caught.value.key == "inputs.test.encoding"
     assert "set inputs.test.encoding" in str(caught.value)
+    assert "before its first data row could be read" in str(caught.value)
+    assert "data row 0" not in str(caught.value)
+
+
+def test_csv_wrong_encoding_counts_rows(tmp_path: Path) -> None:
+    # The reader decodes 8 KiB blocks, so the bad byte sits past the first
+    # block and the rows of that block are read.
+    good = "".join(f"g{n},01/02/2024,10,USD,E-{n}\n" for n in range(1, 1001))
+    path = tmp_path / "a.csv"
+    path.write_bytes((HEADER + good).encode() + b"g0,01/02/2024,10,USD,Zo\xeb\n")
+    with pytest.raises(ConfigError) as caught:
+        read_all(path, mapping=mapping())
+    found = re.search(
+        r"is not valid utf-8 text after data row (\d+);", str(caught.value)
+    )
+    assert found is not None
+    assert 0 < int(found.group(1)) <= 1000
 
 
 def test_jsonl_wrong_encoding_names_fix(tmp_path: Path) -> None:
@@ -650,6 +668,46 @@ def test_canonical_csv_rejects_number(
     assert "input.formats" not in rows[0].reason
     assert isinstance(rows[1], ParsedRow)
     assert rows[1].record.amount_minor == 2500
+
+
+@pytest.mark.parametrize(
+    ("header", "cells", "field", "words"),
+    [
+        pytest.param(
+            "source_id,kind,employee_id,hours",
+            "v1,volunteer_time,E-1,2",
+            "activity_date",
+            "activity_date is missing; the header has no 'activity_date' column, "
+            "so add one.",
+            id="no-column",
+        ),
+        pytest.param(
+            "source_id,kind,activity_date,employee_id,hours",
+            "v1,volunteer_time,,E-1,2",
+            "activity_date",
+            "column 'activity_date' is empty, so fill it.",
+            id="empty-cell",
+        ),
+        pytest.param(
+            "source_id,kind,activity_date,employee_id,hours",
+            "v1,volunteer_time,2024-02-01,E-1,2",
+            "tenant",
+            "the header has no 'tenant' column, so add one, or read the file "
+            "with a tenant (--tenant).",
+            id="no-tenant",
+        ),
+    ],
+)
+def test_canonical_csv_missing_hint(
+    tmp_path: Path, header: str, cells: str, field: str, words: str
+) -> None:
+    path = write(tmp_path / "a.csv", f"{header}\n{cells}\n")
+    tenant = None if field == "tenant" else "acme"
+    row = only_rejected(read_all(path, tenant=tenant))
+    assert row.field == field
+    assert words in row.reason
+    assert "input.columns" not in row.reason
+    assert "input.defaults" not in row.reason
 
 
 def test_canonical_csv_unknown_column(tmp_path: Path) -> None:
@@ -917,6 +975,50 @@ def test_csv_rejects_lone_surrogate(tmp_path: Path) -> None:
     stored = json.dumps(rows[0].raw, ensure_ascii=False).encode("utf-8")
     assert stored.count(b"\\udc80") == 1
     assert isinstance(rows[1], ParsedRow)
+
+
+def test_rejected_rows_keep_tenant(tmp_path: Path) -> None:
+    table = {
+        "kind_column": "type",
+        "columns": {
+            "source_id": "id",
+            "tenant": "company",
+            "activity_date": "date",
+            "employee_id": "employee",
+        },
+    }
+    text = "id,company,date,employee,type\n"
+    text += "v1,globex,not-a-date,E-1,volunteer_time\n"
+    text += "v2,,not-a-date,E-1,donation\n"
+    path = write(tmp_path / "a.csv", text)
+    mapped = ColumnMapping.from_config(table, key="inputs.hr")
+    own, filled = read_all(path, mapping=mapped, tenant=None)
+    assert isinstance(own, RejectedRow)
+    assert own.tenant == "globex"
+    assert own.kind is RecordKind.VOLUNTEER_TIME
+    assert isinstance(filled, RejectedRow)
+    assert filled.tenant is None
+    assert filled.kind is RecordKind.DONATION
+    _, read_as = read_all(path, mapping=mapped, tenant="initech")
+    assert isinstance(read_as, RejectedRow)
+    assert read_as.tenant == "initech"
+
+
+def test_jsonl_rejected_rows_keep_tenant(tmp_path: Path) -> None:
+    bad_date = {**VALID_LINE, "tenant": "globex", "activity_date": "2024-13-01"}
+    surrogate = {**VALID_LINE, "tenant": "globex", "description": "x\udc80"}
+    path = write_lines(tmp_path / "a.jsonl", bad_date, surrogate, "[1]")
+    rows = read_all(path, tenant=None)
+    assert [row.tenant for row in rows if isinstance(row, RejectedRow)] == [
+        "globex",
+        "globex",
+        None,
+    ]
+    assert [row.kind for row in rows if isinstance(row, RejectedRow)] == [
+        RecordKind.DONATION,
+        RecordKind.DONATION,
+        None,
+    ]
 
 
 def test_jsonl_without_tenant_needs_row_tenant(tmp_path: Path) -> None:

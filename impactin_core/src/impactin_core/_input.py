@@ -51,9 +51,10 @@ AmountFormat = Literal["decimal", "minor"]
 
 
 #: Deepest nesting of JSON objects and arrays in one JSON Lines row, counting
-#: the row's own object as level 1. Deeper values would exhaust the recursion
-#: limit of the code that structures, redacts and serializes records, and no
-#: record's metadata needs this many levels.
+#: the row's own object as level 1. About 500 levels exhaust the recursion
+#: limit of the code that structures, redacts and serializes records. The
+#: limit of 32 is a judgment, well below that and well above the 3 levels
+#: that the demo records' metadata uses.
 _MAX_JSON_DEPTH = 32
 #: Largest CSV field read, in bytes.
 _MAX_FIELD_BYTES = 16 * 1024 * 1024
@@ -142,6 +143,11 @@ class RejectedRow:
     field: str | None
     reason: str
     raw: dict[str, Any] = attrs.field(repr=False)
+    #: Tenant of the row: its own tenant field or column, else the tenant
+    #: being read. None when neither is known.
+    tenant: str | None = None
+    #: Kind of the row, when it could be read.
+    kind: RecordKind | None = None
 
 
 class _RowRejected(Exception):
@@ -903,14 +909,19 @@ def read_records(
         for item in rows:
             row_number += 1
             if isinstance(item, RejectedRow):
+                if item.tenant is None and tenant is not None:
+                    item = attrs.evolve(item, tenant=tenant)
                 yield item
                 continue
             line, raw = item
             extra = identity(row_number, raw) if identity is not None else {}
             if mapping is None:
-                yield _build_canonical(line, raw, tenant, extra)
+                row = _build_canonical(line, raw, tenant, extra)
             else:
-                yield _build_mapped(line, raw, tenant, extra, mapping)
+                row = _build_mapped(line, raw, tenant, extra, mapping)
+            if isinstance(row, RejectedRow) and row.tenant is None:
+                row = attrs.evolve(row, tenant=tenant)
+            yield row
     except UnicodeDecodeError as exc:
         if mapping is None:
             fix = (
@@ -919,9 +930,13 @@ def read_records(
             )
         else:
             fix = f"set {key}.encoding to the file's encoding"
-        message = (
-            f"{path} is not valid {encoding} text after data row {row_number}; {fix}."
-        )
+        # The file is decoded in blocks, so the invalid bytes lie somewhere
+        # after the last row read, not necessarily in the next one.
+        if row_number == 0:
+            where = "before its first data row could be read"
+        else:
+            where = f"after data row {row_number}"
+        message = f"{path} is not valid {encoding} text {where}; {fix}."
         raise ConfigError(message, key=f"{key}.encoding") from exc
     finally:
         if rows is not None:
@@ -971,7 +986,8 @@ def _read_jsonl(
                 continue
             except RecursionError:
                 # The json module recurses once per nesting level and raises
-                # RecursionError near the interpreter's limit (1000 levels).
+                # RecursionError at the interpreter's recursion limit (1000
+                # frames by default).
                 yield RejectedRow(line, None, None, _too_deep(line), {"text": text})
                 continue
             except ValueError:
@@ -993,6 +1009,7 @@ def _read_jsonl(
             problem = _check_json_object(line, value)
             if problem is not None:
                 field, reason = problem
+                tenant, kind = _row_context(value.get("tenant"), value.get("kind"))
                 source_id = value.get("source_id")
                 yield RejectedRow(
                     line,
@@ -1000,6 +1017,8 @@ def _read_jsonl(
                     field,
                     reason,
                     {"text": text},
+                    tenant=tenant,
+                    kind=kind,
                 )
                 continue
             yield line, value
@@ -1067,6 +1086,18 @@ def _check_json_object(
             if isinstance(item, (dict, list)):
                 stack.append((item, depth + 1, child))
     return None
+
+
+def _row_context(tenant: Any, kind: Any) -> tuple[str | None, RecordKind | None]:
+    """Return the tenant and kind of a rejected row, where the row names them."""
+    tenant = _clean(tenant)
+    if not isinstance(tenant, str) or not _is_utf8_text(tenant):
+        tenant = None
+    try:
+        record_kind = RecordKind(_clean(kind)) if kind is not None else None
+    except ValueError:
+        record_kind = None
+    return tenant, record_kind
 
 
 def _top_field(path: str) -> str | None:
@@ -1223,14 +1254,17 @@ def _build_canonical(
         present = {name: value for name, value in values.items() if value is not None}
         record = _converter.structure(present, ImpactRecord)
     except _RowRejected as exc:
-        return RejectedRow(line, source_id, exc.field, exc.reason, raw)
+        field, reason = exc.field, exc.reason
     except ClassValidationError as exc:
         field, reason = _explain_structure_error(exc, values)
-        return RejectedRow(line, source_id, field, reason, raw)
     except ValueError as exc:
-        reason = f"{exc}; fix the value on this line."
-        return RejectedRow(line, source_id, _field_of(str(exc)), reason, raw)
-    return ParsedRow(line, record)
+        field, reason = _field_of(str(exc)), f"{exc}; fix the value on this line."
+    else:
+        return ParsedRow(line, record)
+    tenant_of_row, kind = _row_context(values.get("tenant"), values.get("kind"))
+    return RejectedRow(
+        line, source_id, field, reason, raw, tenant=tenant_of_row, kind=kind
+    )
 
 
 def _explain_structure_error(
@@ -1273,7 +1307,7 @@ def _build_mapped(
         _check_required(values, lambda field: _missing_hint(field, mapping))
         record = ImpactRecord(**values, metadata=metadata)
     except _RowRejected as exc:
-        return RejectedRow(line, source_id, exc.field, exc.reason, raw)
+        field, reason = exc.field, exc.reason
     except ValueError as exc:
         field = _field_of(str(exc))
         where = (
@@ -1282,12 +1316,45 @@ def _build_mapped(
             else ""
         )
         reason = f"{exc}; fix {where or 'the row'} in the source file."
-        return RejectedRow(line, source_id, field, reason, raw)
-    return ParsedRow(line, record)
+    else:
+        return ParsedRow(line, record)
+    tenant_of_row, kind = _mapped_context(raw, extra, mapping)
+    return RejectedRow(
+        line, source_id, field, reason, raw, tenant=tenant_of_row, kind=kind
+    )
+
+
+def _mapped_context(
+    raw: Mapping[str, Any], extra: Mapping[str, Any], mapping: ColumnMapping
+) -> tuple[str | None, RecordKind | None]:
+    """Return the tenant and kind of a mapped row that was rejected."""
+    tenant = extra.get("tenant")
+    column = mapping.columns.get("tenant")
+    if _clean(tenant) is None and column is not None:
+        tenant = raw.get(column)
+    if _clean(tenant) is None:
+        tenant = mapping.defaults.get("tenant")
+    try:
+        kind = _mapped_kind(raw, mapping)
+    except _RowRejected:
+        kind = None
+    return _row_context(tenant, kind)
 
 
 def _missing_hint(field: str, mapping: ColumnMapping) -> str:
     column = mapping.column_of(field)
+    tenant_hint = ", or read the file with a tenant (--tenant)"
+    if mapping.is_canonical:
+        if column is not None:
+            hint = f"column {column!r} is empty, so fill it"
+        else:
+            hint = f"the header has no {field!r} column, so add one"
+        return hint + (tenant_hint if field == "tenant" else "")
+    if field == "tenant" and column is None:
+        return (
+            f"no column, default or identity provides it, so map it in "
+            f"{mapping.key}.columns.tenant{tenant_hint}"
+        )
     if field == "kind" and column is None:
         return f"set {mapping.key}.kind or {mapping.key}.kind_column"
     if column is not None:
