@@ -132,6 +132,62 @@ def test_quarantine_lists_reason(workspace: Path) -> None:
     assert "missing" in output
 
 
+def test_unstorable_rows_are_quarantined(workspace: Path) -> None:
+    deep: dict[str, object] = {"leaf": 1}
+    for _ in range(500):
+        deep = {"child": deep}
+    bad_rows = [
+        {**RECORDS[0], "source_id": "gift-2", "description": "x\udc80y"},
+        {**RECORDS[0], "source_id": "gift-3", "metadata": deep},
+    ]
+    lines = [json.dumps(row) for row in [*bad_rows, *RECORDS[:2]]]
+    (workspace / "mixed.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    first = invoke("deliver", "mixed.jsonl")
+    second = invoke("deliver", "mixed.jsonl")
+    quarantined = invoke("quarantine", "list")
+
+    benevity = next(line for line in first.splitlines() if "benevity" in line)
+    assert [cell.strip() for cell in benevity.split("│") if cell.strip()][1] == "1"
+    assert "benevity" in second
+    assert "gift-2" in quarantined
+    assert "gift-3" in quarantined
+    assert "surrogate" in quarantined
+
+
+def test_mapped_rejects_keep_tenant(workspace: Path) -> None:
+    config = workspace / "impactin.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + "[inputs.gifts]\n"
+        + 'kind = "donation"\n'
+        + "[inputs.gifts.columns]\n"
+        + 'source_id = "id"\n'
+        + 'tenant = "company"\n'
+        + 'activity_date = "date"\n'
+        + 'employee_id = "employee"\n'
+        + 'amount_minor = "amount"\n'
+        + 'currency = "currency"\n'
+        + "[inputs.gifts.formats]\n"
+        + 'amount = "decimal"\n',
+        encoding="utf-8",
+    )
+    (workspace / "gifts.csv").write_text(
+        "id,company,date,employee,amount,currency\n"
+        'gift-9,acme,2026-03-01,E-000109,"12,34",USD\n',
+        encoding="utf-8",
+    )
+
+    summary = invoke("deliver", "gifts.csv", "--input", "gifts")
+    quarantined = invoke("quarantine", "list")
+
+    row = next(line for line in quarantined.splitlines() if "gift-9" in line)
+    assert [cell.strip() for cell in row.split("│")][2] == "acme"
+    assert "(no platform)" not in summary
+    benevity = next(line for line in summary.splitlines() if "benevity" in line)
+    assert [cell.strip() for cell in benevity.split("│") if cell.strip()][3] == "1"
+
+
 def test_second_deliver_skips(workspace: Path) -> None:
     invoke("deliver", "records.jsonl")
 

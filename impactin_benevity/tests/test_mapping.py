@@ -195,7 +195,9 @@ def test_map_requires_organization_id(
 
 
 def test_map_rejects_volunteer_time(make_record: MakeRecord) -> None:
-    record = make_record(kind="volunteer_time", hours=2.0)
+    record = make_record(
+        kind="volunteer_time", hours=2.0, amount_minor=None, currency=None
+    )
     with pytest.raises(RecordInvalid) as caught:
         _map([record])
     assert caught.value.field == "kind"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 import tracemalloc
 from collections.abc import Mapping
@@ -305,6 +306,70 @@ def test_csv_rejects_bad_amount(
     assert row.source_id == "g1"
 
 
+@pytest.mark.parametrize(
+    ("amount", "words"),
+    [
+        pytest.param("1.000,00", "',' after the decimal separator '.'", id="eu"),
+        pytest.param("12,34", "does not separate groups of three", id="pair"),
+        pytest.param("1,2,3", "does not separate groups of three", id="singles"),
+        pytest.param(",123", "does not separate groups of three", id="leading"),
+        pytest.param("1.2.3", "more than one decimal separator", id="two-points"),
+        pytest.param("\u0661\u0662", "is not a number", id="arabic-indic"),
+        pytest.param("1_000", "is not a number", id="underscore"),
+        pytest.param("1e3", "is not a number", id="exponent"),
+    ],
+)
+def test_csv_rejects_misformatted_decimal(
+    tmp_path: Path, amount: str, words: str
+) -> None:
+    path = write(tmp_path / "a.csv", HEADER + f'g1,01/02/2024,"{amount}",USD,E-1\n')
+    row = only_rejected(read_all(path, mapping=mapping()))
+    assert row.field == "amount_minor"
+    assert words in row.reason
+    assert f"{amount!r} in column 'amount'" in row.reason
+    assert "'1,234.50'" in row.reason
+
+
+def test_csv_comma_decimal_rejects_point(tmp_path: Path) -> None:
+    formats = {
+        "activity_date": "%d/%m/%Y",
+        "amount": "decimal",
+        "decimal_separator": ",",
+    }
+    text = HEADER + 'g1,01/02/2024,1.000,EUR,E-1\ng2,01/02/2024,"1000,5",EUR,E-1\n'
+    rows = read_all(write(tmp_path / "a.csv", text), mapping=mapping(formats=formats))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "contains '.', which is neither the decimal separator ','" in rows[0].reason
+    assert "'1234,50'" in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+    assert rows[1].record.amount_minor == 100050
+
+
+def test_csv_european_rejects_bad_groups(tmp_path: Path) -> None:
+    formats = {
+        "activity_date": "%d/%m/%Y",
+        "amount": "decimal",
+        "decimal_separator": ",",
+        "thousands_separator": ".",
+    }
+    path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,1.2345,EUR,E-1\n")
+    row = only_rejected(read_all(path, mapping=mapping(formats=formats)))
+    assert "does not separate groups of three digits" in row.reason
+
+
+def test_csv_minor_rejects_decimal_point(tmp_path: Path) -> None:
+    formats = {"activity_date": "%d/%m/%Y", "amount": "minor"}
+    text = HEADER + 'g1,01/02/2024,25.00,USD,E-1\ng2,01/02/2024,"2,500",USD,E-1\n'
+    rows = read_all(write(tmp_path / "a.csv", text), mapping=mapping(formats=formats))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "'25.00' in column 'amount'" in rows[0].reason
+    assert "inputs.test.formats.amount to 'decimal'" in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+    assert rows[1].record.amount_minor == 2500
+
+
 def test_csv_rejects_minor_units_above_max(tmp_path: Path) -> None:
     formats = {"activity_date": "%d/%m/%Y", "amount": "minor"}
     path = write(
@@ -450,6 +515,39 @@ def test_csv_kind_column(tmp_path: Path) -> None:
     assert "'Sabbatical'" in second.reason
 
 
+def test_csv_mixed_kinds_with_defaults(tmp_path: Path) -> None:
+    table = {
+        "kind_column": "Type",
+        "columns": {
+            "source_id": "id",
+            "activity_date": "date",
+            "employee_id": "employee",
+            "amount_minor": "amount",
+        },
+        "formats": {"amount": "decimal"},
+        "defaults": {"hours": 2.0, "currency": "USD"},
+    }
+    text = "id,date,employee,amount,Type\n"
+    text += "v1,2024-02-01,E-1,,volunteer_time\n"
+    text += "d1,2024-02-01,E-1,20.00,donation\n"
+    text += "v2,2024-02-01,E-1,20.00,volunteer_time\n"
+    path = write(tmp_path / "a.csv", text)
+    volunteer, gift, mixed = read_all(
+        path, mapping=ColumnMapping.from_config(table, key="inputs.mixed")
+    )
+    assert isinstance(volunteer, ParsedRow)
+    assert volunteer.record.hours == 2.0
+    assert volunteer.record.currency is None
+    assert isinstance(gift, ParsedRow)
+    assert gift.record.hours is None
+    assert gift.record.amount_minor == 2000
+    assert gift.record.currency == "USD"
+    assert isinstance(mixed, RejectedRow)
+    assert mixed.field == "amount_minor"
+    assert "must be empty for volunteer_time records" in mixed.reason
+    assert "column 'amount'" in mixed.reason
+
+
 def test_csv_other_encoding(tmp_path: Path) -> None:
     text = HEADER + "g1,01/02/2024,10,USD,Zoë\n"
     path = write(tmp_path / "a.csv", text, encoding="cp1252")
@@ -463,6 +561,23 @@ def test_csv_wrong_encoding_raises(tmp_path: Path) -> None:
         read_all(path, mapping=mapping())
     assert caught.value.key == "inputs.test.encoding"
     assert "set inputs.test.encoding" in str(caught.value)
+    assert "before its first data row could be read" in str(caught.value)
+    assert "data row 0" not in str(caught.value)
+
+
+def test_csv_wrong_encoding_counts_rows(tmp_path: Path) -> None:
+    # The reader decodes 8 KiB blocks, so the bad byte sits past the first
+    # block and the rows of that block are read.
+    good = "".join(f"g{n},01/02/2024,10,USD,E-{n}\n" for n in range(1, 1001))
+    path = tmp_path / "a.csv"
+    path.write_bytes((HEADER + good).encode() + b"g0,01/02/2024,10,USD,Zo\xeb\n")
+    with pytest.raises(ConfigError) as caught:
+        read_all(path, mapping=mapping())
+    found = re.search(
+        r"is not valid utf-8 text after data row (\d+);", str(caught.value)
+    )
+    assert found is not None
+    assert 0 < int(found.group(1)) <= 1000
 
 
 def test_jsonl_wrong_encoding_names_fix(tmp_path: Path) -> None:
@@ -505,6 +620,94 @@ def test_canonical_csv(tmp_path: Path) -> None:
     record = only_parsed(read_all(write(tmp_path / "a.csv", text))).record
     assert record.hours == 2.5
     assert record.metadata == {"team": "blue"}
+
+
+CANONICAL_HEADER = (
+    "source_id,kind,activity_date,employee_id,hours,amount_minor,currency\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("cells", "field", "words"),
+    [
+        pytest.param(
+            'volunteer_time,2024-02-01,E-1,"1,5",,',
+            "hours",
+            "hours '1,5' in column 'hours' is not a number",
+            id="comma-hours",
+        ),
+        pytest.param(
+            "volunteer_time,2024-02-01,E-1,\u0661,,",
+            "hours",
+            "'.' as the decimal point",
+            id="arabic-indic-hours",
+        ),
+        pytest.param(
+            "donation,2024-02-01,E-1,,25.00,USD",
+            "amount_minor",
+            "amount_minor '25.00' in column 'amount_minor' is not a whole number",
+            id="point-amount",
+        ),
+        pytest.param(
+            'donation,2024-02-01,E-1,,"2,500",USD',
+            "amount_minor",
+            "integer of ASCII digits",
+            id="thousands-amount",
+        ),
+    ],
+)
+def test_canonical_csv_rejects_number(
+    tmp_path: Path, cells: str, field: str, words: str
+) -> None:
+    text = CANONICAL_HEADER + f"r1,{cells}\nr2,donation,2024-02-01,E-1,,2500,USD\n"
+    rows = read_all(write(tmp_path / "a.csv", text))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert rows[0].field == field
+    assert words in rows[0].reason
+    assert "input.formats" not in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+    assert rows[1].record.amount_minor == 2500
+
+
+@pytest.mark.parametrize(
+    ("header", "cells", "field", "words"),
+    [
+        pytest.param(
+            "source_id,kind,employee_id,hours",
+            "v1,volunteer_time,E-1,2",
+            "activity_date",
+            "activity_date is missing; the header has no 'activity_date' column, "
+            "so add one.",
+            id="no-column",
+        ),
+        pytest.param(
+            "source_id,kind,activity_date,employee_id,hours",
+            "v1,volunteer_time,,E-1,2",
+            "activity_date",
+            "column 'activity_date' is empty, so fill it.",
+            id="empty-cell",
+        ),
+        pytest.param(
+            "source_id,kind,activity_date,employee_id,hours",
+            "v1,volunteer_time,2024-02-01,E-1,2",
+            "tenant",
+            "the header has no 'tenant' column, so add one, or read the file "
+            "with a tenant (--tenant).",
+            id="no-tenant",
+        ),
+    ],
+)
+def test_canonical_csv_missing_hint(
+    tmp_path: Path, header: str, cells: str, field: str, words: str
+) -> None:
+    path = write(tmp_path / "a.csv", f"{header}\n{cells}\n")
+    tenant = None if field == "tenant" else "acme"
+    row = only_rejected(read_all(path, tenant=tenant))
+    assert row.field == field
+    assert words in row.reason
+    assert "input.columns" not in row.reason
+    assert "input.defaults" not in row.reason
 
 
 def test_canonical_csv_unknown_column(tmp_path: Path) -> None:
@@ -567,6 +770,36 @@ def test_jsonl_parses_canonical(tmp_path: Path) -> None:
             {"activity_date": None}, "activity_date", "is missing", id="nodate"
         ),
         pytest.param({"currency": "US$"}, "currency", "ISO 4217", id="currency"),
+        pytest.param(
+            {"currency": "ABC"}, "currency", "(the line has 'ABC')", id="not-iso"
+        ),
+        pytest.param(
+            {"currency": "XXX"}, "currency", "(the line has 'XXX')", id="no-money"
+        ),
+        pytest.param(
+            {"activity_date": "0001-01-01"},
+            "activity_date",
+            "between 1900-01-01 and 2100-12-31",
+            id="year-1",
+        ),
+        pytest.param(
+            {"activity_date": "9999-12-31"},
+            "activity_date",
+            "(the line has '9999-12-31')",
+            id="year-9999",
+        ),
+        pytest.param(
+            {"kind": "volunteer_time", "hours": 2.0},
+            "amount_minor",
+            "amount_minor must be empty for volunteer_time records",
+            id="volunteer-amount",
+        ),
+        pytest.param(
+            {"hours": 2.0},
+            "hours",
+            "hours must be empty for donation records",
+            id="donation-hours",
+        ),
         pytest.param({"kind": "gift"}, "kind", "'volunteer_time' or", id="kind"),
         pytest.param({"metadata": [1]}, "metadata", "JSON object", id="metadata"),
         pytest.param({"ammount": 1}, None, "ammount is not an", id="unknown-key"),
@@ -581,6 +814,23 @@ def test_jsonl_rejects(
     assert row.field == field
     assert words in row.reason
     assert row.source_id == "d1"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"currency": "XAF"}, id="cfa-franc"),
+        pytest.param({"currency": "CLF"}, id="clf"),
+        pytest.param({"currency": "UYW"}, id="uyw"),
+        pytest.param({"activity_date": "1900-01-01"}, id="first-date"),
+        pytest.param({"activity_date": "2100-12-31"}, id="last-date"),
+    ],
+)
+def test_jsonl_accepts_edge_values(tmp_path: Path, change: dict[str, Any]) -> None:
+    line = {**VALID_LINE, **change}
+    record = only_parsed(read_all(write_lines(tmp_path / "a.jsonl", line))).record
+    assert record.currency == line["currency"]
+    assert record.activity_date.isoformat() == line["activity_date"]
 
 
 def test_jsonl_amount_max_accepted(tmp_path: Path) -> None:
@@ -625,8 +875,150 @@ def test_jsonl_bad_lines_rejected(tmp_path: Path) -> None:
     assert isinstance(rows[0], RejectedRow)
     assert "not valid JSON" in rows[0].reason
     assert isinstance(rows[1], RejectedRow)
-    assert "JSON list" in rows[1].reason
+    assert "contains a JSON array" in rows[1].reason
     assert isinstance(rows[2], ParsedRow)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        pytest.param("null", "contains a JSON null", id="null"),
+        pytest.param('"text"', "contains a JSON string", id="string"),
+        pytest.param("1.5", "contains a JSON number", id="number"),
+        pytest.param("true", "contains a JSON boolean", id="boolean"),
+    ],
+)
+def test_jsonl_names_json_types(tmp_path: Path, line: str, words: str) -> None:
+    row = only_rejected(read_all(write_lines(tmp_path / "a.jsonl", line)))
+    assert row.line == 1
+    assert words in row.reason
+    assert "NoneType" not in row.reason
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"child": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        pytest.param(
+            {"description": "x\udc80y"},
+            "description",
+            "description contains a lone surrogate",
+            id="description",
+        ),
+        pytest.param(
+            {"metadata": {"note": ["ok", "\ud800"]}},
+            "metadata",
+            "metadata.note[1] contains a lone surrogate",
+            id="metadata-list",
+        ),
+        pytest.param(
+            {"metadata": {"k\udc80": 1}},
+            "metadata",
+            "a key in metadata contains a lone surrogate",
+            id="metadata-key",
+        ),
+        pytest.param(
+            {"metadata": nested(500)},
+            "metadata",
+            "more than 32 levels deep",
+            id="depth-500",
+        ),
+    ],
+)
+def test_jsonl_rejects_unstorable_row(
+    tmp_path: Path, change: dict[str, Any], field: str, words: str
+) -> None:
+    bad = json.dumps({**VALID_LINE, **change})
+    good = {**VALID_LINE, "source_id": "d2"}
+    rows = read_all(write_lines(tmp_path / "a.jsonl", bad, good))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert rows[0].field == field
+    assert words in rows[0].reason
+    assert rows[0].source_id == "d1"
+    assert rows[0].raw == {"text": bad + "\n"}
+    assert isinstance(rows[1], ParsedRow)
+
+
+def test_jsonl_accepts_depth_limit(tmp_path: Path) -> None:
+    # The line's object is level 1, so metadata may nest 31 levels.
+    line = {**VALID_LINE, "metadata": nested(31)}
+    record = only_parsed(read_all(write_lines(tmp_path / "a.jsonl", line))).record
+    assert record.metadata == nested(31)
+
+
+def test_jsonl_rejects_depth_json_cannot_parse(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    bad = json.dumps(VALID_LINE)[:-1] + f', "metadata": {{"list": {deep}}}}}'
+    rows = read_all(write_lines(tmp_path / "a.jsonl", bad, VALID_LINE))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "Line 1 nests JSON objects and arrays more than 32" in rows[0].reason
+    assert isinstance(rows[1], ParsedRow)
+
+
+def test_csv_rejects_lone_surrogate(tmp_path: Path) -> None:
+    # utf-7 decodes "+3IA-" to the lone surrogate U+DC80.
+    text = HEADER + "g1,01/02/2024,10,USD,E+3IA-\ng2,01/02/2024,10,USD,E-2\n"
+    path = write(tmp_path / "a.csv", text)
+    rows = read_all(path, mapping=mapping(encoding="utf-7"))
+    assert len(rows) == 2
+    assert isinstance(rows[0], RejectedRow)
+    assert "Column 'employee' contains a lone surrogate" in rows[0].reason
+    assert rows[0].raw["employee"] == "E\\udc80"
+    stored = json.dumps(rows[0].raw, ensure_ascii=False).encode("utf-8")
+    assert stored.count(b"\\udc80") == 1
+    assert isinstance(rows[1], ParsedRow)
+
+
+def test_rejected_rows_keep_tenant(tmp_path: Path) -> None:
+    table = {
+        "kind_column": "type",
+        "columns": {
+            "source_id": "id",
+            "tenant": "company",
+            "activity_date": "date",
+            "employee_id": "employee",
+        },
+    }
+    text = "id,company,date,employee,type\n"
+    text += "v1,globex,not-a-date,E-1,volunteer_time\n"
+    text += "v2,,not-a-date,E-1,donation\n"
+    path = write(tmp_path / "a.csv", text)
+    mapped = ColumnMapping.from_config(table, key="inputs.hr")
+    own, filled = read_all(path, mapping=mapped, tenant=None)
+    assert isinstance(own, RejectedRow)
+    assert own.tenant == "globex"
+    assert own.kind is RecordKind.VOLUNTEER_TIME
+    assert isinstance(filled, RejectedRow)
+    assert filled.tenant is None
+    assert filled.kind is RecordKind.DONATION
+    _, read_as = read_all(path, mapping=mapped, tenant="initech")
+    assert isinstance(read_as, RejectedRow)
+    assert read_as.tenant == "initech"
+
+
+def test_jsonl_rejected_rows_keep_tenant(tmp_path: Path) -> None:
+    bad_date = {**VALID_LINE, "tenant": "globex", "activity_date": "2024-13-01"}
+    surrogate = {**VALID_LINE, "tenant": "globex", "description": "x\udc80"}
+    path = write_lines(tmp_path / "a.jsonl", bad_date, surrogate, "[1]")
+    rows = read_all(path, tenant=None)
+    assert [row.tenant for row in rows if isinstance(row, RejectedRow)] == [
+        "globex",
+        "globex",
+        None,
+    ]
+    assert [row.kind for row in rows if isinstance(row, RejectedRow)] == [
+        RecordKind.DONATION,
+        RecordKind.DONATION,
+        None,
+    ]
 
 
 def test_jsonl_without_tenant_needs_row_tenant(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ import csv
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable, Generator, Iterator, Mapping
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import attrs
 import cattrs
@@ -29,7 +30,7 @@ from cattrs.errors import ClassValidationError
 
 from ._converter import converter as shared_converter
 from ._errors import ConfigError
-from ._models import MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
+from ._models import KIND_FIELDS, MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
 
 __all__ = [
     "ColumnMapping",
@@ -49,6 +50,12 @@ FileFormat = Literal["csv", "jsonl"]
 AmountFormat = Literal["decimal", "minor"]
 
 
+#: Deepest nesting of JSON objects and arrays in one JSON Lines row, counting
+#: the row's own object as level 1. About 500 levels exhaust the recursion
+#: limit of the code that structures, redacts and serializes records. The
+#: limit of 32 is a judgment, well below that and well above the 3 levels
+#: that the demo records' metadata uses.
+_MAX_JSON_DEPTH = 32
 #: Largest CSV field read, in bytes.
 _MAX_FIELD_BYTES = 16 * 1024 * 1024
 _FIELDS = tuple(field.name for field in attrs.fields(ImpactRecord))
@@ -136,6 +143,11 @@ class RejectedRow:
     field: str | None
     reason: str
     raw: dict[str, Any] = attrs.field(repr=False)
+    #: Tenant of the row: its own tenant field or column, else the tenant
+    #: being read. None when neither is known.
+    tenant: str | None = None
+    #: Kind of the row, when it could be read.
+    kind: RecordKind | None = None
 
 
 class _RowRejected(Exception):
@@ -174,6 +186,9 @@ class ColumnMapping:
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
     lists: Mapping[str, str] = attrs.field(factory=dict)
     metadata: Mapping[str, str] = attrs.field(factory=dict)
+    #: True for a CSV file whose header names record fields. Its numbers are
+    #: plain: hours use "." as the decimal point and amount_minor is an integer.
+    is_canonical: bool = False
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any], *, key: str) -> ColumnMapping:
@@ -233,7 +248,12 @@ class ColumnMapping:
                 raise ConfigError(message)
         kind_column = "kind" if "kind" in header else None
         return cls(
-            key="input", kind_column=kind_column, columns=columns, metadata=metadata
+            key="input",
+            kind_column=kind_column,
+            columns=columns,
+            metadata=metadata,
+            thousands_separator="",
+            is_canonical=True,
         )
 
     def column_of(self, field: str) -> str | None:
@@ -595,17 +615,17 @@ def _parse_number(
         number = Decimal(value)
     elif isinstance(value, float):
         number = Decimal(str(value)) if math.isfinite(value) else None
+    elif isinstance(value, str) and mapping.is_canonical:
+        number = _canonical_decimal(field, value, column)
     elif isinstance(value, str):
-        number = _decimal_from_text(value, mapping)
+        number = _decimal_from_text(field, value, mapping, column)
     else:
         number = None
     if number is None:
-        separators = f"decimal separator {mapping.decimal_separator!r}"
-        if mapping.thousands_separator:
-            separators += f" and thousands separator {mapping.thousands_separator!r}"
         reason = (
             f"{_describe(field, value, column)} is not a number; write it with "
-            f"digits, the {separators}, or change {mapping.key}.formats."
+            f"ASCII digits in the form {_number_example(mapping)!r}, or change "
+            f"{mapping.key}.formats."
         )
         raise _RowRejected(field, reason)
     if number < 0:
@@ -617,23 +637,123 @@ def _parse_number(
     return number
 
 
-def _decimal_from_text(text: str, mapping: ColumnMapping) -> Decimal | None:
+# Canonical CSV numbers: an optional sign, ASCII digits and, for hours, a "."
+# decimal point. A thousands separator is never accepted, so "1,5" cannot be
+# read as 15.
+_CANONICAL_HOURS = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_CANONICAL_MINOR = re.compile(r"[+-]?[0-9]+")
+_ASCII_DIGITS = "0123456789"
+
+
+def _canonical_decimal(field: str, text: str, column: str | None) -> Decimal:
     compact = text.strip()
-    if mapping.thousands_separator:
-        compact = compact.replace(mapping.thousands_separator, "")
-    compact = compact.replace(mapping.decimal_separator, ".")
-    if not compact or not all(char.isdigit() or char in ".+-" for char in compact):
+    if field == "amount_minor":
+        if _CANONICAL_MINOR.fullmatch(compact):
+            return Decimal(compact)
+        reason = (
+            f"{_describe(field, text, column)} is not a whole number of minor "
+            "units; write it as an integer of ASCII digits, such as 2500 for "
+            "25.00 USD, or read the file with a column mapping whose "
+            "formats.amount is 'decimal'."
+        )
+        raise _RowRejected(field, reason)
+    if _CANONICAL_HOURS.fullmatch(compact):
+        return Decimal(compact)
+    reason = (
+        f"{_describe(field, text, column)} is not a number; write it with ASCII "
+        "digits and '.' as the decimal point, such as 1.5, and without a "
+        "thousands separator."
+    )
+    raise _RowRejected(field, reason)
+
+
+def _number_example(mapping: ColumnMapping) -> str:
+    return f"1{mapping.thousands_separator}234{mapping.decimal_separator}50"
+
+
+def _decimal_from_text(
+    field: str, text: str, mapping: ColumnMapping, column: str | None
+) -> Decimal | None:
+    """Parse a number written with the mapping's separators.
+
+    A thousands separator is accepted only between groups of three digits in
+    the integer part, and any other "." or "," is rejected, so "12,34" or
+    "1.000,00" in the wrong format is never read as a different number.
+    Returns None for text that contains no number at all.
+    """
+    compact = text.strip()
+    sign = compact[:1] if compact[:1] in ("+", "-") else ""
+    body = compact[len(sign) :]
+    decimal = mapping.decimal_separator
+    thousands = mapping.thousands_separator
+    allowed = set(_ASCII_DIGITS) | ({decimal, thousands} - {""})
+    if not body or any(char not in allowed for char in body):
+        foreign = sorted({char for char in body if char in ".,'"} - allowed)
+        if foreign and all(char in allowed or char in foreign for char in body):
+            _reject_number(
+                field,
+                text,
+                mapping,
+                column,
+                f"it contains {foreign[0]!r}, which is neither the decimal "
+                f"separator {decimal!r} nor a thousands separator",
+            )
         return None
-    try:
-        number = Decimal(compact)
-    except InvalidOperation:
+    integer, _, fraction = body.partition(decimal)
+    if decimal in fraction:
+        problem = f"it has more than one decimal separator {decimal!r}"
+        _reject_number(field, text, mapping, column, problem)
+    if thousands and thousands in fraction:
+        problem = (
+            f"it has the thousands separator {thousands!r} after the decimal "
+            f"separator {decimal!r}"
+        )
+        _reject_number(field, text, mapping, column, problem)
+    if thousands and thousands in integer:
+        groups = integer.split(thousands)
+        first_valid = 1 <= len(groups[0]) <= 3
+        if not first_valid or any(len(group) != 3 for group in groups[1:]):
+            problem = (
+                f"its thousands separator {thousands!r} does not separate "
+                "groups of three digits"
+            )
+            _reject_number(field, text, mapping, column, problem)
+        integer = "".join(groups)
+    if not integer and not fraction:
         return None
-    return number if number.is_finite() else None
+    digits = f"{integer or '0'}.{fraction}" if fraction else integer
+    return Decimal(sign + digits)
+
+
+def _reject_number(
+    field: str, text: str, mapping: ColumnMapping, column: str | None, problem: str
+) -> NoReturn:
+    reason = (
+        f"{_describe(field, text, column)} is not a number in the format of "
+        f"{mapping.key}.formats, because {problem}; write it in the form "
+        f"{_number_example(mapping)!r}, or set {mapping.key}.formats."
+        "decimal_separator and thousands_separator to match the source."
+    )
+    raise _RowRejected(field, reason)
 
 
 def _parse_amount(
     value: Any, mapping: ColumnMapping, currency: Any, column: str | None
 ) -> int:
+    if (
+        mapping.amount_format == "minor"
+        and not mapping.is_canonical
+        and isinstance(value, str)
+        and mapping.decimal_separator in value
+    ):
+        # "25.00" in minor units would silently become 25 (0.25 USD).
+        reason = (
+            f"{_describe('amount_minor', value, column)} is not a whole number of "
+            "minor units, because it has a decimal separator; write it as an "
+            f"integer such as 2500 for 25.00 USD, or set {mapping.key}.formats."
+            "amount to 'decimal' when the column holds major units."
+        )
+        raise _RowRejected("amount_minor", reason)
     number = _parse_number("amount_minor", value, mapping, column)
     code = currency if isinstance(currency, str) else None
     digits = currency_digits(code)
@@ -789,14 +909,19 @@ def read_records(
         for item in rows:
             row_number += 1
             if isinstance(item, RejectedRow):
+                if item.tenant is None and tenant is not None:
+                    item = attrs.evolve(item, tenant=tenant)
                 yield item
                 continue
             line, raw = item
             extra = identity(row_number, raw) if identity is not None else {}
             if mapping is None:
-                yield _build_canonical(line, raw, tenant, extra)
+                row = _build_canonical(line, raw, tenant, extra)
             else:
-                yield _build_mapped(line, raw, tenant, extra, mapping)
+                row = _build_mapped(line, raw, tenant, extra, mapping)
+            if isinstance(row, RejectedRow) and row.tenant is None:
+                row = attrs.evolve(row, tenant=tenant)
+            yield row
     except UnicodeDecodeError as exc:
         if mapping is None:
             fix = (
@@ -805,9 +930,13 @@ def read_records(
             )
         else:
             fix = f"set {key}.encoding to the file's encoding"
-        message = (
-            f"{path} is not valid {encoding} text after data row {row_number}; {fix}."
-        )
+        # The file is decoded in blocks, so the invalid bytes lie somewhere
+        # after the last row read, not necessarily in the next one.
+        if row_number == 0:
+            where = "before its first data row could be read"
+        else:
+            where = f"after data row {row_number}"
+        message = f"{path} is not valid {encoding} text {where}; {fix}."
         raise ConfigError(message, key=f"{key}.encoding") from exc
     finally:
         if rows is not None:
@@ -855,6 +984,12 @@ def _read_jsonl(
                 )
                 yield RejectedRow(line, None, None, reason, {"text": text})
                 continue
+            except RecursionError:
+                # The json module recurses once per nesting level and raises
+                # RecursionError at the interpreter's recursion limit (1000
+                # frames by default).
+                yield RejectedRow(line, None, None, _too_deep(line), {"text": text})
+                continue
             except ValueError:
                 # json raises a plain ValueError for an integer longer than
                 # Python converts from text (4300 digits unless configured).
@@ -866,12 +1001,115 @@ def _read_jsonl(
                 continue
             if not isinstance(value, dict):
                 reason = (
-                    f"Line {line} holds a JSON {type(value).__name__}, but each "
+                    f"Line {line} contains a JSON {_json_type(value)}, but each "
                     "line must be one JSON object; wrap the record in {...}."
                 )
                 yield RejectedRow(line, None, None, reason, {"text": text})
                 continue
+            problem = _check_json_object(line, value)
+            if problem is not None:
+                field, reason = problem
+                tenant, kind = _row_context(value.get("tenant"), value.get("kind"))
+                source_id = value.get("source_id")
+                yield RejectedRow(
+                    line,
+                    source_id if _is_utf8_text(source_id) else None,
+                    field,
+                    reason,
+                    {"text": text},
+                    tenant=tenant,
+                    kind=kind,
+                )
+                continue
             yield line, value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array"
+
+
+def _is_utf8_text(value: Any) -> bool:
+    """Return True for a string that can be encoded as UTF-8.
+
+    A JSON escape such as \\udc80 or a codec such as utf-7 can produce a
+    lone surrogate, which UTF-8 cannot encode. Such a string would fail
+    later, when the record is stored or sent, and stop the whole run.
+    """
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_deep(line: int) -> str:
+    return (
+        f"Line {line} nests JSON objects and arrays more than {_MAX_JSON_DEPTH} "
+        "levels deep; flatten the nested objects and arrays of this line."
+    )
+
+
+def _check_json_object(
+    line: int, value: dict[str, Any]
+) -> tuple[str | None, str] | None:
+    """Find a string that is not UTF-8 text or nesting deeper than the limit.
+
+    Returns the field and the rejection reason, or None for a valid line.
+    The walk uses a stack, not recursion, so any depth json accepts is safe.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > _MAX_JSON_DEPTH:
+            return _top_field(path), _too_deep(line)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in items:
+            if isinstance(key, str) and not _is_utf8_text(key):
+                where = f"a key in {path}" if path else "a key"
+                return _top_field(path), _not_utf8(where)
+            if isinstance(node, dict):
+                child = f"{path}.{key}" if path else str(key)
+            else:
+                child = f"{path}[{key}]"
+            if isinstance(item, str) and not _is_utf8_text(item):
+                return _top_field(child), _not_utf8(child)
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1, child))
+    return None
+
+
+def _row_context(tenant: Any, kind: Any) -> tuple[str | None, RecordKind | None]:
+    """Return the tenant and kind of a rejected row, where the row names them."""
+    tenant = _clean(tenant)
+    if not isinstance(tenant, str) or not _is_utf8_text(tenant):
+        tenant = None
+    try:
+        record_kind = RecordKind(_clean(kind)) if kind is not None else None
+    except ValueError:
+        record_kind = None
+    return tenant, record_kind
+
+
+def _top_field(path: str) -> str | None:
+    top = path.split(".", 1)[0].split("[", 1)[0]
+    return top if top in _FIELDS else None
+
+
+def _not_utf8(where: str) -> str:
+    return (
+        f"{where} contains a lone surrogate such as \\udc80, which is not valid "
+        "UTF-8 text; fix the escape or the encoding in the source file."
+    )
 
 
 def _read_csv(
@@ -885,7 +1123,9 @@ def _read_csv(
         # can hold longer free text.
         csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_BYTES))
         reader = csv.reader(stream, delimiter=delimiter)
-        header = [name.strip() for name in next(reader, [])]
+        # A header name with a lone surrogate can match no mapped column, and
+        # escaping it keeps rows of the file storable.
+        header = [_escape_surrogates(name.strip()) for name in next(reader, [])]
         if mapping is None:
             mapping = ColumnMapping.canonical(header)
         _check_header(path, header, mapping)
@@ -931,6 +1171,9 @@ def _csv_rows(
             if not cells:
                 continue
             raw = dict(zip(header, cells, strict=False))
+            if not all(_is_utf8_text(cell) for cell in cells):
+                yield _reject_csv_text(line, header, cells)
+                continue
             if len(cells) != len(header):
                 raw["_extra_cells"] = cells[len(header) :]
                 reason = (
@@ -940,6 +1183,26 @@ def _csv_rows(
                 yield RejectedRow(line, _clean(raw.get("source_id")), None, reason, raw)
                 continue
             yield line, raw
+
+
+def _reject_csv_text(line: int, header: list[str], cells: list[str]) -> RejectedRow:
+    names = [*header, *(f"_extra_cell_{n}" for n in range(len(cells) - len(header)))]
+    bad = next(
+        name
+        for name, cell in zip(names, cells, strict=False)
+        if not _is_utf8_text(cell)
+    )
+    # The store writes raw rows as UTF-8, so lone surrogates are kept as
+    # backslash escapes.
+    raw = {
+        name: _escape_surrogates(cell) for name, cell in zip(names, cells, strict=False)
+    }
+    reason = _not_utf8(f"Column {bad!r}")
+    return RejectedRow(line, raw.get("source_id"), None, reason, raw)
+
+
+def _escape_surrogates(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ---------------------------------------------------------------------------
@@ -991,14 +1254,17 @@ def _build_canonical(
         present = {name: value for name, value in values.items() if value is not None}
         record = _converter.structure(present, ImpactRecord)
     except _RowRejected as exc:
-        return RejectedRow(line, source_id, exc.field, exc.reason, raw)
+        field, reason = exc.field, exc.reason
     except ClassValidationError as exc:
         field, reason = _explain_structure_error(exc, values)
-        return RejectedRow(line, source_id, field, reason, raw)
     except ValueError as exc:
-        reason = f"{exc}; fix the value on this line."
-        return RejectedRow(line, source_id, _field_of(str(exc)), reason, raw)
-    return ParsedRow(line, record)
+        field, reason = _field_of(str(exc)), f"{exc}; fix the value on this line."
+    else:
+        return ParsedRow(line, record)
+    tenant_of_row, kind = _row_context(values.get("tenant"), values.get("kind"))
+    return RejectedRow(
+        line, source_id, field, reason, raw, tenant=tenant_of_row, kind=kind
+    )
 
 
 def _explain_structure_error(
@@ -1041,7 +1307,7 @@ def _build_mapped(
         _check_required(values, lambda field: _missing_hint(field, mapping))
         record = ImpactRecord(**values, metadata=metadata)
     except _RowRejected as exc:
-        return RejectedRow(line, source_id, exc.field, exc.reason, raw)
+        field, reason = exc.field, exc.reason
     except ValueError as exc:
         field = _field_of(str(exc))
         where = (
@@ -1050,12 +1316,45 @@ def _build_mapped(
             else ""
         )
         reason = f"{exc}; fix {where or 'the row'} in the source file."
-        return RejectedRow(line, source_id, field, reason, raw)
-    return ParsedRow(line, record)
+    else:
+        return ParsedRow(line, record)
+    tenant_of_row, kind = _mapped_context(raw, extra, mapping)
+    return RejectedRow(
+        line, source_id, field, reason, raw, tenant=tenant_of_row, kind=kind
+    )
+
+
+def _mapped_context(
+    raw: Mapping[str, Any], extra: Mapping[str, Any], mapping: ColumnMapping
+) -> tuple[str | None, RecordKind | None]:
+    """Return the tenant and kind of a mapped row that was rejected."""
+    tenant = extra.get("tenant")
+    column = mapping.columns.get("tenant")
+    if _clean(tenant) is None and column is not None:
+        tenant = raw.get(column)
+    if _clean(tenant) is None:
+        tenant = mapping.defaults.get("tenant")
+    try:
+        kind = _mapped_kind(raw, mapping)
+    except _RowRejected:
+        kind = None
+    return _row_context(tenant, kind)
 
 
 def _missing_hint(field: str, mapping: ColumnMapping) -> str:
     column = mapping.column_of(field)
+    tenant_hint = ", or read the file with a tenant (--tenant)"
+    if mapping.is_canonical:
+        if column is not None:
+            hint = f"column {column!r} is empty, so fill it"
+        else:
+            hint = f"the header has no {field!r} column, so add one"
+        return hint + (tenant_hint if field == "tenant" else "")
+    if field == "tenant" and column is None:
+        return (
+            f"no column, default or identity provides it, so map it in "
+            f"{mapping.key}.columns.tenant{tenant_hint}"
+        )
     if field == "kind" and column is None:
         return f"set {mapping.key}.kind or {mapping.key}.kind_column"
     if column is not None:
@@ -1086,9 +1385,17 @@ def _mapped_values(
             raise _RowRejected(None, reason)
         if _clean(value) is not None:
             cells[field] = (_clean(value), None)
-    values["kind"] = _mapped_kind(raw, mapping)
+    kind = values["kind"] = _mapped_kind(raw, mapping)
+    # A default applies only to rows whose kind carries its field, so one
+    # mapping can give donations a currency and volunteering its hours.
+    other_kind_fields = {
+        field
+        for other, fields in KIND_FIELDS.items()
+        if kind is not None and other is not kind
+        for field in fields
+    }
     for field, value in mapping.defaults.items():
-        if field not in cells:
+        if field not in cells and field not in other_kind_fields:
             values[field] = value
     # Currency first, because the amount's minor-unit digits depend on it.
     for field in sorted(cells, key=lambda name: name != "currency"):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import pycountry
 
 __all__ = [
     "CORE_API_VERSION",
@@ -59,6 +61,17 @@ def _name_tuple(values: Iterable[str]) -> tuple[str, ...]:
 MAX_AMOUNT_MINOR = 10**15 - 1
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# ISO 4217 codes that name no money a donation can be made in: gold, silver,
+# palladium and platinum, bond-market units, units of account (XDR, XSU,
+# XUA), the testing code XTS and XXX for "no currency".
+_NOT_MONEY = frozenset(
+    {"XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS"}
+    | {"XUA", "XXX"}
+)
+#: Earliest and latest ``activity_date``. A date outside this range, such as
+#: 0001-01-01 or 9999-12-31, is a placeholder or a parsing error.
+MIN_ACTIVITY_DATE = dt.date(1900, 1, 1)
+MAX_ACTIVITY_DATE = dt.date(2100, 12, 31)
 _PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
 
@@ -67,6 +80,33 @@ class RecordKind(str, enum.Enum):
 
     VOLUNTEER_TIME = "volunteer_time"
     DONATION = "donation"
+
+
+#: Fields that only one kind carries. A record of the other kind must leave
+#: them empty, because no connector sends them for that kind.
+KIND_FIELDS: Mapping[RecordKind, frozenset[str]] = {
+    RecordKind.VOLUNTEER_TIME: frozenset({"hours"}),
+    RecordKind.DONATION: frozenset({"amount_minor", "currency"}),
+}
+
+
+@functools.cache
+def _currency_codes() -> frozenset[str]:
+    # pycountry ships the ISO 4217 list, and loads it on first use.
+    codes = {currency.alpha_3 for currency in pycountry.currencies}
+    return frozenset(codes - _NOT_MONEY)
+
+
+def _check_kind_fields(record: ImpactRecord, field: str, value: Any) -> None:
+    if value is None:
+        return
+    for kind, fields in KIND_FIELDS.items():
+        if field in fields and record.kind is not kind:
+            raise ValueError(
+                f"{field} must be empty for {record.kind.value} records, because "
+                f"only {kind.value} records carry it; remove it or set kind to "
+                f"{kind.value!r}"
+            )
 
 
 class DeliveryStatus(str, enum.Enum):
@@ -104,7 +144,7 @@ class ImpactRecord:
     source_id: str = attrs.field(validator=_non_empty)
     tenant: str = attrs.field(validator=_non_empty)
     kind: RecordKind = attrs.field(converter=RecordKind)
-    activity_date: dt.date
+    activity_date: dt.date = attrs.field()
     employee_id: str = attrs.field(repr=False, validator=_non_empty)
     employee_email: str | None = attrs.field(default=None, repr=False)
     employee_name: str | None = attrs.field(default=None, repr=False)
@@ -119,8 +159,19 @@ class ImpactRecord:
     description: str | None = attrs.field(default=None, repr=False)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
 
+    @activity_date.validator
+    def _check_date(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, dt.date) and not (
+            MIN_ACTIVITY_DATE <= value <= MAX_ACTIVITY_DATE
+        ):
+            raise ValueError(
+                f"activity_date must be between {MIN_ACTIVITY_DATE.isoformat()} "
+                f"and {MAX_ACTIVITY_DATE.isoformat()}"
+            )
+
     @hours.validator
     def _check_hours(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        _check_kind_fields(self, "hours", value)
         invalid = value is None or not 0 < value <= 24
         if self.kind is RecordKind.VOLUNTEER_TIME and invalid:
             raise ValueError(
@@ -130,6 +181,7 @@ class ImpactRecord:
 
     @amount_minor.validator
     def _check_amount(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        _check_kind_fields(self, "amount_minor", value)
         invalid = value is None or isinstance(value, bool) or value <= 0
         if self.kind is RecordKind.DONATION and invalid:
             raise ValueError(
@@ -146,11 +198,15 @@ class ImpactRecord:
 
     @currency.validator
     def _check_currency(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        _check_kind_fields(self, "currency", value)
         if self.kind is RecordKind.DONATION and (
-            value is None or not _CURRENCY.match(value)
+            not isinstance(value, str)
+            or not _CURRENCY.match(value)
+            or value not in _currency_codes()
         ):
             raise ValueError(
-                "currency must be an ISO 4217 code such as 'USD' for donation records"
+                "currency must be an ISO 4217 code of a currency, such as 'USD', "
+                "for donation records"
             )
 
     @employee_email.validator

@@ -498,7 +498,10 @@ class Runtime:
         self.enqueue(record, run_id=run_id, report=report)
 
     def _quarantine_row(self, row: Any, *, run_id: str, report: RunReport) -> None:
-        tenant = str(row.raw.get("tenant") or "")
+        # A row read through a column mapping has no "tenant" key in raw, so
+        # the reader's tenant comes first.
+        tenant = str(row.tenant or row.raw.get("tenant") or "")
+        kind = row.kind.value if row.kind is not None else row.raw.get("kind")
         self.store.quarantine(
             run_id=run_id,
             tenant=tenant,
@@ -509,13 +512,12 @@ class Runtime:
             raw=row.raw,
             now=self.clock(),
         )
-        report.quarantined(self._platforms_for_raw(row.raw))
+        report.quarantined(self._platforms_for(tenant, kind))
 
-    def _platforms_for_raw(self, raw: dict[str, Any]) -> list[str]:
-        tenant = self.config.tenants.get(str(raw.get("tenant") or ""))
+    def _platforms_for(self, tenant_name: str, kind: Any) -> list[str]:
+        tenant = self.config.tenants.get(tenant_name)
         if tenant is None:
             return []
-        kind = raw.get("kind")
         return [
             name
             for name in tenant.platforms
