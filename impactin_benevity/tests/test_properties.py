@@ -25,6 +25,7 @@ from impactin_core import (
     RedactionPolicy,
     leak_scan,
 )
+from impactin_core._models import MAX_AMOUNT_MINOR
 from impactin_core._redaction import minimize_record
 
 POLICY = RedactionPolicy.for_platform(
@@ -63,7 +64,7 @@ def donation_records(draw: st.DrawFn) -> ImpactRecord:
         employee_email=draw(st.none() | st.emails()),
         employee_name=name,
         employee_phone=draw(st.none() | st.just("+44 20 7946 0958")),
-        amount_minor=draw(st.integers(1, 10**12)),
+        amount_minor=draw(st.integers(1, MAX_AMOUNT_MINOR)),
         currency=draw(_currency),
         organization_id=draw(_recipient),
         cause=draw(st.none() | _text),

@@ -110,9 +110,9 @@ async def test_send_max_amount_exact(
     )
     # A client that reads JSON numbers as IEEE 754 doubles gets the same value.
     as_double = json.loads(response.text, parse_int=float)["funds"]["amount"]
-    assert response.json()["funds"]["amount"] == 999_999_999_999_999
-    assert as_double == 999_999_999_999_999
-    assert '"amount":999999999999999' in response.text.replace(" ", "")
+    assert response.json()["funds"]["amount"] == 999_999_999_999
+    assert as_double == 999_999_999_999
+    assert '"amount":999999999999' in response.text.replace(" ", "")
 
 
 async def test_send_replay_counted_as_repeat(

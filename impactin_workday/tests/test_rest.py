@@ -53,7 +53,7 @@ async def test_rest_send_exact_decimals(harness: Harness) -> None:
     await harness.send(settings, harness.map(settings, donation, key="key-2"))
     entries = harness.sim.journal.snapshot()["entries"]
     assert entries[0]["data"]["Hours"] == "0.0000001"
-    assert entries[1]["data"]["Amount"] == "999999999999.999"
+    assert entries[1]["data"]["Amount"] == "999999999.999"
 
 
 async def test_rotated_refresh_token_persisted(harness: Harness) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
-import pycountry
 
 __all__ = [
     "CORE_API_VERSION",
@@ -53,12 +52,13 @@ def _name_tuple(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
-#: Largest ``amount_minor`` a record may carry. Benevity receives the amount
-#: as a JSON number, and parsers that read JSON numbers as IEEE 754 doubles
-#: keep integers exact only up to 2**53 (about 9.007e15). No real donation
-#: comes near 10**15 minor units (10 trillion USD), so a larger value is a
-#: unit or data error.
-MAX_AMOUNT_MINOR = 10**15 - 1
+#: Largest ``amount_minor`` a record may carry: 12 digits, just under 10
+#: billion USD or 1 trillion JPY. No employee donation or match comes near
+#: it, so a larger value is a unit or data error. Amounts rendered as text
+#: then have at most 12 digits in a row, so the leak scan never reads one
+#: as a payment card number (13 to 19 digits), and JSON parsers that read
+#: numbers as IEEE 754 doubles keep every digit.
+MAX_AMOUNT_MINOR = 10**12 - 1
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # ISO 4217 codes that name no money a donation can be made in: gold, silver,
@@ -92,7 +92,10 @@ KIND_FIELDS: Mapping[RecordKind, frozenset[str]] = {
 
 @functools.cache
 def _currency_codes() -> frozenset[str]:
-    # pycountry ships the ISO 4217 list, and loads it on first use.
+    # pycountry ships the ISO 4217 list. It is imported here, on first use,
+    # so that commands that validate no record do not pay for the import.
+    import pycountry
+
     codes = {currency.alpha_3 for currency in pycountry.currencies}
     return frozenset(codes - _NOT_MONEY)
 
