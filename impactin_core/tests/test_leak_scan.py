@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -382,3 +384,31 @@ def test_zero_padded_id_not_phone() -> None:
 )
 def test_international_prefix_00_is_phone(text: str) -> None:
     assert "phone" in detect(text)
+
+
+@pytest.mark.parametrize(
+    ("payload", "found"),
+    [
+        pytest.param({"row": {"Amount": "3262000000"}}, [], id="jpy-amount"),
+        pytest.param({"funds": {"amount": "32620000.00"}}, [], id="decimal-amount"),
+        pytest.param(
+            {"row": {"Amount": "4111111111111111"}},
+            [("row.Amount", "payment_card")],
+            id="card-in-amount",
+        ),
+        pytest.param(
+            {"row": {"Amount": "call 3262000000"}},
+            [("row.Amount", "phone")],
+            id="text-in-amount",
+        ),
+        pytest.param(
+            {"row": {"Note": "3262000000"}}, [("row.Note", "phone")], id="other-key"
+        ),
+    ],
+)
+def test_amount_field_not_read_as_phone(
+    payload: dict[str, Any], found: list[tuple[str, str]]
+) -> None:
+    findings = leak_scan(payload)
+
+    assert [(finding.path, finding.kind) for finding in findings] == found
