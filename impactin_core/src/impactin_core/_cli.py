@@ -731,7 +731,7 @@ def sandbox(
         source = f"docs/platforms/{platform}.md"
     else:
         # A connector from another package has no page here; its simulator
-        # factory holds the credentials the simulator accepts.
+        # factory contains the credentials the simulator accepts.
         source = f"the simulator factory {registered.info.simulator}"
     console.print(f"  credentials: {names} (sandbox values in {source})")
     for name, value in sorted(simulator.options.items()):

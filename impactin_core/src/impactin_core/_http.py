@@ -31,7 +31,7 @@ _DELTA_SECONDS = re.compile(r"[0-9]+")
 _SCRUB_LIMIT = 65536
 
 
-#: The longest delay a ``Retry-After`` value can set, in seconds (7 days).
+#: The maximum delay a ``Retry-After`` value can set, in seconds (7 days).
 #: A later date would keep a delivery pending for years, and a huge number
 #: would overflow the conversion of its due time to a date.
 MAX_RETRY_AFTER = 7 * 24 * 3600.0
