@@ -353,7 +353,7 @@ def test_resubmit_quarantined_again_stays_listed(
     )
 
     still_open = quarantined(config)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "quarantined again" in result.output
     assert len(still_open) == 1
     assert still_open[0]["id"] != conflict["id"]

@@ -404,6 +404,22 @@ def test_international_prefix_00_is_phone(text: str) -> None:
         pytest.param(
             {"row": {"Note": "3262000000"}}, [("row.Note", "phone")], id="other-key"
         ),
+        pytest.param(
+            {"row": {"Paramount_Partner_ID": "2125551234"}},
+            [("row.Paramount_Partner_ID", "phone")],
+            id="amount-inside-word",
+        ),
+        pytest.param(
+            {"row": {"Source_Amount_Ref": "2125551234"}},
+            [("row.Source_Amount_Ref", "phone")],
+            id="amount-not-last",
+        ),
+        pytest.param(
+            {"row": {"Amount": "02079460123"}},
+            [("row.Amount", "phone")],
+            id="leading-zero",
+        ),
+        pytest.param({"gift": {"donationAmount": "3262000000"}}, [], id="camel-case"),
     ],
 )
 def test_amount_field_not_read_as_phone(

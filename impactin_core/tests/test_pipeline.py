@@ -523,8 +523,22 @@ class BrokenConnector:
 
     @hookimpl(tryfirst=True)
     def impactin_map(self, records: Any, **kwargs: Any) -> Any:
-        if self.where == "map" and records[0].source_id == "a-2":
+        if records[0].source_id != "a-2":
+            return None
+        if self.where == "map":
             raise KeyError(QUOTED)
+        if self.where == "map-dict":
+            return {"payload": QUOTED}
+        if self.where == "map-cancel":
+            raise asyncio.CancelledError(QUOTED)
+        if self.where == "map-exit":
+            raise SystemExit(QUOTED)
+        return None
+
+    @hookimpl
+    def impactin_redact(self, request: Any, **kwargs: Any) -> Any:
+        if self.where == "redact-str" and request.payload["source"] == "a-2":
+            return QUOTED
         return None
 
     @hookimpl(tryfirst=True)
@@ -533,6 +547,12 @@ class BrokenConnector:
             return None
         if self.where == "send":
             raise AttributeError(f"{QUOTED} has no attribute 'get'")
+        if self.where == "send-cancel":
+
+            async def cancelled() -> None:
+                raise asyncio.CancelledError(QUOTED)
+
+            return cancelled()
         if self.where == "send-dict":
 
             async def send() -> dict[str, str]:
@@ -556,6 +576,19 @@ class BrokenConnector:
         ),
         pytest.param(
             "send-dict", "dead_lettered", "returned dict, not SendOutcome", id="dict"
+        ),
+        pytest.param(
+            "map-dict", "blocked", "impactin_map returned dict where", id="map-dict"
+        ),
+        pytest.param(
+            "redact-str", "blocked", "impactin_redact returned str", id="redact-str"
+        ),
+        pytest.param(
+            "map-cancel", "blocked", "raised CancelledError at", id="map-cancel"
+        ),
+        pytest.param("map-exit", "blocked", "raised SystemExit at", id="map-exit"),
+        pytest.param(
+            "send-cancel", "dead_lettered", "raised CancelledError at", id="send-cancel"
         ),
         pytest.param(
             "send-sync",

@@ -174,12 +174,14 @@ def resubmit(
         runtime.close()
     console = _console()
     _print_summary(console, report, f"Re-submitted {entry['id'][:12]}")
+    stopper.exit_if_stopped()
     if report.total_quarantined_rows:
-        console.print(
+        # Exit 1, as for a row that is still invalid: nothing was delivered.
+        message = (
             "The record was quarantined again for another reason; see "
             "'impactin quarantine list'."
         )
-    stopper.exit_if_stopped()
+        raise click.ClickException(message)
 
 
 def _check_same_tenant(runtime: Any, entry: dict[str, Any], tenant: str) -> None:

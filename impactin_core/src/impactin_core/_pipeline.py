@@ -930,7 +930,9 @@ class Runtime:
             )
         except (ConfigError, RecordInvalid):
             raise
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError, SystemExit) as exc:
+            # The hooks are synchronous, so even a CancelledError here was
+            # raised by the connector, not by a cancellation of this task.
             raise _connector_failure(platform.id, "impactin_map", exc) from None
         if not requests:
             message = (
@@ -938,14 +940,32 @@ class Runtime:
                 "to no request."
             )
             raise RecordInvalid(message, source_id=row["source_id"])
+        request = requests[0] if isinstance(requests, list) else None
+        if not isinstance(request, PlatformRequest):
+            shown = type(request if isinstance(requests, list) else requests).__name__
+            message = (
+                f"The {platform.id} connector's impactin_map returned {shown} where "
+                "a list of PlatformRequest belongs; return [PlatformRequest(...)]. "
+                "Then replay the delivery with 'impactin deliveries retry'."
+            )
+            raise _ConnectorFailure(message, platform=platform.id)
         try:
-            request: PlatformRequest = requests[0]
             changed = self.plugins.hook(platform.id, "impactin_redact")(
                 platform=platform, request=request, policy=policy
             )
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError, SystemExit) as exc:
             raise _connector_failure(platform.id, "impactin_redact", exc) from None
-        redacted += sum(count for count in changed if count)
+        counts = [count for count in changed if count is not None]
+        if not all(type(count) is int and count >= 0 for count in counts):
+            shown = ", ".join(sorted({type(count).__name__ for count in counts}))
+            message = (
+                f"The {platform.id} connector's impactin_redact returned {shown} "
+                "where the number of values it redacted belongs; return an int "
+                "(0 when it changed nothing). Then replay the delivery with "
+                "'impactin deliveries retry'."
+            )
+            raise _ConnectorFailure(message, platform=platform.id)
+        redacted += sum(counts)
         findings = leak_scan(request.payload, request.personal_paths)
         if findings:
             found = ", ".join(
@@ -1275,7 +1295,8 @@ class Runtime:
                 raise
             except (DeliveryError, ConfigError):
                 raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError, SystemExit) as exc:
+                _reraise_real_cancellation(exc)
                 hook = "impactin_authenticate"
                 raise _connector_failure(platform.id, hook, exc) from None
             evidence = _evidence.get()
@@ -1297,7 +1318,8 @@ class Runtime:
                 )
             except (DeliveryError, ConfigError):
                 raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError, SystemExit) as exc:
+                _reraise_real_cancellation(exc)
                 raise _connector_failure(platform.id, "impactin_send", exc) from None
             if not isinstance(result, SendOutcome):
                 message = (
@@ -1574,7 +1596,24 @@ class _ConnectorFailure(PermanentError, PluginError):
         self.plugin = platform
 
 
-def _connector_failure(platform: str, hook: str, exc: Exception) -> _ConnectorFailure:
+def _reraise_real_cancellation(exc: BaseException) -> None:
+    """Re-raise a CancelledError that comes from cancelling this task.
+
+    A CancelledError while the task is not being cancelled was raised by
+    the connector itself. Before Python 3.11 tasks cannot tell, so every
+    CancelledError counts as a cancellation there.
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is None or cancelling() > 0:
+        raise exc
+
+
+def _connector_failure(
+    platform: str, hook: str, exc: BaseException
+) -> _ConnectorFailure:
     """Describe ``exc`` by its class and the place it was raised, never its text.
 
     The text of an arbitrary exception can quote a record, a response or a

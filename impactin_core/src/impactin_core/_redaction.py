@@ -724,16 +724,20 @@ def _strip_indexes(path: str) -> str:
 # A connector writes a record's amount as a decimal number of at most 12
 # digits (the record model's maximum), which can read as a phone number,
 # such as 3262000000 JPY.
-_AMOUNT_KEY = re.compile(r"amount", re.IGNORECASE)
-_AMOUNT_TEXT = re.compile(r"-?\d{1,12}(?:\.\d{1,12})?")
+# The key ends with the word "amount": "Amount", "funds.amount",
+# "donation_amount", "donationAmount", but not "Paramount" or "Amount_Ref".
+_AMOUNT_KEY = re.compile(r"(?:^|[_\-\s]|(?<=[a-z0-9])(?=A))(?:amount|Amount|AMOUNT)\Z")
+# No leading zero, which a national phone number has and an amount never.
+_AMOUNT_TEXT = re.compile(r"-?(?:0|[1-9]\d{0,11})(?:\.\d{1,12})?")
 
 
 def _is_amount_text(path: str, text: str) -> bool:
     """Return whether ``text`` is a plain amount under a key named like one.
 
-    Only a decimal number of at most 12 integer digits qualifies, so a card
-    number (13 digits or more) or any text with letters or separators in an
-    amount field is still scanned.
+    Only a decimal number of at most 12 integer digits without a leading
+    zero qualifies, so a card number (13 digits or more), a national phone
+    number or any text with letters or separators in an amount field is
+    still scanned.
     """
     key = path.rpartition(".")[2]
     return bool(_AMOUNT_KEY.search(key)) and _AMOUNT_TEXT.fullmatch(text) is not None
