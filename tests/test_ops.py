@@ -417,6 +417,17 @@ def test_read_command_needs_existing_store(config: Path) -> None:
     assert not store.exists()
 
 
+def test_read_command_rejects_empty_store_file(config: Path) -> None:
+    store = load_config(config).store_path
+    store.touch()
+
+    result = invoke(config, "health")
+
+    assert result.exit_code == 1
+    assert f"No store at {store}" in result.output
+    assert store.stat().st_size == 0
+
+
 def test_resubmit_needs_a_change(config: Path, rejected: dict[str, Any]) -> None:
     result = invoke(config, "quarantine", "resubmit", rejected["id"])
 

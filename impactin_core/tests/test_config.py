@@ -362,6 +362,18 @@ def test_redaction_lists_parse(tmp_path: Path) -> None:
     assert benevity.allow_fields == {"employee_name"}
 
 
+def test_redaction_field_in_both_lists_rejected(tmp_path: Path) -> None:
+    redaction = {"deny": ["employee_email"], "allow": ["employee_email"]}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(redaction=redaction), base_dir=tmp_path)
+
+    message = str(caught.value)
+    assert caught.value.key == "tenants.acme.platforms.benevity.redaction.allow"
+    assert "names employee_email, which deny names too" in message
+    assert "keep each field in one of the two lists" in message
+
+
 NAN = float("nan")
 INF = float("inf")
 

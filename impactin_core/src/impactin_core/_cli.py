@@ -58,7 +58,9 @@ def _runtime(ctx: click.Context, *, existing_store: bool = True) -> Runtime:
     from ._pipeline import Runtime
 
     config = _load_config(ctx.obj["config"])
-    if existing_store and not config.store_path.exists():
+    path = config.store_path
+    # SQLite reads an empty file as a new database, so it counts as missing.
+    if existing_store and (not path.is_file() or path.stat().st_size == 0):
         message = (
             f"No store at {config.store_path}; check store.path in the "
             "configuration, or run 'impactin deliver' first to create it."

@@ -390,6 +390,15 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         )
     redaction = reader.table("redaction")
     redaction.only("allow", "deny")
+    deny_fields = _personal_fields(redaction, "deny")
+    allow_fields = _personal_fields(redaction, "allow")
+    both = sorted(deny_fields & allow_fields)
+    if both:
+        raise redaction.fail(
+            "allow",
+            f"names {', '.join(both)}, which deny names too",
+            "keep each field in one of the two lists",
+        )
     return PlatformConfig(
         platform=platform,
         base_url=base_url.rstrip("/"),
@@ -400,8 +409,8 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         retry=_policy(reader.table("retry"), RetryPolicy),
         breaker=_policy(reader.table("breaker"), BreakerPolicy),
         rate_limit=rate_limit,
-        deny_fields=_personal_fields(redaction, "deny"),
-        allow_fields=_personal_fields(redaction, "allow"),
+        deny_fields=deny_fields,
+        allow_fields=allow_fields,
         webhook_secrets=tuple(webhook_secrets),
     )
 
