@@ -271,11 +271,11 @@ async def test_refresh_without_refresh_token_keeps_stored(store: Store) -> None:
     await cache.refresh("acme", "workday", fetch)
     await cache.refresh("acme", "workday", fetch)
 
-    kept = store.load_token("acme", "workday")
-    assert kept is not None
-    assert kept.access_token == "at-3"
-    assert kept.refresh_token == "rt-kept"
-    assert kept.source_fingerprint == "fp-1"
+    stored = store.load_token("acme", "workday")
+    assert stored is not None
+    assert stored.access_token == "at-3"
+    assert stored.refresh_token == "rt-kept"
+    assert stored.source_fingerprint == "fp-1"
     assert used == ["rt-kept", "rt-kept"]
 
 

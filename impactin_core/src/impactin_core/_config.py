@@ -277,8 +277,8 @@ class _Reader:
         ):
             expected = _EXPECTED.get(kind, "a number")
             secret_like = name in ("password", "secret")
-            shown = "a secret-like value" if secret_like else toml_repr(value)
-            raise self.fail(name, f"is {shown}", f"set it to {expected}")
+            described = "a secret-like value" if secret_like else toml_repr(value)
+            raise self.fail(name, f"is {described}", f"set it to {expected}")
         return value
 
     def require(self, name: str, kind: type, fix: str) -> Any:

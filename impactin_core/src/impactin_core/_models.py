@@ -54,10 +54,10 @@ def _name_tuple(values: Iterable[str]) -> tuple[str, ...]:
 
 #: Largest ``amount_minor`` a record may carry: 12 digits, just under 10
 #: billion USD or 1 trillion JPY. No employee donation or match comes near
-#: it, so a larger value is a unit or data error. Amounts rendered as text
-#: then have at most 12 digits in a row, so the leak scan never reads one
-#: as a payment card number (13 to 19 digits), and JSON parsers that read
-#: numbers as IEEE 754 doubles keep every digit.
+#: it, so a larger value is a unit or data error. An amount written as text
+#: then has at most 12 digits in a row, so the leak scan never reads it as a
+#: payment card number (13 to 19 digits). JSON parsers that read numbers as
+#: IEEE 754 doubles also keep every digit.
 MAX_AMOUNT_MINOR = 10**12 - 1
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")

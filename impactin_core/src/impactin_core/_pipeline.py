@@ -942,10 +942,12 @@ class Runtime:
             raise RecordInvalid(message, source_id=row["source_id"])
         request = requests[0] if isinstance(requests, list) else None
         if not isinstance(request, PlatformRequest):
-            shown = type(request if isinstance(requests, list) else requests).__name__
+            returned = requests[0] if isinstance(requests, list) else requests
+            type_name = type(returned).__name__
             message = (
-                f"The {platform.id} connector's impactin_map returned {shown} where "
-                "a list of PlatformRequest belongs; return [PlatformRequest(...)]. "
+                f"The {platform.id} connector's impactin_map returned {type_name} "
+                "where a list of PlatformRequest belongs; return "
+                "[PlatformRequest(...)]. "
                 "Then replay the delivery with 'impactin deliveries retry'."
             )
             raise _ConnectorFailure(message, platform=platform.id)
@@ -957,9 +959,9 @@ class Runtime:
             raise _connector_failure(platform.id, "impactin_redact", exc) from None
         counts = [count for count in changed if count is not None]
         if not all(type(count) is int and count >= 0 for count in counts):
-            shown = ", ".join(sorted({type(count).__name__ for count in counts}))
+            type_names = ", ".join(sorted({type(count).__name__ for count in counts}))
             message = (
-                f"The {platform.id} connector's impactin_redact returned {shown} "
+                f"The {platform.id} connector's impactin_redact returned {type_names} "
                 "where the number of values it redacted belongs; return an int "
                 "(0 when it changed nothing). Then replay the delivery with "
                 "'impactin deliveries retry'."

@@ -735,9 +735,9 @@ def _is_amount_text(path: str, text: str) -> bool:
     """Return whether ``text`` is a plain amount under a key named like one.
 
     Only a decimal number of at most 12 integer digits without a leading
-    zero qualifies, so a card number (13 digits or more), a national phone
-    number or any text with letters or separators in an amount field is
-    still scanned.
+    zero qualifies. A card number (13 digits or more), a national phone
+    number (leading zero) or text with letters in an amount field is still
+    scanned.
     """
     key = path.rpartition(".")[2]
     return bool(_AMOUNT_KEY.search(key)) and _AMOUNT_TEXT.fullmatch(text) is not None

@@ -181,6 +181,27 @@ class Claim:
     delivery_id: str
 
 
+def _insert_pending(
+    conn: sqlite3.Connection, delivery: Mapping[str, Any], sealed: bytes, *, now: float
+) -> None:
+    """Insert ``delivery`` into the outbox as pending and due at ``now``."""
+    columns = {
+        **delivery,
+        "record_ct": sealed,
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+    }
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    conn.execute(
+        f"INSERT INTO deliveries ({names}) VALUES ({marks})",
+        tuple(columns.values()),
+    )
+
+
 def _never_accepted(conn: sqlite3.Connection, delivery_id: str) -> bool:
     """Return whether a failed delivery surely created nothing on the platform.
 
@@ -496,21 +517,7 @@ class Store:
                 if row["state"] == "failed":
                     return Claim("failed", row["delivery_id"])
                 return Claim("unfinished", row["delivery_id"])
-            columns = {
-                **delivery,
-                "record_ct": sealed,
-                "status": "pending",
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-                "next_attempt_at": now,
-            }
-            names = ", ".join(columns)
-            marks = ", ".join("?" for _ in columns)
-            conn.execute(
-                f"INSERT INTO deliveries ({names}) VALUES ({marks})",
-                tuple(columns.values()),
-            )
+            _insert_pending(conn, delivery, sealed, now=now)
         return Claim("new", delivery["id"])
 
     def _insert_correction(
@@ -534,22 +541,7 @@ class Store:
                 delivery["idempotency_key"],
             ),
         )
-        columns = {
-            **delivery,
-            "parent_id": parent_id,
-            "record_ct": sealed,
-            "status": "pending",
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-            "next_attempt_at": now,
-        }
-        names = ", ".join(columns)
-        marks = ", ".join("?" for _ in columns)
-        conn.execute(
-            f"INSERT INTO deliveries ({names}) VALUES ({marks})",
-            tuple(columns.values()),
-        )
+        _insert_pending(conn, {**delivery, "parent_id": parent_id}, sealed, now=now)
         conn.execute(
             "UPDATE deliveries SET replayed_by = ? WHERE id = ?",
             (delivery["id"], parent_id),
