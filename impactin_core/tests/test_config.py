@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,31 @@ def test_unset_secret_names_variable(tmp_path: Path) -> None:
             platform(rate_limit={"call": 10, "period": 60}),
             "tenants.acme.platforms.benevity.rate_limit.call",
             id="rate-limit-misspelled-calls",
+        ),
+        pytest.param(
+            platform(rate_limit={"calls": 10**20, "period": 60}),
+            "tenants.acme.platforms.benevity.rate_limit.calls",
+            id="rate-limit-too-many-calls",
+        ),
+        pytest.param(
+            platform(rate_limit={"calls": 10, "period": 1e-300}),
+            "tenants.acme.platforms.benevity.rate_limit.period",
+            id="rate-limit-period-too-short",
+        ),
+        pytest.param(
+            platform(options={"tolerance": math.nan}),
+            "tenants.acme.platforms.benevity.options.tolerance",
+            id="webhook-tolerance-nan",
+        ),
+        pytest.param(
+            platform(options={"future_tolerance": -1}),
+            "tenants.acme.platforms.benevity.options.future_tolerance",
+            id="webhook-future-tolerance-negative",
+        ),
+        pytest.param(
+            platform(options={"tolerance": "300"}),
+            "tenants.acme.platforms.benevity.options.tolerance",
+            id="webhook-tolerance-text",
         ),
     ],
 )

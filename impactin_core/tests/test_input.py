@@ -641,6 +641,18 @@ CANONICAL_HEADER = (
             id="arabic-indic-hours",
         ),
         pytest.param(
+            "volunteer_time,2024-02-01,E-1,.5,,",
+            "hours",
+            "hours '.5' in column 'hours' is not a number",
+            id="no-integer-part",
+        ),
+        pytest.param(
+            "volunteer_time,2024-02-01,E-1,2.,,",
+            "hours",
+            "hours '2.' in column 'hours' is not a number",
+            id="no-fraction-part",
+        ),
+        pytest.param(
             "donation,2024-02-01,E-1,,25.00,USD",
             "amount_minor",
             "amount_minor '25.00' in column 'amount_minor' is not a whole number",

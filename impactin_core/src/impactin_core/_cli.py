@@ -87,7 +87,10 @@ class _Group(click.Group):
     help=f"Configuration file (TOML). Default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}.",
 )
 @click.option(
-    "-v", "--verbose", count=True, help="Log INFO (-v) or DEBUG (-vv) to stderr."
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log INFO (-v) or DEBUG (-vv) to stderr; warnings and errors always.",
 )
 @click.version_option(package_name="impactin-core")
 @click.pass_context
@@ -95,7 +98,7 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
     """Deliver CSR records to Benevity, Goodera and Workday, once each."""
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
-    level = (logging.ERROR, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from ._logging import install_filter
     from ._tracing_setup import tracing_from_environment

@@ -318,6 +318,13 @@ def _policy(reader: _Reader, cls: type[Any]) -> Any:
     return cls(**values)
 
 
+#: Bounds of a rate limit. The limiter logs each admitted call of the last
+#: period, and a period shorter than a millisecond is below the resolution
+#: at which asyncio schedules its waits.
+_MAX_RATE_CALLS = 1_000_000
+_MIN_RATE_PERIOD = 0.001
+
+
 def _check_count(reader: _Reader, name: str, value: int) -> int:
     if value < 1:
         raise reader.fail(name, f"is {value}", "set it to a whole number above 0")
@@ -388,6 +395,19 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
             _check_count(rate, "calls", calls),
             _check_seconds(rate, "period", period),
         )
+        if calls > _MAX_RATE_CALLS:
+            raise rate.fail(
+                "calls",
+                f"is {calls}",
+                f"set at most {_MAX_RATE_CALLS:,} calls, or leave rate_limit "
+                "out for no limit",
+            )
+        if period < _MIN_RATE_PERIOD:
+            raise rate.fail(
+                "period",
+                f"is {period!r}",
+                f"set at least {_MIN_RATE_PERIOD} seconds, and scale calls to match",
+            )
     redaction = reader.table("redaction")
     redaction.only("allow", "deny")
     deny_fields = _personal_fields(redaction, "deny")
@@ -405,7 +425,7 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         enabled=reader.get("enabled", bool, True),
         protocol=protocol,
         credentials=dict(credentials),
-        options=dict(reader.table("options").data),
+        options=_options(reader.table("options")),
         retry=_policy(reader.table("retry"), RetryPolicy),
         breaker=_policy(reader.table("breaker"), BreakerPolicy),
         rate_limit=rate_limit,
@@ -413,6 +433,23 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         allow_fields=allow_fields,
         webhook_secrets=tuple(webhook_secrets),
     )
+
+
+#: Options that the runtime's webhook verification reads, in seconds. They
+#: are checked when the file is read, because a wrong value would otherwise
+#: show only when the first event arrives.
+_WEBHOOK_SECONDS_OPTIONS = ("tolerance", "future_tolerance")
+
+
+def _options(reader: _Reader) -> dict[str, Any]:
+    for name in _WEBHOOK_SECONDS_OPTIONS:
+        value = reader.get(name, (int, float))
+        # nan compares false with everything, so value < 0 alone would pass it.
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise reader.fail(
+                name, f"is {value!r}", "set it to a finite number of seconds, 0 or more"
+            )
+    return dict(reader.data)
 
 
 def _personal_fields(reader: _Reader, name: str) -> frozenset[str]:

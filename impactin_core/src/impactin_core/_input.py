@@ -638,9 +638,9 @@ def _parse_number(
 
 
 # Canonical CSV numbers: an optional sign, ASCII digits and, for hours, a "."
-# decimal point. A thousands separator is never accepted, so "1,5" cannot be
-# read as 15.
-_CANONICAL_HOURS = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# decimal point with digits on both sides. A thousands separator is never
+# accepted, so "1,5" cannot be read as 15.
+_CANONICAL_HOURS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _CANONICAL_MINOR = re.compile(r"[+-]?[0-9]+")
 _ASCII_DIGITS = "0123456789"
 

@@ -1104,7 +1104,7 @@ class Runtime:
                             {"attempt": attempt.number, "delay_s": delay_or_reason}
                         ),
                     )
-                    logger.warning(
+                    logger.info(
                         "Retrying delivery %s for tenant %s on %s in %.2f s "
                         "(attempt %d): %s",
                         row["id"],
@@ -1411,7 +1411,7 @@ class Runtime:
             self.instruments.retries_exhausted.add(1, {"platform": row["platform"]})
 
     def _defer(self, row: dict[str, Any], reason: str, when: float | None) -> None:
-        logger.warning(
+        logger.info(
             "Deferred delivery %s for tenant %s on %s: %s",
             row["id"],
             row["tenant"],
