@@ -128,8 +128,10 @@ async def test_send_ledger_survives_restart(
     second = await send(cache_dir=tmp_path)
     assert second.duplicate is True
     assert len(journal_entries(simulator, "event")) == 1
-    ledger_text = next(tmp_path.glob("goodera-ledger-*.json")).read_text()
-    assert EMAIL not in ledger_text
+    files = list(tmp_path.glob("goodera-ledger-*"))
+    assert any(path.suffix == ".sqlite" for path in files)
+    for path in files:
+        assert EMAIL.encode() not in path.read_bytes()
 
 
 async def test_send_wrong_key_is_authentication_error(send: Any) -> None:

@@ -8,9 +8,12 @@ by its opportunity and date, so the connector keeps two maps itself:
 - per idempotency key, the registration and participation ids already
   confirmed, so a repeated send skips the calls that succeeded.
 
-The maps hold ObjectIds and keyed hashes only, never an email. They live
-in memory, and in a JSON file under ``SendContext.cache_dir`` when the
-runtime provides one, so a restarted worker reuses the same events.
+The maps hold ObjectIds, idempotency keys and keyed hashes only, never an
+email. They live in a SQLite file under ``SendContext.cache_dir`` when the
+runtime provides one, so a restarted worker, or another process on the
+same folder, reuses the same events. Each step is one small transaction,
+so the cost of a write does not grow with the number of records sent.
+Without a folder they live in an in-memory database.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import sqlite3
 import threading
+import time
 from pathlib import Path
-from typing import Any
+
+from impactin_core import ConfigError
 
 __all__ = ["SendLedger", "ledger_for", "reset_ledgers"]
 
 logger = logging.getLogger("impactin.goodera")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS events ("
+    " event_key TEXT PRIMARY KEY, event_id TEXT NOT NULL, recorded_at REAL)",
+    "CREATE TABLE IF NOT EXISTS steps ("
+    " key TEXT NOT NULL, step TEXT NOT NULL, result_id TEXT NOT NULL,"
+    " recorded_at REAL, PRIMARY KEY (key, step))",
+)
 
 
 class SendLedger:
@@ -36,11 +49,8 @@ class SendLedger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self.events: dict[str, str] = {}
-        self.steps: dict[str, dict[str, str]] = {}
         self._event_locks: dict[tuple[int, str], asyncio.Lock] = {}
-        if path is not None:
-            self._load(path)
+        self._conn = _open(path)
 
     def event_lock(self, event_key: str) -> asyncio.Lock:
         """Return the lock that serializes creating the event ``event_key``.
@@ -53,53 +63,123 @@ class SendLedger:
             return self._event_locks.setdefault(loop_key, asyncio.Lock())
 
     def event_id(self, event_key: str) -> str | None:
-        with self._lock:
-            return self.events.get(event_key)
+        return self._one(
+            "SELECT event_id FROM events WHERE event_key = ?", (event_key,)
+        )
 
     def record_event(self, event_key: str, event_id: str) -> None:
-        with self._lock:
-            self.events[event_key] = event_id
-            self._save()
+        self._write(
+            "INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
+            (event_key, event_id, time.time()),
+        )
 
     def step_id(self, idempotency_key: str, step: str) -> str | None:
-        with self._lock:
-            return self.steps.get(idempotency_key, {}).get(step)
+        return self._one(
+            "SELECT result_id FROM steps WHERE key = ? AND step = ?",
+            (idempotency_key, step),
+        )
 
-    # TODO: steps gains one entry per delivered record and is never pruned;
-    # drop entries older than the runtime's idempotency TTL.
     def record_step(self, idempotency_key: str, step: str, result_id: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
+            (idempotency_key, step, result_id, time.time()),
+        )
+
+    def close(self) -> None:
         with self._lock:
-            self.steps.setdefault(idempotency_key, {})[step] = result_id
-            self._save()
+            self._conn.close()
 
-    def _load(self, path: Path) -> None:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            # Starting empty can create a second event for a day, never a
-            # lost record, so an unreadable file is logged and replaced.
-            logger.warning(
-                "Goodera send ledger %s is unreadable (%s); starting empty.",
-                path,
-                type(exc).__name__,
-            )
-            return
-        self.events = dict(data.get("events", {}))
-        self.steps = {key: dict(value) for key, value in data.get("steps", {}).items()}
+    def _one(self, sql: str, parameters: tuple[str, ...]) -> str | None:
+        with self._lock:
+            row = self._conn.execute(sql, parameters).fetchone()
+        return None if row is None else str(row[0])
 
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        data: dict[str, Any] = {"events": self.events, "steps": self.steps}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Write a sibling file, then rename it over the old one, so a crash
-        # mid-write leaves the previous ledger intact.
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, sort_keys=True)
-        os.replace(temporary, self.path)
+    def _write(self, sql: str, parameters: tuple[object, ...]) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(sql, parameters)
+
+
+def _open(path: Path | None) -> sqlite3.Connection:
+    if path is None:
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        _create(conn)
+        return conn
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(path)
+    except (OSError, sqlite3.OperationalError) as exc:
+        message = (
+            f"The Goodera send ledger {path} cannot be opened ({exc}); make "
+            f"the folder {path.parent} writable, or free space on its disk."
+        )
+        raise ConfigError(message) from exc
+    except sqlite3.DatabaseError as exc:
+        # Starting empty can create a second event for a day, never a lost
+        # record, so an unreadable file is moved aside, kept, and replaced.
+        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        logger.warning(
+            "Goodera send ledger %s is unreadable (%s); moved it to %s and "
+            "started empty.",
+            path,
+            type(exc).__name__,
+            aside.name,
+        )
+        os.replace(path, aside)
+        conn = _connect(path)
+    _import_json_ledger(conn, path.with_suffix(".json"))
+    return conn
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        _create(conn)
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    with conn:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+
+
+def _import_json_ledger(conn: sqlite3.Connection, legacy: Path) -> None:
+    """Move the entries of a ledger that earlier versions kept as JSON."""
+    try:
+        data = json.loads(legacy.read_text(encoding="utf-8"))
+        events = dict(data.get("events", {}))
+        steps = {key: dict(value) for key, value in data.get("steps", {}).items()}
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        logger.warning(
+            "Goodera send ledger %s is unreadable (%s); left it in place and "
+            "did not import it.",
+            legacy,
+            type(exc).__name__,
+        )
+        return
+    now = time.time()
+    with conn:
+        conn.executemany(
+            "INSERT OR IGNORE INTO events VALUES (?, ?, ?)",
+            [(key, str(value), now) for key, value in events.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO steps VALUES (?, ?, ?, ?)",
+            [
+                (key, step, str(result), now)
+                for key, done in steps.items()
+                for step, result in done.items()
+            ],
+        )
+    # Another process may have imported and removed it meanwhile.
+    legacy.unlink(missing_ok=True)
 
 
 _LEDGERS: dict[tuple[str, str, str], SendLedger] = {}
@@ -115,13 +195,15 @@ def ledger_for(tenant: str, base_url: str, cache_dir: Path | None) -> SendLedger
             path = None
             if cache_dir is not None:
                 digest = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
-                path = cache_dir / f"goodera-ledger-{digest[:16]}.json"
+                path = cache_dir / f"goodera-ledger-{digest[:16]}.sqlite"
             ledger = SendLedger(path)
             _LEDGERS[key] = ledger
         return ledger
 
 
 def reset_ledgers() -> None:
-    """Forget every in-memory ledger; files under ``cache_dir`` stay."""
+    """Close and forget every ledger; files under ``cache_dir`` stay."""
     with _LEDGERS_LOCK:
+        for ledger in _LEDGERS.values():
+            ledger.close()
         _LEDGERS.clear()
