@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 import sqlite3
@@ -105,3 +107,17 @@ def test_folder_that_cannot_be_written_names_it(tmp_path: Path) -> None:
 
     assert str(blocker) in str(caught.value)
     assert "writable" in str(caught.value)
+
+
+def test_event_locks_go_with_their_loop() -> None:
+    ledger = SendLedger()
+
+    async def take() -> None:
+        async with ledger.event_lock("event-key"):
+            pass
+
+    for _ in range(3):
+        asyncio.run(take())
+    gc.collect()
+
+    assert len(ledger._event_locks) == 0

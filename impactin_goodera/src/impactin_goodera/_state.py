@@ -26,6 +26,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from impactin_core import ConfigError
@@ -49,7 +50,11 @@ class SendLedger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._event_locks: dict[tuple[int, str], asyncio.Lock] = {}
+        # A loop's locks go with the loop, so a host that runs many event
+        # loops in one process does not keep them all.
+        self._event_locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
         self._conn = _open(path)
 
     def event_lock(self, event_key: str) -> asyncio.Lock:
@@ -58,9 +63,10 @@ class SendLedger:
         Locks are per event loop because an ``asyncio.Lock`` cannot be shared
         between loops.
         """
-        loop_key = (id(asyncio.get_running_loop()), event_key)
+        loop = asyncio.get_running_loop()
         with self._lock:
-            return self._event_locks.setdefault(loop_key, asyncio.Lock())
+            locks = self._event_locks.setdefault(loop, {})
+            return locks.setdefault(event_key, asyncio.Lock())
 
     def event_id(self, event_key: str) -> str | None:
         return self._one(
