@@ -20,6 +20,7 @@ from echo_connector import EchoPlugin
 from impactin_core import (
     ConfigError,
     ImpactRecord,
+    PermanentError,
     RecordKind,
     SendOutcome,
     StoreError,
@@ -648,6 +649,48 @@ async def test_connector_bug_replays_once_fixed(
     assert [attempt["outcome"] for attempt in attempts] == ["plugin_error"]
     assert report.platforms["echo"].delivered == 1
     assert simulator.journal.request_count == 1
+
+
+class QuotingConnector:
+    """Send hooks that quote the platform's API key in their errors."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+
+    @hookimpl(tryfirst=True)
+    def impactin_send(self, credentials: Any, **kwargs: Any) -> Any:
+        async def send() -> None:
+            key = credentials.headers["x-api-key"]
+            raise self.error(f"The platform refused key {key} for this tenant")
+
+        return send()
+
+
+@pytest.mark.parametrize("error", [PermanentError, ConfigError])
+async def test_connector_error_loses_quoted_secret(
+    tmp_path: Path,
+    echo_simulator: Echo,
+    caplog: pytest.LogCaptureFixture,
+    error: type[Exception],
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    runtime.plugins.pm.register(QuotingConnector(error), name="quoting")
+    caplog.set_level(logging.DEBUG)
+
+    try:
+        await runtime.deliver([record("a-1")])
+    except ConfigError as exc:
+        shown = str(exc)
+    else:
+        (row,) = runtime.store.list_deliveries()
+        stored = runtime.store.get_delivery(row["id"])
+        assert stored is not None
+        shown = stored["error"]
+
+    assert "The platform refused key [secret] for this tenant" in shown
+    assert "echo-sandbox-key" not in shown
+    assert "echo-sandbox-key" not in caplog.text
 
 
 class StalledTime(FakeTime):

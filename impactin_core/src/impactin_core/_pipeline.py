@@ -73,6 +73,7 @@ from ._logging import (
     scrub_known,
 )
 from ._models import (
+    Credentials,
     ImpactRecord,
     PlatformInfo,
     PlatformRequest,
@@ -106,6 +107,10 @@ SUBMIT_BATCH = 500
 
 #: Seconds an idempotency key stays claimed after its delivery.
 DEFAULT_KEY_TTL = 24 * 3600.0
+
+#: Shorter secrets are not replaced in error messages, because a value such
+#: as "test" would also replace ordinary words.
+_MIN_SECRET_LENGTH = 8
 
 
 @attrs.define
@@ -1294,8 +1299,10 @@ class Runtime:
                 # A failed token request carried no part of the delivery, so
                 # repeating it cannot duplicate anything.
                 exc.sent = False
+                self._strip_secrets(exc, settings, None)
                 raise
-            except (DeliveryError, ConfigError):
+            except (DeliveryError, ConfigError) as exc:
+                self._strip_secrets(exc, settings, None)
                 raise
             except (Exception, asyncio.CancelledError, SystemExit) as exc:
                 _reraise_real_cancellation(exc)
@@ -1318,7 +1325,8 @@ class Runtime:
                     credentials=credentials,
                     context=context,
                 )
-            except (DeliveryError, ConfigError):
+            except (DeliveryError, ConfigError) as exc:
+                self._strip_secrets(exc, settings, credentials)
                 raise
             except (Exception, asyncio.CancelledError, SystemExit) as exc:
                 _reraise_real_cancellation(exc)
@@ -1340,6 +1348,40 @@ class Runtime:
             await self.breakers.after(breaker, outcome)
             if outcome == "success":
                 self.breaker_sync.note_success(row["tenant"], platform.id, self.clock())
+
+    def _strip_secrets(
+        self,
+        exc: Exception,
+        settings: PlatformSettings,
+        credentials: Credentials | None,
+    ) -> None:
+        """Replace the platform's secrets in a connector's error message.
+
+        The message is stored with the delivery, logged, and printed by the
+        command line, so a connector that quotes its API key or token in an
+        error must not put it there. The configured secrets, the
+        credentials of this send and the stored OAuth token are replaced.
+        """
+        if not exc.args or not isinstance(exc.args[0], str):
+            return
+        values = list(settings.secrets.values())
+        if credentials is not None:
+            for header in credentials.headers.values():
+                values += [header, *header.split()]
+            values.append(credentials.password or "")
+        try:
+            token = self.tokens.load(settings.tenant, settings.platform)
+        except StoreError:
+            token = None
+        if token is not None:
+            values += [token.access_token, token.refresh_token or ""]
+        text = exc.args[0]
+        # Longest first, so a header is replaced whole before its parts.
+        for value in sorted(set(values), key=len, reverse=True):
+            if len(value) >= _MIN_SECRET_LENGTH and value in text:
+                text = text.replace(value, "[secret]")
+        if text != exc.args[0]:
+            exc.args = (text, *exc.args[1:])
 
     # -- final states ------------------------------------------------------------
 
