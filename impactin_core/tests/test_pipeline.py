@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+from echo_connector import INFO as ECHO_INFO
 from echo_connector import EchoPlugin
 
 from impactin_core import (
@@ -61,6 +62,7 @@ def make_runtime(
     concurrency: int | None = None,
     rate_limit: dict[str, Any] | None = None,
     redaction: dict[str, Any] | None = None,
+    mirror: bool = False,
 ) -> Runtime:
     environ = {
         "STORE_KEY": generate_key(),
@@ -89,9 +91,14 @@ def make_runtime(
         data["runtime"] = {"concurrency": concurrency}
     if rate_limit is not None:
         data["tenants"]["acme"]["platforms"]["echo"]["rate_limit"] = rate_limit
+    platforms = data["tenants"]["acme"]["platforms"]
+    if mirror:
+        platforms["mirror"] = {**platforms["echo"], "redaction": {}}
     config = parse_config(data, base_dir=tmp_path)
     host = PluginHost()
     host.register(EchoPlugin(), name="echo")
+    if mirror:
+        host.register(MirrorPlugin(), name="mirror")
     host.finish()
     clock = clock or FakeTime()
     return Runtime(
@@ -101,6 +108,58 @@ def make_runtime(
         clock=clock.time,
         sleep=clock.sleep,
     )
+
+
+class MirrorPlugin:
+    """A second platform, "mirror", that sends like echo and rejects 2500."""
+
+    echo = EchoPlugin()
+
+    @hookimpl
+    def impactin_register_platforms(self, register: Any) -> None:
+        register(attrs.evolve(ECHO_INFO, id="mirror", name="Mirror", simulator=None))
+
+    # pluggy passes a hook only the arguments its signature names.
+    @hookimpl
+    def impactin_map(
+        self, platform: Any, records: Any, settings: Any, idempotency_keys: Any
+    ) -> Any:
+        if platform.id != "mirror":
+            return None
+        requests = self.echo.impactin_map(
+            platform=ECHO_INFO,
+            records=records,
+            settings=settings,
+            idempotency_keys=idempotency_keys,
+        )
+        return [attrs.evolve(request, platform="mirror") for request in requests]
+
+    @hookimpl
+    def impactin_authenticate(self, platform: Any, settings: Any, context: Any) -> Any:
+        if platform.id != "mirror":
+            return None
+        return self.echo.impactin_authenticate(
+            platform=ECHO_INFO, settings=settings, context=context
+        )
+
+    @hookimpl
+    def impactin_send(
+        self, platform: Any, request: Any, credentials: Any, context: Any
+    ) -> Any:
+        if platform.id != "mirror":
+            return None
+        if request.payload["amount"] == 2500:
+
+            async def reject() -> None:
+                raise PermanentError("Mirror rejects 2500", platform="mirror")
+
+            return reject()
+        return self.echo.impactin_send(
+            platform=ECHO_INFO,
+            request=request,
+            credentials=credentials,
+            context=context,
+        )
 
 
 def record(source_id: str = "a-1", **changes: Any) -> ImpactRecord:
@@ -691,6 +750,30 @@ async def test_connector_error_loses_quoted_secret(
     assert "The platform refused key [secret] for this tenant" in shown
     assert "echo-sandbox-key" not in shown
     assert "echo-sandbox-key" not in caplog.text
+
+
+async def test_correction_on_two_platforms_names_both(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """Echo took the first content and mirror rejected it; then a correction."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, mirror=True)
+    await runtime.deliver([record("a-1", amount_minor=2500)])
+
+    report = await runtime.deliver([record("a-1", amount_minor=2600)])
+
+    by_platform: dict[str, list[str]] = {}
+    for row in runtime.store.list_deliveries():
+        by_platform.setdefault(row["platform"], []).append(row["status"])
+    (entry,) = runtime.store.quarantined()
+    assert sorted(by_platform["mirror"]) == ["dead_lettered", "delivered"]
+    assert by_platform["echo"] == ["delivered"]
+    assert report.platforms["mirror"].delivered == 1
+    assert report.platforms["echo"].quarantined == 1
+    assert "replaces the failed delivery on 'mirror'" in entry["reason"]
+    assert "Correct the activity on 'echo' by hand" in entry["reason"]
+    assert "would send it to 'mirror' again" in entry["reason"]
+    assert simulator.journal.request_count == 2
 
 
 class StalledTime(FakeTime):

@@ -147,8 +147,8 @@ def test_claim_conflict(store: Store) -> None:
 @pytest.mark.parametrize(
     ("status", "error_kind", "state"),
     [
-        pytest.param("blocked", "personal_data", "new", id="blocked"),
-        pytest.param("dead_lettered", "permanent", "new", id="rejected"),
+        pytest.param("blocked", "personal_data", "corrected", id="blocked"),
+        pytest.param("dead_lettered", "permanent", "corrected", id="rejected"),
         pytest.param("dead_lettered", "exhausted", "conflict", id="exhausted"),
         pytest.param("dead_lettered", "interrupted", "conflict", id="interrupted"),
         pytest.param("dead_lettered", "plugin_error", "conflict", id="plugin-error"),
@@ -168,7 +168,7 @@ def test_claim_correction_of_failed(
     old = store.get_delivery(first.delivery_id)
     assert old is not None
     assert corrected.state == state
-    if state == "new":
+    if state == "corrected":
         new = store.get_delivery(corrected.delivery_id)
         assert new is not None
         assert new["parent_id"] == first.delivery_id

@@ -550,6 +550,8 @@ class Runtime:
         unstructured = converter.unstructure(record)
         content = self.content_hash(unstructured)
         correlation_id = uuid.uuid4().hex
+        conflicts: list[tuple[str, str]] = []
+        corrected: list[str] = []
         for platform in routes:
             delivery = {
                 "id": new_delivery_id(),
@@ -581,20 +583,7 @@ class Runtime:
                     claim.delivery_id,
                 )
             elif claim.state == "conflict":
-                reason = (
-                    f"This source id was already sent to {platform!r} "
-                    f"(delivery {claim.delivery_id}) with different content, and that "
-                    "delivery succeeded or may still succeed; give the changed "
-                    "activity a new source id."
-                )
-                self._quarantine_record(
-                    record,
-                    "source_id",
-                    reason,
-                    run_id=run_id,
-                    report=report,
-                    platform=platform,
-                )
+                conflicts.append((platform, claim.delivery_id))
             elif claim.state == "failed":
                 report.platform(platform).failed_earlier += 1
                 logger.info(
@@ -608,6 +597,31 @@ class Runtime:
                 report.platform(platform).resumed += 1
             else:
                 report.platform(platform).queued += 1
+                if claim.state == "corrected":
+                    corrected.append(platform)
+        for platform, delivery_id in conflicts:
+            reason = (
+                f"This source id was already sent to {platform!r} (delivery "
+                f"{delivery_id}) with different content, and that delivery "
+                "succeeded or may still succeed, so the change is not sent there. "
+            )
+            if corrected:
+                others = ", ".join(repr(name) for name in corrected)
+                reason += (
+                    f"The changed record replaces the failed delivery on {others}. "
+                    f"Correct the activity on {platform!r} by hand; a new source "
+                    f"id would send it to {others} again."
+                )
+            else:
+                reason += "Give the changed activity a new source id."
+            self._quarantine_record(
+                record,
+                "source_id",
+                reason,
+                run_id=run_id,
+                report=report,
+                platform=platform,
+            )
 
     def _quarantine_record(
         self,

@@ -171,8 +171,10 @@ _KEY_CHECK = b"impactin store key check"
 class Claim:
     """The result of claiming an idempotency key.
 
-    ``state`` is ``"new"`` (this caller owns it), ``"duplicate"`` (delivered
-    within its TTL, same content), ``"conflict"`` (same key, other content),
+    ``state`` is ``"new"`` (this caller owns it), ``"corrected"`` (this
+    caller owns it, and its delivery replaces one that failed with other
+    content), ``"duplicate"`` (delivered within its TTL, same content),
+    ``"conflict"`` (same key, other content),
     ``"failed"`` (its delivery was dead-lettered or blocked, and waits for a
     replay) or ``"unfinished"`` (claimed earlier and not finished yet).
     """
@@ -546,7 +548,7 @@ class Store:
             "UPDATE deliveries SET replayed_by = ? WHERE id = ?",
             (delivery["id"], parent_id),
         )
-        return Claim("new", delivery["id"])
+        return Claim("corrected", delivery["id"])
 
     def replay(self, parent_id: str, *, run_id: str, now: float) -> str:
         """Copy a finished delivery into a new pending one linked to it."""
