@@ -256,3 +256,17 @@ def test_time_outside_datetime_range_shown_raw() -> None:
 
     assert _time(1e20) == "1e+20"
     assert _time(0.0) == "1970-01-01 00:00:00"
+
+
+def test_unread_credential_name_is_rejected(workspace: Path) -> None:
+    config = workspace / "impactin.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("client_secret = ", "client_secrett = ", 1), encoding="utf-8"
+    )
+
+    result = CliRunner().invoke(main, ["deliver", "records.jsonl"])
+
+    assert result.exit_code == 1
+    assert "credentials.client_secrett is not a credential" in result.output
+    assert "it reads: client_id, client_secret" in result.output

@@ -54,6 +54,7 @@ PLATFORM = PlatformInfo(
     personal_fields=["employee_email"],
     widenable_fields=["employee_name", "employee_id"],
     webhook_scheme=DEFAULT_WEBHOOK_SCHEME,
+    credential_names=["client_id", "client_secret"],
     # Benevity documents no idempotency key; the simulator's matching of
     # replays on the metadata key is not vendor behaviour.
     honours_idempotency_key=False,

@@ -246,6 +246,12 @@ class PlatformInfo:
         converter=_name_set, factory=frozenset
     )
     webhook_scheme: str | None = None
+    #: Names the connector reads from ``PlatformSettings.secrets``. When
+    #: declared, a ``credentials`` table with another name is an error before
+    #: anything is sent; None accepts any name.
+    credential_names: frozenset[str] | None = attrs.field(
+        converter=attrs.converters.optional(_name_set), default=None
+    )
     #: True when the platform honours the idempotency key the connector sends,
     #: so an ambiguous failure of a POST may be repeated.
     honours_idempotency_key: bool = False

@@ -32,7 +32,7 @@ import ssl
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +381,7 @@ class Runtime:
                     )
                     raise ConfigError(message, key=f"{key}.protocol")
                 check_allowed_fields(registered.info, tenant.id, platform.allow_fields)
+                _check_credential_names(registered.info, key, platform.credentials)
 
     def tenant_key(self, tenant: str) -> bytes:
         env_name = self.config.tenant(tenant).key_env
@@ -1595,6 +1596,22 @@ class Runtime:
         if self._closed:
             message = "This Runtime is closed; create a new Runtime to deliver again."
             raise RuntimeError(message)
+
+
+def _check_credential_names(
+    info: PlatformInfo, key: str, credentials: Mapping[str, str]
+) -> None:
+    """Reject a credential name that the platform's connector never reads."""
+    if info.credential_names is None:
+        return
+    for name in sorted(credentials):
+        if name not in info.credential_names:
+            known = ", ".join(sorted(info.credential_names)) or "none"
+            message = (
+                f"{key}.credentials.{name} is not a credential the {info.id} "
+                f"connector reads (it reads: {known}); rename or remove it."
+            )
+            raise ConfigError(message, key=f"{key}.credentials.{name}")
 
 
 def _config_error_of_run(

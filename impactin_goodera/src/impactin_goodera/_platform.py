@@ -28,6 +28,7 @@ PLATFORM_INFO = PlatformInfo(
     # Goodera publishes no webhook signature scheme; tenants may choose one
     # with the webhook_scheme option.
     webhook_scheme="standard_webhooks",
+    credential_names=frozenset({"api_key"}),  # type: ignore[arg-type]
     honours_idempotency_key=False,
     simulator="impactin_goodera.simulator:create_simulator",
 )

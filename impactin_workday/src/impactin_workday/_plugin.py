@@ -43,6 +43,14 @@ PLATFORM = PlatformInfo(
     # Workday publishes no signature scheme for outbound webhooks, so none is
     # declared and a tenant must choose one with the webhook_scheme option.
     webhook_scheme=None,
+    # SOAP reads username and password; REST reads the other three.
+    credential_names={  # type: ignore[arg-type]
+        "username",
+        "password",
+        "client_id",
+        "client_secret",
+        "refresh_token",
+    },
     simulator="impactin_workday.simulator:create_simulator",
 )
 

@@ -126,6 +126,7 @@ PLATFORM = PlatformInfo(
     # No personal field is sent in clear; employee_id arrives pseudonymized.
     personal_fields=[],
     webhook_scheme="standard_webhooks",
+    credential_names=["client_id", "client_secret"],
     # The simulator deduplicates on the Idempotency-Key header.
     honours_idempotency_key=True,
     simulator="impactin_$name.simulator:create_simulator",
