@@ -181,15 +181,58 @@ def test_claim_correction_of_failed(
         assert old["replayed_by"] is None
 
 
-def test_claim_default_ttl(store: Store) -> None:
-    """A failed delivery's key is free again once its TTL has passed."""
+def test_failed_key_outlives_ttl(store: Store) -> None:
+    """A dead letter may have arrived, so its record waits for a replay."""
     first = _enqueue(store)
     _finish(store, first.delivery_id, "dead_lettered", NOW)
+    store.update_delivery(first.delivery_id, error_kind="interrupted")
     before = _enqueue(store, now=NOW + DEFAULT_KEY_TTL - 1)
-    after = _enqueue(store, now=NOW + DEFAULT_KEY_TTL)
+    after = _enqueue(store, now=NOW + 10 * DEFAULT_KEY_TTL)
     assert DEFAULT_KEY_TTL == 24 * 3600
     assert before.state == "failed"
-    assert after.state == "new"
+    assert after.state == "failed"
+    assert after.delivery_id == first.delivery_id
+
+
+def test_failed_key_goes_with_its_delivery(store: Store) -> None:
+    first = _enqueue(store)
+    _finish(store, first.delivery_id, "dead_lettered", NOW)
+    store.purge(older_than=DAY, now=NOW + 2 * DAY)
+
+    again = _enqueue(store, now=NOW + 2 * DAY)
+
+    assert again.state == "new"
+
+
+def test_replay_refused_while_record_delivered_elsewhere(store: Store) -> None:
+    first = _enqueue(store)
+    _finish(store, first.delivery_id, "dead_lettered", NOW)
+    # A later delivery under the same key, as a store written by an older
+    # version could hold after its key expired.
+    store.db.conn.execute("DELETE FROM idempotency_keys")
+    store.db.conn.commit()
+    second = _enqueue(store, now=NOW + 2 * DAY)
+    _finish(store, second.delivery_id, "delivered", NOW + 2 * DAY)
+
+    with pytest.raises(StoreError) as caught:
+        store.replay(first.delivery_id, run_id="r2", now=NOW + 3 * DAY)
+
+    assert f"delivery {second.delivery_id} of the same record is delivered" in str(
+        caught.value
+    )
+
+
+def test_replay_claims_a_missing_key(store: Store) -> None:
+    first = _enqueue(store)
+    _finish(store, first.delivery_id, "dead_lettered", NOW)
+    store.db.conn.execute("DELETE FROM idempotency_keys")
+    store.db.conn.commit()
+
+    replay = store.replay(first.delivery_id, run_id="r2", now=NOW + DAY)
+    again = _enqueue(store, now=NOW + DAY)
+
+    assert again.state == "unfinished"
+    assert again.delivery_id == replay
 
 
 def test_delivered_stays_duplicate_past_ttl(store: Store) -> None:
@@ -234,8 +277,8 @@ def test_purge_expired_keys(store: Store) -> None:
     _enqueue(store, "ik_fresh", ttl=DAY)
     purged = store.purge_expired_keys(NOW + 120)
     keys = [row[0] for row in store.db.conn.execute("SELECT key FROM idempotency_keys")]
-    assert purged == 2
-    assert sorted(keys) == ["ik_claimed", "ik_fresh"]
+    assert purged == 1
+    assert sorted(keys) == ["ik_claimed", "ik_failed", "ik_fresh"]
 
 
 # Each racing process is a new interpreter: forking a pytest worker that runs
