@@ -68,6 +68,22 @@ def test_settings_resolve_secrets(tmp_path: Path) -> None:
     assert "s3cret" not in repr(settings)
 
 
+@pytest.mark.parametrize("value", ["s3cret-value\n", "s3cret\r\nvalue", "\x00s3cret"])
+def test_secret_with_control_character_is_rejected(tmp_path: Path, value: str) -> None:
+    config = load_config(write(tmp_path, VALID))
+    secrets = EnvSecrets({"ACME_ID": "id-1", "ACME_SECRET": value})
+
+    with pytest.raises(ConfigError) as caught:
+        config.settings("acme", "benevity", secrets)
+
+    assert (
+        caught.value.key == "tenants.acme.platforms.benevity.credentials.client_secret"
+    )
+    assert "ACME_SECRET" in str(caught.value)
+    assert "control character" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
 def test_unset_secret_names_variable(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, VALID))
 

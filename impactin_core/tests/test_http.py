@@ -301,3 +301,24 @@ async def test_http_unsupported_scheme() -> None:
                 platform="bv",
                 tenant="acme",
             )
+
+
+async def test_http_header_with_line_break_is_not_sent(
+    server: tuple[SandboxServer, Any],
+) -> None:
+    running, state = server
+    state.replace_plan(FaultPlan())
+    before = state.journal.request_count
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(PermanentError, match="was not sent") as caught:
+            await request_with_mapping(
+                lambda: client.post(
+                    f"{running.url}/donations",
+                    json={},
+                    headers={"x-api-key": "SECRET-123\n"},
+                ),
+                platform="bv",
+                tenant="acme",
+            )
+    assert "SECRET-123" not in str(caught.value)
+    assert state.journal.request_count == before

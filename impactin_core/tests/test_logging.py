@@ -14,6 +14,7 @@ from impactin_core._logging import (
     detach_chained,
     guard_attributes,
     install_filter,
+    register_secrets,
     scrub_known,
 )
 
@@ -145,3 +146,21 @@ def test_install_filter_covers_logger(name: str) -> None:
     filters = logging.getLogger(name).filters
 
     assert any(isinstance(item, PersonalDataFilter) for item in filters)
+
+
+def test_filter_replaces_registered_secrets(
+    captured: tuple[logging.Logger, Capture],
+) -> None:
+    logger, handler = captured
+    register_secrets(["goodera-test-key-4711\n", "Bearer tok-0a1b2c3d4e", "short"])
+
+    logger.debug("Illegal header value %r", b"goodera-test-key-4711\n")
+    logger.debug("sent %s", "Authorization: Bearer tok-0a1b2c3d4e")
+    logger.debug("a short word stays")
+
+    assert handler.lines == [
+        "Illegal header value b'[secret]'",
+        "sent Authorization: [secret]",
+        "a short word stays",
+    ]
+    assert scrub_known("with Bearer tok-0a1b2c3d4e") == "with [secret]"

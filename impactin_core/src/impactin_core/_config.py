@@ -219,6 +219,16 @@ class Config:
                     f"{platform!r}: {env_label(env_name, key)} is not set; set it."
                 )
                 raise ConfigError(message, key=key)
+            if _CONTROL_CHARACTER.search(value):
+                key = f"tenants.{tenant}.platforms.{platform}.credentials.{name}"
+                message = (
+                    f"The {name!r} credential of tenant {tenant!r} for {platform!r} "
+                    f"({env_label(env_name, key)}) contains a line break or another "
+                    "control character, which no header or password may carry; "
+                    "remove it (a secret read from a file often ends with a "
+                    "newline)."
+                )
+                raise ConfigError(message, key=key)
             resolved[name] = value
         return PlatformSettings(
             tenant=tenant,
@@ -229,6 +239,11 @@ class Config:
             secrets=resolved,
             options=config.options,
         )
+
+
+#: C0 control characters and DEL. HTTP forbids them in header values, and
+#: a request that carries one fails before it is sent.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 _EXPECTED: dict[Any, str] = {

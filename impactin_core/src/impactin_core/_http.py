@@ -138,7 +138,8 @@ async def request_with_mapping(
     never carried the request, so its error has ``sent=False`` and the call
     is safe to repeat. A timeout or a dropped connection after the request
     went out may have been processed, so its error has ``sent=True``. An
-    unsupported URL scheme or a redirect loop is a ``PermanentError``.
+    unsupported URL scheme, a redirect loop or a request that h11 refuses to
+    write (``LocalProtocolError``) is a ``PermanentError``.
     Messages name only the httpx error class, because httpx's own text can
     contain the URL and its query.
     """
@@ -158,6 +159,16 @@ async def request_with_mapping(
         message = (
             f"The call to {platform} cannot succeed: {type(exc).__name__}; "
             "check the platform's base_url."
+        )
+        raise PermanentError(message, platform=platform, tenant=tenant) from exc
+    except httpx.LocalProtocolError as exc:
+        # h11 refused to write the request (a header value with a line break,
+        # for one), so nothing reached the platform, and a repeat would fail
+        # the same way.
+        message = (
+            f"The request to {platform} was not sent: {type(exc).__name__}, a "
+            "header or the URL holds a character that HTTP does not allow; "
+            "check the connector's options and credentials, or correct the record."
         )
         raise PermanentError(message, platform=platform, tenant=tenant) from exc
     except httpx.TimeoutException as exc:

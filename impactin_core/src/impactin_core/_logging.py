@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,7 +24,9 @@ __all__ = [
     "detach_chained",
     "guard_attributes",
     "install_filter",
+    "register_secrets",
     "scrub_known",
+    "strip_secrets",
 ]
 
 #: Loggers the filter is attached to, besides every ``impactin*`` logger that
@@ -69,8 +72,55 @@ def bind_personal_values(values: Iterable[str | None] | Any) -> None:
 
 
 def scrub_known(text: str) -> str:
-    """Return ``text`` without personal patterns or the bound personal values."""
-    return sanitize_text(text, _known_values.get())
+    """Return ``text`` without personal data, bound personal values or secrets."""
+    return strip_secrets(sanitize_text(text, _known_values.get()))
+
+
+#: Secrets the runtime has used in this process, newest last, so that log
+#: records of other libraries (httpcore quotes a header value it refused,
+#: zeep logs SOAP envelopes at DEBUG) and error texts never show them. Only
+#: the newest ``MAX_SECRETS`` are kept, as tokens are renewed all day long.
+_secrets: dict[str, None] = {}
+_secrets_by_length: tuple[str, ...] = ()
+_secrets_lock = threading.Lock()
+MAX_SECRETS = 512
+#: Shorter values are not registered, because replacing a value such as
+#: "test" would also replace ordinary words.
+MIN_SECRET_LENGTH = 8
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Make these secret values known to the filter and to ``scrub_known``.
+
+    Each value is also registered trimmed and in its escaped form, as a
+    ``repr`` in an exception message would show it.
+    """
+    global _secrets_by_length
+    added = False
+    with _secrets_lock:
+        for value in values:
+            if not value:
+                continue
+            for form in {value, value.strip(), repr(value)[1:-1]}:
+                if len(form) < MIN_SECRET_LENGTH:
+                    continue
+                if form in _secrets:
+                    continue
+                _secrets[form] = None
+                added = True
+        if added:
+            while len(_secrets) > MAX_SECRETS:
+                del _secrets[next(iter(_secrets))]
+            # Longest first, so that a header is replaced before its parts.
+            _secrets_by_length = tuple(sorted(_secrets, key=len, reverse=True))
+
+
+def strip_secrets(text: str) -> str:
+    """Replace every registered secret in ``text`` with ``[secret]``."""
+    for value in _secrets_by_length:
+        if value in text:
+            text = text.replace(value, "[secret]")
+    return text
 
 
 def detach_chained(exc: BaseException) -> None:

@@ -70,7 +70,9 @@ from ._logging import (
     bind_personal_values,
     detach_chained,
     install_filter,
+    register_secrets,
     scrub_known,
+    strip_secrets,
 )
 from ._models import (
     Credentials,
@@ -107,10 +109,6 @@ SUBMIT_BATCH = 500
 
 #: Seconds an idempotency key stays claimed after its delivery.
 DEFAULT_KEY_TTL = 24 * 3600.0
-
-#: Shorter secrets are not replaced in error messages, because a value such
-#: as "test" would also replace ordinary words.
-_MIN_SECRET_LENGTH = 8
 
 
 @attrs.define
@@ -343,6 +341,7 @@ class Runtime:
         self.instruments.watch(self)
         self._limiters: dict[tuple[str, str], WindowLimiter] = {}
         self._settings: dict[tuple[str, str], PlatformSettings] = {}
+        self._registered_credentials: dict[tuple[str, str], Credentials] = {}
         #: Queries, CSV export, SLA and retention of the delivery log.
         self.audit = AuditLog(store, clock=clock)
         install_filter()
@@ -402,6 +401,7 @@ class Runtime:
         key = (tenant, platform)
         if key not in self._settings:
             settings = self.config.settings(tenant, platform, self.secrets)
+            register_secrets(settings.secrets.values())
             if self.platform_config(tenant, platform).protocol is None:
                 transports = self.plugins.platform(platform).info.transports
                 settings = attrs.evolve(settings, protocol=transports[0])
@@ -1323,6 +1323,12 @@ class Runtime:
                 _reraise_real_cancellation(exc)
                 hook = "impactin_authenticate"
                 raise _connector_failure(platform.id, hook, exc) from None
+            target = (settings.tenant, settings.platform)
+            if credentials is not self._registered_credentials.get(target):
+                # Connectors usually return the same object while a token
+                # lasts, so the values are registered once per token.
+                register_secrets(_credential_values(credentials))
+                self._registered_credentials[target] = credentials
             evidence = _evidence.get()
             if evidence is not None:
                 # From here on, requests carry the delivery, so they are its
@@ -1381,20 +1387,15 @@ class Runtime:
             return
         values = list(settings.secrets.values())
         if credentials is not None:
-            for header in credentials.headers.values():
-                values += [header, *header.split()]
-            values.append(credentials.password or "")
+            values += _credential_values(credentials)
         try:
             token = self.tokens.load(settings.tenant, settings.platform)
         except StoreError:
             token = None
         if token is not None:
             values += [token.access_token, token.refresh_token or ""]
-        text = exc.args[0]
-        # Longest first, so a header is replaced whole before its parts.
-        for value in sorted(set(values), key=len, reverse=True):
-            if len(value) >= _MIN_SECRET_LENGTH and value in text:
-                text = text.replace(value, "[secret]")
+        register_secrets(values)
+        text = strip_secrets(exc.args[0])
         if text != exc.args[0]:
             exc.args = (text, *exc.args[1:])
 
@@ -1596,6 +1597,14 @@ class Runtime:
         if self._closed:
             message = "This Runtime is closed; create a new Runtime to deliver again."
             raise RuntimeError(message)
+
+
+def _credential_values(credentials: Credentials) -> list[str]:
+    """Return the secret values of credentials: headers, their parts, password."""
+    values = [credentials.password or ""]
+    for header in credentials.headers.values():
+        values += [header, *header.split()]
+    return values
 
 
 def _check_credential_names(
