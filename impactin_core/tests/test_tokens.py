@@ -11,6 +11,7 @@ import pytest
 from impactin_core import AuthenticationError, MemoryTokenStore, OAuthToken, TokenCache
 from impactin_core._crypto import Sealer, generate_key
 from impactin_core._errors import StoreError
+from impactin_core._logging import scrub_known
 from impactin_core._store import Store
 from impactin_core._tokens import RefreshTokenRejected, fingerprint
 
@@ -203,6 +204,16 @@ async def test_get_fetches_once_then_reuses(store: Store) -> None:
     second = await cache.get("acme", "workday", issuer)
     assert first == second
     assert issuer.grants == 1
+
+
+async def test_obtained_token_never_reaches_a_log_line(store: Store) -> None:
+    clock = FakeClock()
+    cache = TokenCache(store, clock=clock)
+
+    obtained = await cache.get("acme", "workday", Issuer(clock))
+
+    assert scrub_known(f"sent {obtained.access_token}") == "sent [secret]"
+    assert scrub_known(f"sent {obtained.refresh_token}") == "sent [secret]"
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from typing import Protocol
 import attrs
 
 from ._errors import AuthenticationError
+from ._logging import register_secrets
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -216,7 +217,10 @@ class TokenCache:
             usable = stored is not None and self._usable(stored)
             if stored is not None and usable and (not force or _replaced(stored, seen)):
                 return stored
+            if stored is not None:
+                register_secrets([stored.refresh_token])
             token = await self._obtain(tenant, platform, fetch, stored)
+            register_secrets([token.access_token, token.refresh_token])
             self._store.save_token(tenant, platform, token)
             self.refresh_count += 1
             logger.info("Obtained a new token for tenant %s on %s", tenant, platform)
