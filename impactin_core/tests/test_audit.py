@@ -436,6 +436,13 @@ def test_cli_list_reports_page_count(audited: dict[str, Any]) -> None:
     assert "Page 3 of 3, 5 deliveries match." in result.output
 
 
+def test_cli_list_page_past_the_end(audited: dict[str, Any]) -> None:
+    result = invoke(audited, "deliveries", "list", "--limit", "2", "--page", "9")
+
+    assert result.exit_code == 1
+    assert "Page 9 is past the last page, 3: 5 deliveries match" in result.output
+
+
 def test_cli_list_rejects_bad_date(audited: dict[str, Any]) -> None:
     result = invoke(audited, "deliveries", "list", "--since", "yesterday")
 

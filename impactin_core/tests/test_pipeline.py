@@ -752,6 +752,20 @@ async def test_connector_error_loses_quoted_secret(
     assert "echo-sandbox-key" not in caplog.text
 
 
+async def test_record_twice_in_one_input_counts_as_duplicate(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    report = await runtime.deliver([record("a-1"), record("a-1"), record("a-2")])
+
+    assert report.platforms["echo"].delivered == 2
+    assert report.platforms["echo"].duplicates == 1
+    assert report.platforms["echo"].resumed == 0
+    assert simulator.journal.request_count == 2
+
+
 async def test_correction_on_two_platforms_names_both(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:

@@ -365,51 +365,6 @@ def deliveries() -> None:
     """List, show, replay and export deliveries."""
 
 
-def _parse_when(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 date such as 2026-01-31"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.timestamp()
-
-
-_FILTERS = [
-    click.option("--tenant"),
-    click.option("--platform"),
-    click.option(
-        "--status", help="pending, in_flight, delivered, dead_lettered or blocked."
-    ),
-    click.option("--correlation-id"),
-    click.option("--evidence-hash"),
-    click.option(
-        "--since", help="Created at or after this ISO 8601 date or time (UTC)."
-    ),
-    click.option("--until", help="Created before this ISO 8601 date or time (UTC)."),
-]
-
-
-def _with_filters(function: Any) -> Any:
-    for option in reversed(_FILTERS):
-        function = option(function)
-    return function
-
-
-def _filters(options: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "tenant": options["tenant"],
-        "platform": options["platform"],
-        "status": options["status"],
-        "correlation_id": options["correlation_id"],
-        "evidence_hash": options["evidence_hash"],
-    }
-
-
 def _time(value: float | None) -> str:
     if value is None:
         return "-"
@@ -419,54 +374,6 @@ def _time(value: float | None) -> str:
         # Outside the dates datetime can hold, so the raw Unix time is shown.
         return f"{value:g}"
     return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-@deliveries.command("list")
-@_with_filters
-@click.option("--limit", default=50, show_default=True, help="Rows per page.")
-@click.option("--page", default=1, show_default=True, help="Page number, from 1.")
-@click.pass_context
-def deliveries_list(
-    ctx: click.Context, /, limit: int, page: int, **options: Any
-) -> None:
-    """List deliveries, newest first."""
-    from rich.table import Table
-
-    runtime = _runtime(ctx)
-    try:
-        rows = runtime.store.list_deliveries(
-            filters=_filters(options),
-            since=_parse_when(options["since"]),
-            until=_parse_when(options["until"]),
-            limit=limit,
-            offset=(page - 1) * limit,
-        )
-    finally:
-        runtime.close()
-    table = Table()
-    for column in (
-        "id",
-        "created (UTC)",
-        "tenant",
-        "platform",
-        "kind",
-        "status",
-        "attempts",
-        "error",
-    ):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row["id"][:12],
-            _time(row["created_at"]),
-            row["tenant"],
-            row["platform"],
-            row["kind"],
-            row["status"],
-            str(row["attempts"]),
-            (row["error_kind"] or ""),
-        )
-    _console().print(table)
 
 
 @deliveries.command("show")
@@ -538,48 +445,6 @@ def deliveries_retry(
         runtime.close()
     _print_summary(_console(), report, f"Replayed {len(ids)} deliveries")
     stopper.exit_if_stopped()
-
-
-@deliveries.command("export")
-@_with_filters
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv"]), default="csv", show_default=True
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.File("w"),
-    default="-",
-    help="Default: standard output.",
-)
-@click.pass_context
-def deliveries_export(
-    ctx: click.Context, /, fmt: str, output: Any, **options: Any
-) -> None:
-    """Export deliveries matching the filters, streamed in pages."""
-    runtime = _runtime(ctx)
-    try:
-        writer: Any = None
-        offset = 0
-        while True:
-            rows = runtime.store.list_deliveries(
-                filters=_filters(options),
-                since=_parse_when(options["since"]),
-                until=_parse_when(options["until"]),
-                limit=1000,
-                offset=offset,
-            )
-            if not rows:
-                break
-            if writer is None:
-                import csv
-
-                writer = csv.DictWriter(output, fieldnames=list(rows[0]))
-                writer.writeheader()
-            writer.writerows(rows)
-            offset += len(rows)
-    finally:
-        runtime.close()
 
 
 # -- quarantine -----------------------------------------------------------------

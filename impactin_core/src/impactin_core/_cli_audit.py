@@ -103,8 +103,15 @@ def deliveries_list(
         for row in rows:
             click.echo(json.dumps(row, sort_keys=True))
         return
-    _print_table(rows)
     pages = max(1, -(-total // limit))
+    if page > pages:
+        click.echo(
+            f"Page {page} is past the last page, {pages}: {total} deliveries match "
+            f"at {limit} per page. Use --page {pages} or less.",
+            err=True,
+        )
+        ctx.exit(1)
+    _print_table(rows)
     click.echo(f"Page {page} of {pages}, {total} deliveries match.")
 
 

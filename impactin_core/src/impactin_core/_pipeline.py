@@ -568,7 +568,9 @@ class Runtime:
             claim = self.store.enqueue(
                 delivery, unstructured, ttl=self.key_ttl, now=now
             )
-            if claim.state == "duplicate":
+            # The same record twice in one input is a duplicate too.
+            repeated = claim.state == "unfinished" and claim.run_id == run_id
+            if claim.state == "duplicate" or repeated:
                 report.platform(platform).duplicates += 1
                 self.instruments.idempotency_hits.add(
                     1, {"platform": platform, "detected_by": "store"}
@@ -578,9 +580,10 @@ class Runtime:
                     safe_attributes({"platform": platform, "detected_by": "store"}),
                 )
                 logger.info(
-                    "Skipped a record of tenant %s on %s: already delivered as %s",
+                    "Skipped a record of tenant %s on %s: %s as %s",
                     record.tenant,
                     platform,
+                    "already in this input" if repeated else "already delivered",
                     claim.delivery_id,
                 )
             elif claim.state == "conflict":

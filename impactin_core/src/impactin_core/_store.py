@@ -207,6 +207,9 @@ class Claim:
 
     state: str
     delivery_id: str
+    #: The run that created the delivery, for ``"unfinished"``: the same run
+    #: means the input held the record twice.
+    run_id: str | None = None
 
 
 def _insert_pending(
@@ -543,7 +546,11 @@ class Store:
                     return Claim("duplicate", row["delivery_id"])
                 if row["state"] == "failed":
                     return Claim("failed", row["delivery_id"])
-                return Claim("unfinished", row["delivery_id"])
+                owner = conn.execute(
+                    "SELECT run_id FROM deliveries WHERE id = ?", (row["delivery_id"],)
+                ).fetchone()
+                run_id = None if owner is None else owner["run_id"]
+                return Claim("unfinished", row["delivery_id"], run_id)
             _insert_pending(conn, delivery, sealed, now=now)
         return Claim("new", delivery["id"])
 
