@@ -171,6 +171,16 @@ def test_unset_secret_names_variable(tmp_path: Path) -> None:
             id="webhook-future-tolerance-negative",
         ),
         pytest.param(
+            {**platform(), "runtime": {"hook_timeout": 0}},
+            "runtime.hook_timeout",
+            id="hook-timeout-zero",
+        ),
+        pytest.param(
+            {**platform(), "runtime": {"hook_timeout": math.inf}},
+            "runtime.hook_timeout",
+            id="hook-timeout-inf",
+        ),
+        pytest.param(
             platform(options={"tolerance": "300"}),
             "tenants.acme.platforms.benevity.options.tolerance",
             id="webhook-tolerance-text",

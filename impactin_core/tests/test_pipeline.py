@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from impactin_core import (
     ConfigError,
     ImpactRecord,
     PermanentError,
+    RateLimited,
+    RecordInvalid,
     RecordKind,
     SendOutcome,
     StoreError,
@@ -29,6 +32,7 @@ from impactin_core import (
 )
 from impactin_core._config import EnvSecrets, parse_config
 from impactin_core._crypto import generate_key
+from impactin_core._errors import MAX_RETRY_AFTER
 from impactin_core._pipeline import Runtime
 from impactin_core._plugins import PluginHost
 from impactin_core.sandbox import SandboxServer, Simulator
@@ -63,6 +67,7 @@ def make_runtime(
     rate_limit: dict[str, Any] | None = None,
     redaction: dict[str, Any] | None = None,
     mirror: bool = False,
+    hook_timeout: float | None = None,
 ) -> Runtime:
     environ = {
         "STORE_KEY": generate_key(),
@@ -89,6 +94,8 @@ def make_runtime(
     }
     if concurrency is not None:
         data["runtime"] = {"concurrency": concurrency}
+    if hook_timeout is not None:
+        data.setdefault("runtime", {})["hook_timeout"] = hook_timeout
     if rate_limit is not None:
         data["tenants"]["acme"]["platforms"]["echo"]["rate_limit"] = rate_limit
     platforms = data["tenants"]["acme"]["platforms"]
@@ -788,6 +795,121 @@ async def test_correction_on_two_platforms_names_both(
     assert "Correct the activity on 'echo' by hand" in entry["reason"]
     assert "would send it to 'mirror' again" in entry["reason"]
     assert simulator.journal.request_count == 2
+
+
+class ThrottlingConnector:
+    """A send hook for a-2 that fails the way ``self.how`` says."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    @hookimpl(tryfirst=True)
+    def impactin_send(self, request: Any) -> Any:
+        if request.payload["source"] != "a-2":
+            return None
+
+        async def send() -> None:
+            if self.how == "text":
+                raise RateLimited("Slow down", retry_after="7")  # type: ignore[arg-type]
+            if self.how == "set-nan":
+                error = RateLimited("Slow down", retry_after=1.0, sent=False)
+                error.retry_after = math.nan
+                raise error
+            if self.how == "invalid":
+                raise RecordInvalid("The platform takes no amount above 100")
+            if self.how == "forever":
+                raise RateLimited("Slow down", retry_after=math.inf, sent=False)
+            await asyncio.sleep(3600)
+
+        return send()
+
+
+async def test_retry_after_text_ends_one_delivery(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    runtime.plugins.pm.register(ThrottlingConnector("text"), name="throttling")
+
+    report = await runtime.deliver([record("a-1"), record("a-2"), record("a-3")])
+
+    by_source = {row["source_id"]: row for row in runtime.store.list_deliveries()}
+    failed = runtime.store.get_delivery(by_source["a-2"]["id"])
+    assert failed is not None
+    assert failed["error_kind"] == "plugin_error"
+    assert "raised TypeError" in failed["error"]
+    assert report.platforms["echo"].delivered == 2
+
+
+async def test_retry_after_set_later_falls_back_to_backoff(
+    tmp_path: Path, echo_simulator: Echo, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = echo_simulator
+    clock = FakeTime()
+    runtime = make_runtime(tmp_path, server.url, clock=clock)
+    runtime.plugins.pm.register(ThrottlingConnector("set-nan"), name="throttling")
+
+    report = await runtime.deliver([record("a-1"), record("a-2")])
+
+    assert report.platforms["echo"].delivered == 1
+    assert report.platforms["echo"].dead_lettered == 1
+    assert all(math.isfinite(delay) for delay in clock.sleeps)
+    assert "Ignored the retry_after of a RateLimited error" in caplog.text
+
+
+async def test_record_invalid_from_send_is_a_rejection(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    runtime.plugins.pm.register(ThrottlingConnector("invalid"), name="throttling")
+
+    await runtime.deliver([record("a-2")])
+
+    (row,) = runtime.store.list_deliveries()
+    rejected = runtime.store.get_delivery(row["id"])
+    assert rejected is not None
+    assert rejected["status"] == "dead_lettered"
+    assert rejected["error_kind"] == "permanent"
+    assert "The platform takes no amount above 100" in rejected["error"]
+    assert simulator.journal.request_count == 0
+
+
+async def test_endless_retry_after_is_capped(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    runtime.plugins.pm.register(ThrottlingConnector("forever"), name="throttling")
+
+    await runtime.deliver([record("a-2")])
+
+    (row,) = runtime.store.list_deliveries()
+    deferred = runtime.store.get_delivery(row["id"])
+    assert deferred is not None
+    assert deferred["status"] == "pending"
+    assert deferred["next_attempt_at"] <= runtime.clock() + MAX_RETRY_AFTER
+
+
+async def test_hung_send_is_cancelled_at_the_hook_timeout(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(
+        tmp_path, server.url, hook_timeout=0.2, retry={"max_attempts": 2}
+    )
+    runtime.plugins.pm.register(ThrottlingConnector("hang"), name="throttling")
+
+    report = await asyncio.wait_for(
+        runtime.deliver([record("a-1"), record("a-2"), record("a-3")]), 30
+    )
+
+    by_source = {row["source_id"]: row for row in runtime.store.list_deliveries()}
+    hung = runtime.store.get_delivery(by_source["a-2"]["id"])
+    assert hung is not None
+    assert hung["status"] == "dead_lettered"
+    assert "impactin_send did not finish within 0.2 s" in hung["error"]
+    assert report.platforms["echo"].delivered == 2
 
 
 class StalledTime(FakeTime):

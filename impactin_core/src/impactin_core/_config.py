@@ -180,6 +180,12 @@ class TenantConfig:
     platforms: Mapping[str, PlatformConfig]
 
 
+#: Seconds one call of a connector's authenticate or send hook may take
+#: before the runtime ends it: ten of httpx's 30-second timeouts, for
+#: connectors that make several calls per send.
+DEFAULT_HOOK_TIMEOUT = 300.0
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """The whole configuration file, parsed and checked."""
@@ -191,6 +197,8 @@ class Config:
     #: The raw ``[sla]`` table; ``impactin_core._audit.SlaTargets`` checks it.
     sla: Mapping[str, Any] = attrs.field(factory=dict)
     concurrency: int = 8
+    #: Seconds one call of a connector's authenticate or send hook may take.
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     source: Path | None = None
 
     def tenant(self, tenant: str) -> TenantConfig:
@@ -539,10 +547,15 @@ def parse_config(
         for name in sorted(tenants_reader.data)
     }
     runtime = root.table("runtime")
-    runtime.only("concurrency")
+    runtime.only("concurrency", "hook_timeout")
     concurrency = runtime.get("concurrency", int, 8)
     if concurrency < 1:
         raise runtime.fail("concurrency", f"is {concurrency}", "use 1 or more")
+    hook_timeout = _check_seconds(
+        runtime,
+        "hook_timeout",
+        runtime.get("hook_timeout", (int, float), DEFAULT_HOOK_TIMEOUT),
+    )
     return Config(
         store_path=store_path,
         store_key_env=store_key_env,
@@ -550,6 +563,7 @@ def parse_config(
         inputs=dict(root.table("inputs").data),
         sla=dict(root.table("sla").data),
         concurrency=concurrency,
+        hook_timeout=hook_timeout,
         source=source,
     )
 

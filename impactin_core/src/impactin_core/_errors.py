@@ -26,6 +26,9 @@ errors built from a platform's response pass the text through
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 __all__ = [
     "AuthenticationError",
     "CircuitOpen",
@@ -192,8 +195,39 @@ class RetryableError(DeliveryError):
         super().__init__(
             message, platform=platform, tenant=tenant, status_code=status_code
         )
-        self.retry_after = retry_after
+        self.retry_after = checked_retry_after(retry_after)
         self.sent = sent
+
+
+#: The maximum delay a ``Retry-After`` value can set, in seconds (7 days).
+#: A later date would keep a delivery pending for years, and a huge number
+#: would overflow the conversion of its due time to a date.
+MAX_RETRY_AFTER = 7 * 24 * 3600.0
+
+
+def checked_retry_after(value: Any) -> float | None:
+    """Return ``value`` as seconds between 0 and ``MAX_RETRY_AFTER``, or None.
+
+    Raises TypeError for a value that is not a number (a header's text, for
+    one) and ValueError for nan, so a connector's mistake shows where it is
+    made instead of stopping the runtime's retry loop later.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        message = (
+            f"retry_after must be a number of seconds or None, not "
+            f"{type(value).__name__}; parse a Retry-After header with "
+            "impactin_core.parse_retry_after."
+        )
+        raise TypeError(message)
+    if math.isnan(value):
+        message = (
+            "retry_after is nan; pass a number of seconds, or None to let the "
+            "runtime back off."
+        )
+        raise ValueError(message)
+    return min(max(0.0, float(value)), MAX_RETRY_AFTER)
 
 
 class RateLimited(RetryableError):

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import httpx
 
 from ._errors import (
+    MAX_RETRY_AFTER,
     AuthenticationError,
     PermanentError,
     RateLimited,
@@ -29,12 +30,6 @@ _DELTA_SECONDS = re.compile(r"[0-9]+")
 
 #: Characters of a response body that are scrubbed before the message is cut.
 _SCRUB_LIMIT = 65536
-
-
-#: The maximum delay a ``Retry-After`` value can set, in seconds (7 days).
-#: A later date would keep a delivery pending for years, and a huge number
-#: would overflow the conversion of its due time to a date.
-MAX_RETRY_AFTER = 7 * 24 * 3600.0
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -23,12 +23,14 @@ import collections
 import contextvars
 import hashlib
 import hmac
+import inspect
 import itertools
 import json
 import logging
 import os
 import random
 import ssl
+import sys
 import time
 import traceback
 import uuid
@@ -65,6 +67,7 @@ from ._errors import (
     RecordInvalid,
     RetryableError,
     StoreError,
+    checked_retry_after,
 )
 from ._logging import (
     bind_personal_values,
@@ -1188,13 +1191,14 @@ class Runtime:
             reason = f"{exc} Gave up after {attempt.number} {tries}."
             return ("dead", reason)
         now = self.clock()
-        delay = exc.retry_after
+        asked = _retry_after_of(exc, platform.id)
+        delay = asked
         if delay is None:
             delay = backoff_delay(attempt.number, config.retry, self.rng)
         elif isinstance(exc, RateLimited):
             self.limiter(row["tenant"], platform).pause(delay)
         if now + delay > deadline:
-            if exc.retry_after is not None and exc.retry_after > config.retry.deadline:
+            if asked is not None and asked > config.retry.deadline:
                 return ("defer", float(delay))
             reason = (
                 f"{exc} The retry deadline of {config.retry.deadline:g} s passed after "
@@ -1266,7 +1270,11 @@ class Runtime:
                     "duration_s": self.clock() - started,
                     "outcome": outcome_name,
                     "status_code": status_code,
-                    "retry_after": getattr(error, "retry_after", None),
+                    "retry_after": (
+                        _retry_after_of(error, platform.id, warn=False)
+                        if isinstance(error, RetryableError)
+                        else None
+                    ),
                     "error": scrub_known(str(error)) if error else None,
                     "trace_id": current_trace_id(),
                 }
@@ -1310,9 +1318,14 @@ class Runtime:
                 force_refresh=attempt.refreshed,
             )
             try:
-                credentials = await self.plugins.hook(
-                    platform.id, "impactin_authenticate"
-                )(platform=platform, settings=settings, context=auth)
+                credentials = await _within(
+                    self.plugins.hook(platform.id, "impactin_authenticate")(
+                        platform=platform, settings=settings, context=auth
+                    ),
+                    self.config.hook_timeout,
+                    platform.id,
+                    "impactin_authenticate",
+                )
             except RetryableError as exc:
                 # A failed token request carried no part of the delivery, so
                 # repeating it cannot duplicate anything.
@@ -1343,15 +1356,28 @@ class Runtime:
                 cache_dir=self._cache_dir,
             )
             try:
-                result = await self.plugins.hook(platform.id, "impactin_send")(
-                    platform=platform,
-                    request=request,
-                    credentials=credentials,
-                    context=context,
+                result = await _within(
+                    self.plugins.hook(platform.id, "impactin_send")(
+                        platform=platform,
+                        request=request,
+                        credentials=credentials,
+                        context=context,
+                    ),
+                    self.config.hook_timeout,
+                    platform.id,
+                    "impactin_send",
                 )
             except (DeliveryError, ConfigError) as exc:
                 self._strip_secrets(exc, settings, credentials)
                 raise
+            except RecordInvalid as exc:
+                # The connector found, before its call, that the platform
+                # cannot take this record: a rejection, which a corrected
+                # record under the same source id replaces.
+                self._strip_secrets(exc, settings, credentials)
+                raise PermanentError(
+                    str(exc), platform=platform.id, tenant=row["tenant"]
+                ) from None
             except (Exception, asyncio.CancelledError, SystemExit) as exc:
                 _reraise_real_cancellation(exc)
                 raise _connector_failure(platform.id, "impactin_send", exc) from None
@@ -1600,6 +1626,59 @@ class Runtime:
         if self._closed:
             message = "This Runtime is closed; create a new Runtime to deliver again."
             raise RuntimeError(message)
+
+
+async def _within(awaitable: Any, seconds: float, platform: str, hook: str) -> Any:
+    """Await a hook's result, for at most ``seconds``.
+
+    A hook that has not finished by then is cancelled and counts as a
+    timeout: a ``RetryableError`` that may have reached the platform, so it
+    is repeated only where repeating is safe.
+    """
+    if sys.version_info >= (3, 11):
+        scope = asyncio.timeout(seconds)
+        try:
+            async with scope:
+                return await awaitable
+        except TimeoutError:
+            if not scope.expired():
+                raise
+    else:  # pragma: no cover - Python 3.10
+        if not inspect.isawaitable(awaitable):
+            # Awaiting it raises the TypeError that names the mistake.
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, seconds)
+        except asyncio.TimeoutError:
+            pass
+    message = (
+        f"The {platform} connector's {hook} did not finish within {seconds:g} s, "
+        "so the runtime cancelled it; raise runtime.hook_timeout if the "
+        "platform is that slow."
+    )
+    raise RetryableError(message, platform=platform)
+
+
+def _retry_after_of(
+    exc: RetryableError, platform: str, *, warn: bool = True
+) -> float | None:
+    """Return the error's ``retry_after``, checked again.
+
+    The constructor checks it, but a connector can set the attribute
+    afterwards; a value that is not a number of seconds is ignored, so the
+    runtime backs off instead of stopping the run.
+    """
+    try:
+        return checked_retry_after(exc.retry_after)
+    except (TypeError, ValueError):
+        if warn:
+            logger.warning(
+                "Ignored the retry_after of a %s error from the %s connector: it "
+                "is not a number of seconds",
+                type(exc).__name__,
+                platform,
+            )
+        return None
 
 
 def _credential_values(credentials: Credentials) -> list[str]:
