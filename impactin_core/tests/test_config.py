@@ -580,3 +580,13 @@ def test_bool_shown_as_toml(tmp_path: Path) -> None:
         "tenants.acme.platforms.benevity.rate_limit.calls is true; "
         "set it to a whole number."
     )
+
+
+def test_key_with_space_is_quoted(tmp_path: Path) -> None:
+    data = {"tenants": {"a b": {"key_env": "K", "platforms": {}}}}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, base_dir=tmp_path)
+
+    assert caught.value.key == 'tenants."a b".platforms'
+    assert str(caught.value).startswith('tenants."a b".platforms ')

@@ -559,7 +559,7 @@ def test_csv_wrong_encoding_raises(tmp_path: Path) -> None:
         read_all(path, mapping=mapping())
     assert caught.value.key == "inputs.test.encoding"
     assert "set inputs.test.encoding" in str(caught.value)
-    assert "before its first data row could be read" in str(caught.value)
+    assert "in or before its first data row" in str(caught.value)
     assert "data row 0" not in str(caught.value)
 
 

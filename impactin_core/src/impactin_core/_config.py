@@ -14,6 +14,7 @@ variables (or of entries in another secrets provider) that hold the value::
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -249,6 +250,10 @@ class Config:
         )
 
 
+#: A dotted path of TOML bare keys, each with an optional list index such
+#: as "deny[0]". A name with any other character is written in quotes.
+_BARE_KEY = re.compile(r"[A-Za-z0-9_.\[\]-]+")
+
 #: C0 control characters and DEL. HTTP forbids them in header values, and
 #: a request that carries one fails before it is sent.
 _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
@@ -285,7 +290,9 @@ class _Reader:
         self.prefix = prefix
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
+        # A name that TOML cannot write bare ("a b") is quoted, as in the file.
+        part = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+        return f"{self.prefix}.{part}" if self.prefix else part
 
     def fail(self, name: str, problem: str, fix: str) -> ConfigError:
         key = self.key(name)

@@ -933,7 +933,7 @@ def read_records(
         # The file is decoded in blocks, so the invalid bytes lie somewhere
         # after the last row read, not necessarily in the next one.
         if row_number == 0:
-            where = "before its first data row could be read"
+            where = "in or before its first data row"
         else:
             where = f"after data row {row_number}"
         message = f"{path} is not valid {encoding} text {where}; {fix}."
