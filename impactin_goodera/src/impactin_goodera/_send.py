@@ -73,13 +73,15 @@ async def send_participation(
     attendee = _attendee_key(credentials, event_id, request.payload["participation"])
     owner = ledger.step_id(attendee, "owner")
     if owner is not None and owner != key:
-        # Goodera keeps one participation per (event, email), so it would
-        # return the first participation for a second activity of the same
-        # volunteer on the same event, and that activity's hours would be lost.
+        # A participation is posted by event id and email, and Goodera does
+        # not publish what a second one for the same pair does: it may be
+        # refused, merged or answered with the first. Not sending it keeps the
+        # second activity's hours from being lost silently.
         message = (
             "This volunteer already has a participation on the same Goodera event "
-            "(same opportunity and day) from another activity; Goodera records "
-            "one per volunteer and event, so merge the two activities' hours "
+            "(same opportunity and day) from another activity; a participation "
+            "is identified by event and email, and what Goodera does with a "
+            "second one is not published, so merge the two activities' hours "
             "into one record or move one to another opportunity."
         )
         raise PermanentError(message, platform=PLATFORM, tenant=settings.tenant)
