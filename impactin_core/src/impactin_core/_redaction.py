@@ -648,35 +648,83 @@ def scrub_text(text: str, names: Iterable[str] = ()) -> tuple[str, int]:
     """Replace personal data in free text by ``[kind]`` markers.
 
     ``names`` are values known to be personal (the employee's own name or
-    id), removed wherever they occur, case-insensitively. Returns the new
-    text and the number of replacements.
+    id), removed wherever they occur, case-insensitively. A value other than
+    an email, with 5 letters and digits or more, is also removed as a whole
+    word with its separators (``-``, ``_``, ``.``, ``/``, whitespace) left
+    out or swapped, so ``E-777011`` removes ``E777011`` and ``E 777011``.
+    Returns the new text and the number of replacements.
     """
     return _scrub(text, _known_names(names))
 
 
-def _known_names(names: Iterable[str]) -> list[str]:
-    """Return the normalized ``names`` of 2 characters or more, for ``_scrub``."""
+# A personal value prepared for ``_scrub`` as (text after ``normalize_text``,
+# probe, is_ascii). The probe is lower-case text that every match contains.
+# For an ASCII value in ASCII text, a missing probe skips the search. A plain
+# tuple is built faster than a named one, and each record needs three.
+_KnownName = tuple[str, str, bool]
+
+# Characters that separate the parts of an id or a name.
+_NAME_SEPARATORS = re.compile(r"[-_./\s]+")
+
+
+def _known_names(names: Iterable[str]) -> list[_KnownName]:
+    """Return the ``names`` of 2 characters or more, prepared for ``_scrub``."""
     known = []
     for name in names:
         name = name.strip()
         if len(name) >= 2:
-            known.append(normalize_text(name))
+            known.append(_known_name(name))
     return known
 
 
-def _scrub(text: str, names: list[str]) -> tuple[str, int]:
+# The log filter prepares the bound values for each log record, so the cache
+# saves that work on every log line of a delivery after the first.
+@functools.lru_cache(maxsize=256)
+def _known_name(name: str) -> _KnownName:
+    text = normalize_text(name)
+    lowered = text.lower()
+    if "@" in text:
+        # An email has no variants, so the whole value is the probe.
+        return (text, lowered, text.isascii())
+    parts = _NAME_SEPARATORS.split(lowered)
+    # Each match contains every part, so the longest one is tested.
+    probe = parts[0] if len(parts) == 1 else max(parts, key=len)
+    return (text, probe, text.isascii())
+
+
+# Compiled only when the text contains the probe, because a record's new
+# values would otherwise cost a compilation each.
+@functools.lru_cache(maxsize=256)
+def _name_pattern(name: str) -> re.Pattern[str]:
+    """Return a pattern for ``name`` and, from 5 letters and digits, its variants.
+
+    A variant has the separators left out or swapped, and matches only where
+    no letter or digit adjoins it, so that "Ana Li" does not match "analysis".
+    An email gets no variants, because the email pattern finds it anyway.
+    """
+    source = re.escape(name)
+    parts = [part for part in _NAME_SEPARATORS.split(name) if part]
+    alphanumerics = sum(char.isalnum() for char in name)
+    if len(parts) > 1 and alphanumerics >= 5 and "@" not in name:
+        joined = r"[-_./\s]*".join(map(re.escape, parts))
+        source = rf"{source}|(?<![^\W_]){joined}(?![^\W_])"
+    return re.compile(source, re.IGNORECASE)
+
+
+def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
     result = normalize_text(text)
     count = 0
-    for name in names:
+    lowered = result.lower() if names and result.isascii() else None
+    for name, probe, is_ascii in names:
         # For ASCII on both sides, a case-insensitive match exists only if
-        # the lowercased name occurs in the lowercased text. This test skips
-        # compiling a pattern for each record's new names.
-        ascii_only = name.isascii() and result.isascii()
-        if ascii_only and name.lower() not in result.lower():
+        # the lowercased text contains the probe. This test skips compiling
+        # a pattern for each record's new values.
+        if is_ascii and lowered is not None and probe not in lowered:
             continue
-        pattern = re.compile(re.escape(name), re.IGNORECASE)
-        result, found = pattern.subn("[name]", result)
-        count += found
+        result, found = _name_pattern(name).subn("[name]", result)
+        if found:
+            count += found
+            lowered = result.lower() if result.isascii() else None
     # A phone candidate runs over the digits that follow it, so a phone
     # number next to another identifier shows only once that one is replaced.
     # Passes repeat until nothing is found, at most _SCRUB_PASSES times.
@@ -714,7 +762,7 @@ def sanitize_text(text: str, known_values: Iterable[str] = ()) -> str:
     return scrub_text(text, known_values)[0]
 
 
-def _scrub_value(value: Any, names: list[str]) -> tuple[Any, int]:
+def _scrub_value(value: Any, names: list[_KnownName]) -> tuple[Any, int]:
     if isinstance(value, str):
         return _scrub(value, names)
     if isinstance(value, Mapping):
