@@ -865,9 +865,14 @@ def _surely_clean(text: str) -> bool:
     character that starts a written-out ``@`` such as ``(at)`` or ``&#64;``.
     Most keys and many values of a payload are like this.
     """
+    if not text.isascii():
+        return False
+    if text.isidentifier():
+        # Letters, digits and underscores only, as in most keys, so just
+        # the digits remain to be counted.
+        return _TWO_DIGITS.search(text) is None
     return (
-        text.isascii()
-        and "@" not in text
+        "@" not in text
         and "%" not in text
         and _TWO_DIGITS.search(text) is None
         # The characters that a written-out @ of _AT_SIGN starts with.
