@@ -66,6 +66,28 @@ HARD_CASES = [
     pytest.param("GB82 WEST 1234 5698 7654 32", "iban", id="iban"),
     pytest.param("DOB: 1990-05-17", "date_of_birth", id="dob-label"),
     pytest.param("born on 17/05/1990", "date_of_birth", id="dob-born"),
+    pytest.param("zelda13.quux@example\u3002org", "email", id="ideographic-stop"),
+    pytest.param("zelda13.quux@example\uff61org", "email", id="halfwidth-stop"),
+    pytest.param("SSN 123456789", "us_ssn", id="ssn-label-compact"),
+    pytest.param("ssn:123456789", "us_ssn", id="ssn-label-colon"),
+    pytest.param("SSN# 123456789", "us_ssn", id="ssn-label-hash"),
+    pytest.param("social security number 123456789", "us_ssn", id="ssn-label-words"),
+    pytest.param("DOB 3 Feb 1985", "date_of_birth", id="dob-day-month"),
+    pytest.param("born on 3 February 1985", "date_of_birth", id="dob-born-month"),
+    pytest.param("DOB: February 3, 1985", "date_of_birth", id="dob-month-first"),
+    pytest.param("born 3rd Feb 1985", "date_of_birth", id="dob-ordinal"),
+    pytest.param(
+        "date of birth: the 3rd of Sept. 1985", "date_of_birth", id="dob-of-month"
+    ),
+    pytest.param("de89 3704 0044 0532 0130 00", "iban", id="iban-lower-case"),
+    pytest.param("gb82west12345698765432", "iban", id="iban-lower-compact"),
+    pytest.param("jg 10 37 26 a", "uk_nino", id="nino-lower-case"),
+    pytest.param("ab123456c", "uk_nino", id="nino-lower-compact"),
+    pytest.param("x(at)example.org", "email", id="at-in-parentheses"),
+    pytest.param("x [at] example [dot] org", "email", id="at-dot-in-brackets"),
+    pytest.param("x{AT}example.org", "email", id="at-in-braces"),
+    pytest.param("x&#64;example.org", "email", id="at-decimal-entity"),
+    pytest.param("x&#x40;example.org", "email", id="at-hex-entity"),
 ]
 
 NEGATIVES = [
@@ -86,6 +108,19 @@ NEGATIVES = [
     pytest.param("2.122.000.000,00", id="amount-decimal-comma"),
     pytest.param("Open Doors Community Arts", id="organization-name"),
     pytest.param("ORG-1701", id="organization-id"),
+    pytest.param("Order 123456789 shipped", id="unlabelled-nine-digits"),
+    pytest.param("Social club raised 123456 for 9 causes", id="social-no-ssn"),
+    pytest.param("Launched on 3 Feb 2020", id="date-without-label"),
+    pytest.param("The idea was born in 2019, 3 Feb", id="born-without-date"),
+    pytest.param("Session on 12 03 26 a success", id="date-then-article"),
+    pytest.param("Started at 10 20 30 a.m.", id="time-then-am"),
+    pytest.param("fy24 report on literacy for the riverside", id="words-after-digits"),
+    pytest.param("de12 donations from the riverside team", id="country-code-words"),
+    pytest.param("ES2300047690558N", id="iban-checksum-wrong-length"),
+    pytest.param("We met at example dot org", id="at-dot-words"),
+    pytest.param("Lunch (at) home, then (at) the park", id="at-without-domain"),
+    pytest.param("Tom &amp; Jerry Literacy Fund", id="html-ampersand"),
+    pytest.param("\u8bf7\u8054\u7cfb@\u5c0f\u738b\u3002\u8c22\u8c22", id="mention"),
 ]
 
 
@@ -105,6 +140,46 @@ def test_scrub_removes_hard_case(text: str, kind: str) -> None:
 @pytest.mark.parametrize("text", NEGATIVES)
 def test_negative_does_not_block(text: str) -> None:
     assert leak_scan({"description": text}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "iban de89 3704 0044 0532 0130 00 for the gift",
+            "iban [iban] for the gift",
+            id="lower-case",
+        ),
+        pytest.param(
+            "GB82 WEST 1234 5698 7654 32 THANKS",
+            "[iban] THANKS",
+            id="upper-case-word-after",
+        ),
+        pytest.param(
+            "IBAN GB82 WEST 1234 5698 7654 32\nthanks",
+            "IBAN [iban]\nthanks",
+            id="newline-after",
+        ),
+    ],
+)
+def test_scrub_replaces_whole_iban(text: str, expected: str) -> None:
+    assert scrub_text(text) == (expected, 1)
+
+
+def test_scrub_keeps_ssn_label() -> None:
+    assert scrub_text("SSN 123456789") == ("SSN [us_ssn]", 1)
+
+
+def test_obfuscated_email_local_part_scrubbed() -> None:
+    text = "nick(dot)berg(at)example(dot)org"
+
+    assert scrub_text(text) == ("[email]", 1)
+
+
+def test_obfuscated_email_in_key_not_skipped() -> None:
+    payload = {"contacts": {"x(at)example.org": "lead"}}
+
+    assert leak_scan(payload) == [Finding("contacts.[email][key]", "email")]
 
 
 def test_finding_names_path_and_kind() -> None:
@@ -151,6 +226,13 @@ _pieces = st.sampled_from(
         "4111 1111 1111 1111",
         "ZIP 12345-6789",
         "Invoice 100234567",
+        "zelda13.quux@example\u3002org",
+        "SSN 123456789",
+        "DOB 3 Feb 1985",
+        "de89 3704 0044 0532 0130 00",
+        "jg 10 37 26 a",
+        "x [at] example [dot] org",
+        "x&#64;example.org",
         " ",
         ", ",
         "\n",

@@ -70,6 +70,20 @@ def test_filter_scrubs_bound_employee_id(
     assert handler.lines == ["Worker [name] rejected"]
 
 
+def test_filter_scrubs_id_without_separator(
+    captured: tuple[logging.Logger, Capture],
+) -> None:
+    logger, handler = captured
+
+    def body() -> None:
+        bind_personal_values(["E-004217"])
+        logger.warning("Worker %s rejected", "E004217")
+
+    run_isolated(body)
+
+    assert handler.lines == ["Worker [name] rejected"]
+
+
 def test_filter_scrubs_exception_text(
     captured: tuple[logging.Logger, Capture],
 ) -> None:

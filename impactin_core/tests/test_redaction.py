@@ -19,6 +19,7 @@ from impactin_core._redaction import (
     leak_scan,
     minimize_record,
     pseudonymize,
+    scrub_text,
 )
 
 KEY = b"tenant-secret-key-for-tests-0001"
@@ -118,6 +119,46 @@ def test_minimize_scrubs_free_text_and_metadata() -> None:
 
     assert minimized.description == "[name] tutored; reach her at [phone]"
     assert minimized.metadata == {"contact": {"notes": ["[email]", "[uk_nino]"]}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("Ref E777011", id="separator-removed"),
+        pytest.param("Ref e 777011", id="space-lower-case"),
+        pytest.param("Ref E_777011.", id="underscore"),
+        pytest.param("Ref E/777011", id="slash"),
+        pytest.param("Ref E-777011", id="exact"),
+    ],
+)
+def test_scrub_removes_id_separator_variants(text: str) -> None:
+    assert scrub_text(text, ["E-777011"])[0].startswith("Ref [name]")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "Ana-Li led the data analysis",
+            "[name] led the data analysis",
+            id="inside-word",
+        ),
+        pytest.param("Ticket XE777011", "Ticket XE777011", id="longer-id"),
+        pytest.param("Ref E77", "Ref E77", id="short-value"),
+    ],
+)
+def test_separator_variants_match_whole_words(text: str, expected: str) -> None:
+    assert scrub_text(text, ["Ana Li", "E-777011", "E-77"])[0] == expected
+
+
+def test_minimize_scrubs_id_without_separator() -> None:
+    policy = RedactionPolicy.for_platform(GOODERA, "acme", KEY)
+
+    minimized, _ = minimize_record(
+        record(employee_id="E-777011", description="Ref E777011"), policy
+    )
+
+    assert minimized.description == "Ref [name]"
 
 
 def test_tenant_can_tighten() -> None:

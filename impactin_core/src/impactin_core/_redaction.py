@@ -40,19 +40,63 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
 
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+# RFC 3490 (IDNA) counts the ideographic full stops U+3002 and U+FF61 as
+# label separators too. NFKC turns U+FF61 into U+3002 and keeps U+3002.
+# A domain written with one of them must end in an ASCII label ("org"),
+# so "@小王。谢谢" in Chinese prose reads as a mention, not an email.
+_IDEOGRAPHIC_EMAIL = re.compile(
+    r"[\w.+'-]+@[\w-]+(?:(?:[.\u3002\uff61][\w-]+)*[\u3002\uff61][A-Za-z]{2,63}"
+    r"(?![\w-])|(?:\.[\w-]+)+)"
+)
+# An email with the @ written as "(at)", "[at]", "{at}" or an HTML entity,
+# and the dots optionally as "(dot)", "[dot]" or "{dot}". The words " at "
+# and " dot " alone do not match, because ordinary sentences contain them.
+_AT_SIGN = r"(?:\s*[\[({]\s*at\s*[\])}]\s*|&#0*64;|&#x0*40;|&commat;)"
+_DOT = r"(?:\.|\s*[\[({]\s*dot\s*[\])}]\s*)"
+_OBFUSCATED_EMAIL = re.compile(
+    rf"[\w.+'-]+(?:{_DOT}[\w.+'-]+)*{_AT_SIGN}[\w-]+(?:{_DOT}[\w-]+)+", re.IGNORECASE
+)
 _SSN = re.compile(
     rf"(?<![\w-])\d{{3}}[\s{_DASHES}]\d{{2}}[\s{_DASHES}]\d{{4}}(?![\w-])"
 )
+# Nine digits without separators are an SSN only after a label, because
+# invoice and order numbers are often nine digits too. Group 1 is the number.
+_LABELLED_SSN = re.compile(
+    r"(?i)\b(?:ssn|social\s+security)(?:\s*(?:number|no\.?|#))?\s*[:\-]?\s*"
+    r"(\d{9})(?![\w-])"
+)
 _NINO = re.compile(
-    r"(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"(?i)(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Z0-9])"
+)
+# English words that _NINO matches as a prefix. Outside upper case they are
+# read as words, because "on 12 03 26 a" is a date and an article and
+# "at 10 20 30 a.m." is a time.
+_NINO_WORDS = frozenset(
+    {"am", "an", "as", "at", "be", "by", "he", "me", "my", "on", "or", "re", "we"}
 )
 # Digits glued to letters (hex digests, ids such as "ik_3f12...") are not cards.
 _CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
-_IBAN = re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?:\s?[A-Z0-9]){11,30}(?![A-Z0-9])")
+# An IBAN candidate in any letter case. _iban_spans checks its length and
+# checksum and drops the words that follow it.
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:\s?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])"
+)
+# The upper-case start of a candidate, checked for a country code that
+# _IBAN_LENGTHS lacks.
+_UPPER_IBAN = re.compile(r"[A-Z]{2}\d{2}(?:\s?[A-Z0-9]){11,30}")
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?"
+    r"|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_ORDINAL = r"(?:st|nd|rd|th)?"
+# A date after a label: numeric ("1990-05-17", "17/05/1990"), day first
+# ("3 Feb 1985", "3rd of February 1985") or month first ("February 3, 1985").
 _DOB = re.compile(
     r"(?i)\b(?:d\.?o\.?b\.?|date\s+of\s+birth|born(?:\s+on)?)\s*[:\-]?\s*"
-    r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}"
+    r"(?:\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}"
+    rf"|(?:the\s+)?\d{{1,2}}{_ORDINAL}\s+(?:of\s+)?{_MONTH},?\s+\d{{2,4}}\b"
+    rf"|{_MONTH}\s+\d{{1,2}}{_ORDINAL},?\s+\d{{2,4}}\b)"
 )
 # Phone candidates: an optional +, then digits with common separators.
 _PHONE_CANDIDATE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().\-\u2010-\u2015]{6,}\d(?!\w)")
@@ -202,13 +246,73 @@ def _luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+# The length of an IBAN per country code, from the SWIFT IBAN Registry
+# (release 101, as python-stdnum 2.2 ships it).
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16,
+    "BG": 22, "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22,
+    "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20,
+    "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22,
+    "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21,
+    "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30,
+    "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
+    "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
+    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22,
+    "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24,
+    "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26,
+    "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}  # fmt: skip
+
+
 def _iban_valid(candidate: str) -> bool:
-    compact = candidate.replace(" ", "")
+    compact = "".join(candidate.split()).upper()
     if not 15 <= len(compact) <= 34:
         return False
     rearranged = compact[4:] + compact[:4]
     digits = "".join(str(int(char, 36)) for char in rearranged)
     return int(digits) % 97 == 1
+
+
+def _iban_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Yield the IBANs in ``text``.
+
+    A candidate of a registered country, in any letter case, is cut to that
+    country's length, which drops the words that follow it, and must end
+    there at a space or at the end. A candidate of another country code is
+    taken only in upper case, as a whole, so that lower-case words such as
+    "fy24 report on ..." are not tried against the checksum.
+    """
+    for match in _IBAN.finditer(text):
+        candidate = match.group()
+        length = _IBAN_LENGTHS.get(candidate[:2].upper())
+        if length is None:
+            upper = _UPPER_IBAN.match(candidate)
+            if upper and _iban_valid(upper.group()):
+                yield (match.start(), match.start() + upper.end())
+            continue
+        end = _end_after_characters(candidate, length)
+        if end is not None and _iban_valid(candidate[:end]):
+            yield (match.start(), match.start() + end)
+
+
+def _end_after_characters(candidate: str, count: int) -> int | None:
+    """Return the index after ``count`` non-whitespace characters of ``candidate``.
+
+    None when the candidate is shorter, or when a letter or digit follows
+    without whitespace between.
+    """
+    seen = 0
+    for index, char in enumerate(candidate):
+        if char.isspace():
+            continue
+        seen += 1
+        if seen == count:
+            end = index + 1
+            if end < len(candidate) and not candidate[end].isspace():
+                return None
+            return end
+    return None
 
 
 # phonenumbers.parse costs tens of microseconds, and a record's dates and ids
@@ -477,7 +581,15 @@ def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
 
 def _spans(text: str) -> Iterator[tuple[int, int, str]]:
     if "@" in text:
-        for match in _EMAIL.finditer(text):
+        # The pattern for ideographic full stops is slower, so most text
+        # gets the plain one.
+        ideographic = "\u3002" in text or "\uff61" in text
+        email = _IDEOGRAPHIC_EMAIL if ideographic else _EMAIL
+        for match in email.finditer(text):
+            yield (*match.span(), "email")
+    # Every written-out @ of _AT_SIGN starts with one of these characters.
+    if "(" in text or "[" in text or "{" in text or "&" in text:
+        for match in _OBFUSCATED_EMAIL.finditer(text):
             yield (*match.span(), "email")
     # Every other detector needs digits: at least 2 for an IBAN, 3 for a date
     # of birth, 6 for a NINO, 7 for a phone number, 9 for an SSN and 13 for
@@ -489,11 +601,11 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
         yield from _long_number_spans(text)
     elif digits >= 6:
         for match in _NINO.finditer(text):
-            yield (*match.span(), "uk_nino")
+            if not _is_nino_word(match.group()):
+                yield (*match.span(), "uk_nino")
     if len(text) >= 15:
-        for match in _IBAN.finditer(text):
-            if _iban_valid(match.group()):
-                yield (*match.span(), "iban")
+        for start, end in _iban_spans(text):
+            yield (start, end, "iban")
     if digits >= 3:
         for match in _DOB.finditer(text):
             yield (*match.span(), "date_of_birth")
@@ -502,12 +614,24 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
             yield (start, end, "phone")
 
 
+def _is_nino_word(number: str) -> bool:
+    """Return whether a ``_NINO`` match, not in upper case, starts with a word."""
+    return not number.isupper() and number[:2].lower() in _NINO_WORDS
+
+
 def _long_number_spans(text: str) -> Iterator[tuple[int, int, str]]:
     """Yield the SSN, NINO and card spans of a text with 9 digits or more."""
     for match in _SSN.finditer(text):
         yield (*match.span(), "us_ssn")
+    # Every label contains "ssn" or "social". Testing for them first skips
+    # the case-insensitive search in most text, such as hex digests.
+    lowered = text.lower()
+    if "ssn" in lowered or "social" in lowered:
+        for match in _LABELLED_SSN.finditer(text):
+            yield (*match.span(1), "us_ssn")
     for match in _NINO.finditer(text):
-        yield (*match.span(), "uk_nino")
+        if not _is_nino_word(match.group()):
+            yield (*match.span(), "uk_nino")
     for match in _CARD.finditer(text):
         digits = re.sub(r"\D", "", match.group())
         if _luhn_valid(digits):
@@ -524,35 +648,83 @@ def scrub_text(text: str, names: Iterable[str] = ()) -> tuple[str, int]:
     """Replace personal data in free text by ``[kind]`` markers.
 
     ``names`` are values known to be personal (the employee's own name or
-    id), removed wherever they occur, case-insensitively. Returns the new
-    text and the number of replacements.
+    id), removed wherever they occur, case-insensitively. A value other than
+    an email, with 5 letters and digits or more, is also removed as a whole
+    word with its separators (``-``, ``_``, ``.``, ``/``, whitespace) left
+    out or swapped, so ``E-777011`` removes ``E777011`` and ``E 777011``.
+    Returns the new text and the number of replacements.
     """
     return _scrub(text, _known_names(names))
 
 
-def _known_names(names: Iterable[str]) -> list[str]:
-    """Return the normalized ``names`` of 2 characters or more, for ``_scrub``."""
+# A personal value prepared for ``_scrub`` as (text after ``normalize_text``,
+# probe, is_ascii). The probe is lower-case text that every match contains.
+# For an ASCII value in ASCII text, a missing probe skips the search. A plain
+# tuple is built faster than a named one, and each record needs three.
+_KnownName = tuple[str, str, bool]
+
+# Characters that separate the parts of an id or a name.
+_NAME_SEPARATORS = re.compile(r"[-_./\s]+")
+
+
+def _known_names(names: Iterable[str]) -> list[_KnownName]:
+    """Return the ``names`` of 2 characters or more, prepared for ``_scrub``."""
     known = []
     for name in names:
         name = name.strip()
         if len(name) >= 2:
-            known.append(normalize_text(name))
+            known.append(_known_name(name))
     return known
 
 
-def _scrub(text: str, names: list[str]) -> tuple[str, int]:
+# The log filter prepares the bound values for each log record, so the cache
+# saves that work on every log line of a delivery after the first.
+@functools.lru_cache(maxsize=256)
+def _known_name(name: str) -> _KnownName:
+    text = normalize_text(name)
+    lowered = text.lower()
+    if "@" in text:
+        # An email has no variants, so the whole value is the probe.
+        return (text, lowered, text.isascii())
+    parts = _NAME_SEPARATORS.split(lowered)
+    # Each match contains every part, so the longest one is tested.
+    probe = parts[0] if len(parts) == 1 else max(parts, key=len)
+    return (text, probe, text.isascii())
+
+
+# Compiled only when the text contains the probe, because a record's new
+# values would otherwise cost a compilation each.
+@functools.lru_cache(maxsize=256)
+def _name_pattern(name: str) -> re.Pattern[str]:
+    """Return a pattern for ``name`` and, from 5 letters and digits, its variants.
+
+    A variant has the separators left out or swapped, and matches only where
+    no letter or digit adjoins it, so that "Ana Li" does not match "analysis".
+    An email gets no variants, because the email pattern finds it anyway.
+    """
+    source = re.escape(name)
+    parts = [part for part in _NAME_SEPARATORS.split(name) if part]
+    alphanumerics = sum(char.isalnum() for char in name)
+    if len(parts) > 1 and alphanumerics >= 5 and "@" not in name:
+        joined = r"[-_./\s]*".join(map(re.escape, parts))
+        source = rf"{source}|(?<![^\W_]){joined}(?![^\W_])"
+    return re.compile(source, re.IGNORECASE)
+
+
+def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
     result = normalize_text(text)
     count = 0
-    for name in names:
+    lowered = result.lower() if names and result.isascii() else None
+    for name, probe, is_ascii in names:
         # For ASCII on both sides, a case-insensitive match exists only if
-        # the lowercased name occurs in the lowercased text. This test skips
-        # compiling a pattern for each record's new names.
-        ascii_only = name.isascii() and result.isascii()
-        if ascii_only and name.lower() not in result.lower():
+        # the lowercased text contains the probe. This test skips compiling
+        # a pattern for each record's new values.
+        if is_ascii and lowered is not None and probe not in lowered:
             continue
-        pattern = re.compile(re.escape(name), re.IGNORECASE)
-        result, found = pattern.subn("[name]", result)
-        count += found
+        result, found = _name_pattern(name).subn("[name]", result)
+        if found:
+            count += found
+            lowered = result.lower() if result.isascii() else None
     # A phone candidate runs over the digits that follow it, so a phone
     # number next to another identifier shows only once that one is replaced.
     # Passes repeat until nothing is found, at most _SCRUB_PASSES times.
@@ -590,7 +762,7 @@ def sanitize_text(text: str, known_values: Iterable[str] = ()) -> str:
     return scrub_text(text, known_values)[0]
 
 
-def _scrub_value(value: Any, names: list[str]) -> tuple[Any, int]:
+def _scrub_value(value: Any, names: list[_KnownName]) -> tuple[Any, int]:
     if isinstance(value, str):
         return _scrub(value, names)
     if isinstance(value, Mapping):
@@ -681,7 +853,7 @@ def _walk(
             _walk(item, f"{path}[{index}]", kinds_by_text, out)
 
 
-# Two digits anywhere: every detector but the email one needs at least two.
+# Two digits anywhere: every detector but the email ones needs at least two.
 _TWO_DIGITS = re.compile(r"\d\D*\d")
 
 
@@ -689,14 +861,25 @@ def _surely_clean(text: str) -> bool:
     """Return True for text in which ``detect`` cannot find anything.
 
     Such text is ASCII (so NFKC leaves it as it is), has no ``@`` and no
-    ``%`` (which could decode to one), and fewer than two digits. Most
-    keys and many values of a payload are like this.
+    ``%`` (which could decode to one), fewer than two digits, and no
+    character that starts a written-out ``@`` such as ``(at)`` or ``&#64;``.
+    Most keys and many values of a payload are like this.
     """
+    if not text.isascii():
+        return False
+    if text.isidentifier():
+        # Letters, digits and underscores only, as in most keys, so just
+        # the digits remain to be counted.
+        return _TWO_DIGITS.search(text) is None
     return (
-        text.isascii()
-        and "@" not in text
+        "@" not in text
         and "%" not in text
         and _TWO_DIGITS.search(text) is None
+        # The characters that a written-out @ of _AT_SIGN starts with.
+        and "(" not in text
+        and "[" not in text
+        and "{" not in text
+        and "&" not in text
     )
 
 
