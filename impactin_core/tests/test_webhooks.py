@@ -440,6 +440,82 @@ def test_replay_keyed_by_platform() -> None:
     assert event.platform == "other"
 
 
+def verify_for_tenant(
+    tenant: str, store: Any, *, now: float = NOW, platform: str = "acme"
+) -> WebhookEvent:
+    return verify_with_scheme(
+        "standard_webhooks",
+        platform=platform,
+        headers=signed("standard_webhooks"),
+        body=BODY,
+        secrets=[STANDARD_SECRET],
+        options={},
+        now=now,
+        replay_store=store,
+        tenant=tenant,
+    )
+
+
+def test_replay_keyed_by_tenant() -> None:
+    store = MemoryReplayStore()
+    first = verify_for_tenant("tenant-a", store)
+    second = verify_for_tenant("tenant-b", store)
+    with pytest.raises(WebhookRejected) as caught:
+        verify_for_tenant("tenant-a", store, now=NOW + 1)
+
+    assert first.event_id == "msg_1"
+    assert second.event_id == "msg_1"
+    assert caught.value.reason == "replayed"
+
+
+def test_replay_without_tenant_shared() -> None:
+    store = MemoryReplayStore()
+    verify("standard_webhooks", signed("standard_webhooks"), replay_store=store)
+    reason = reason_of(
+        "standard_webhooks", signed("standard_webhooks"), replay_store=store
+    )
+    tenant_event = verify_for_tenant("tenant-a", store)
+
+    assert reason == "replayed"
+    assert tenant_event.event_id == "msg_1"
+
+
+class TenantlessStore:
+    """A replay store written for the protocol without the tenant keyword."""
+
+    def __init__(self) -> None:
+        self.ids: set[tuple[str, str]] = set()
+
+    def seen(self, platform: str, event_id: str, now: float) -> bool:
+        key = (platform, event_id)
+        found = key in self.ids
+        self.ids.add(key)
+        return found
+
+
+def test_tenantless_store_works_without_tenant() -> None:
+    store = TenantlessStore()
+    verify("standard_webhooks", signed("standard_webhooks"), replay_store=store)
+    reason = reason_of(
+        "standard_webhooks", signed("standard_webhooks"), replay_store=store
+    )
+    assert reason == "replayed"
+
+
+def test_tenantless_store_with_tenant_raises() -> None:
+    store = TenantlessStore()
+    with pytest.raises(TypeError, match="tenant: str = ''") as caught:
+        verify_for_tenant("tenant-a", store)
+
+    assert "TenantlessStore" in str(caught.value)
+    assert store.ids == set()
+
+
+def test_tenant_of_wrong_type_raises() -> None:
+    with pytest.raises(TypeError, match="tenant must be"):
+        verify_for_tenant(None, MemoryReplayStore())  # type: ignore[arg-type]
+
+
 def test_forged_request_does_not_use_id() -> None:
     """A request with a bad signature must not record its event id."""
     store = MemoryReplayStore()
@@ -471,6 +547,16 @@ def test_memory_store_forgets_after_retention() -> None:
     store.seen("acme", "e1", NOW)
     assert store.seen("acme", "e1", NOW + 59) is True
     assert store.seen("acme", "e1", NOW + 60) is False
+    assert len(store) == 1
+
+
+def test_memory_store_keyed_by_tenant() -> None:
+    store = MemoryReplayStore(retention=60)
+    assert store.seen("acme", "e1", NOW, tenant="tenant-a") is False
+    assert store.seen("acme", "e1", NOW, tenant="tenant-b") is False
+    assert store.seen("acme", "e1", NOW) is False
+    assert store.seen("acme", "e1", NOW, tenant="tenant-a") is True
+    assert store.seen("acme", "e1", NOW + 60, tenant="tenant-a") is False
     assert len(store) == 1
 
 

@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import heapq
 import hmac
+import inspect
 import json
 import logging
 import math
@@ -73,13 +74,18 @@ _STANDARD_SECRET_PREFIX = "whsec_"
 
 
 class ReplayStore(Protocol):
-    """Storage of the event ids already accepted, per platform."""
+    """Storage of the event ids already accepted, per tenant and platform."""
 
-    def seen(self, platform: str, event_id: str, now: float) -> bool:
+    def seen(
+        self, platform: str, event_id: str, now: float, *, tenant: str = ""
+    ) -> bool:
         """Record the event id and return True if it was already recorded.
 
-        The check and the write must be one atomic step, so two concurrent
-        deliveries of one event cannot both see False.
+        Ids are kept apart per ``tenant`` and ``platform``, so two tenants of
+        one platform whose senders reuse an id do not reject each other's
+        events. ``""`` is the tenant of callers that name none. The check and
+        the write must be one atomic step, so two concurrent deliveries of one
+        event cannot both see False.
         """
         ...
 
@@ -100,18 +106,20 @@ class MemoryReplayStore:
                 f"retention must be a positive number of seconds, got {retention!r}."
             )
         self._retention = retention
-        self._first_seen: dict[tuple[str, str], float] = {}
-        self._expiries: list[tuple[float, str, str]] = []
+        self._first_seen: dict[tuple[str, str, str], float] = {}
+        self._expiries: list[tuple[float, tuple[str, str, str]]] = []
         self._lock = threading.Lock()
 
-    def seen(self, platform: str, event_id: str, now: float) -> bool:
-        key = (platform, event_id)
+    def seen(
+        self, platform: str, event_id: str, now: float, *, tenant: str = ""
+    ) -> bool:
+        key = (tenant, platform, event_id)
         with self._lock:
             self._forget_expired(now)
             if key in self._first_seen:
                 return True
             self._first_seen[key] = now
-            heapq.heappush(self._expiries, (now + self._retention, platform, event_id))
+            heapq.heappush(self._expiries, (now + self._retention, key))
             return False
 
     def __len__(self) -> int:
@@ -120,8 +128,8 @@ class MemoryReplayStore:
 
     def _forget_expired(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
-            _, platform, event_id = heapq.heappop(self._expiries)
-            self._first_seen.pop((platform, event_id), None)
+            _, key = heapq.heappop(self._expiries)
+            self._first_seen.pop(key, None)
 
 
 # --- Signing -----------------------------------------------------------------
@@ -166,6 +174,7 @@ def verify_with_scheme(
     options: Mapping[str, Any],
     now: float | None = None,
     replay_store: ReplayStore | None = None,
+    tenant: str = "",
 ) -> WebhookEvent:
     """Verify an inbound event signed with ``scheme`` and return it parsed.
 
@@ -175,12 +184,15 @@ def verify_with_scheme(
     (maximum seconds ahead of ``now``) and, for ``github``, ``id_header``;
     other keys are ignored. The replay check runs only after the signature
     and the timestamp are valid, so a forged request never uses up an id.
+    ``replay_store`` keeps the ids of each ``tenant`` apart, and ``""`` (the
+    default) is one shared namespace per platform.
 
     Raises ``WebhookRejected`` when the request fails verification,
-    ``ValueError`` for an unknown scheme and ``ConfigError`` for unusable
-    secrets or options. Each rejection adds one to the
-    ``impact_in_webhook_verification_failures_total`` counter of the global
-    OpenTelemetry meter provider, labelled with the platform and the reason.
+    ``ValueError`` for an unknown scheme, ``TypeError`` for a tenant that is
+    not a ``str`` and ``ConfigError`` for unusable secrets or options. Each
+    rejection adds one to the ``impact_in_webhook_verification_failures_total``
+    counter of the global OpenTelemetry meter provider, labelled with the
+    platform and the reason.
     """
     try:
         return _verify(
@@ -190,8 +202,8 @@ def verify_with_scheme(
             body=body,
             secrets=secrets,
             options=options,
-            now=now,
-            replay_store=replay_store,
+            now=time.time() if now is None else now,
+            replay=_ReplayCheck.create(replay_store, tenant),
         )
     except WebhookRejected as exc:
         _count_rejection(platform, exc.reason)
@@ -223,8 +235,8 @@ def _verify(
     body: bytes,
     secrets: Sequence[str],
     options: Mapping[str, Any],
-    now: float | None,
-    replay_store: ReplayStore | None,
+    now: float,
+    replay: _ReplayCheck | None,
 ) -> WebhookEvent:
     verifier = _VERIFIERS.get(scheme)
     if verifier is None:
@@ -234,17 +246,16 @@ def _verify(
 
     keys = _secret_keys(scheme, secrets)
     limits = _TimeLimits.from_options(options)
-    current = time.time() if now is None else now
     lowered = _lower_headers(headers)
     event_id, timestamp = verifier(lowered, body, keys, options)
 
     if timestamp is not None:
-        limits.check(timestamp, current)
+        limits.check(timestamp, now)
     payload = _parse_payload(body)
     if event_id is None and scheme == "stripe":
         event_id = _stripe_event_id(payload)
-    if replay_store is not None and event_id is not None:
-        _check_replay(replay_store, platform, event_id, current)
+    if replay is not None and event_id is not None:
+        replay.check(platform, event_id, now)
     return WebhookEvent(
         platform=platform, event_id=event_id, timestamp=timestamp, payload=payload
     )
@@ -575,12 +586,58 @@ def _parse_payload(body: bytes) -> Any:
         return body
 
 
-def _check_replay(store: ReplayStore, platform: str, event_id: str, now: float) -> None:
-    if store.seen(platform, event_id, now):
-        message = (
-            f"The {platform} webhook event was already accepted, so this is a replay."
-        )
-        _reject("replayed", message)
+class _ReplayCheck:
+    """A replay store and the tenant whose event ids it checks."""
+
+    def __init__(self, store: ReplayStore, tenant: str) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    @classmethod
+    def create(cls, store: ReplayStore | None, tenant: object) -> _ReplayCheck | None:
+        """Check the tenant and that ``store`` can take it, before any parsing."""
+        if not isinstance(tenant, str):
+            message = (
+                f"tenant must be a tenant name (str), not {type(tenant).__name__}."
+            )
+            raise TypeError(message)
+        if store is None:
+            return None
+        if tenant and not _takes_tenant(store):
+            message = (
+                f"The replay store {type(store).__name__} has a seen() method "
+                "without the tenant keyword, so it cannot keep the event ids of "
+                "tenants apart. Add a keyword parameter tenant: str = '' to "
+                "seen() and store the ids per tenant, or pass no tenant."
+            )
+            raise TypeError(message)
+        return cls(store, tenant)
+
+    def check(self, platform: str, event_id: str, now: float) -> None:
+        if self.tenant:
+            replayed = self.store.seen(platform, event_id, now, tenant=self.tenant)
+        else:
+            # Called without the keyword, so a store written for the earlier
+            # protocol, whose seen() takes no tenant, keeps working.
+            replayed = self.store.seen(platform, event_id, now)
+        if replayed:
+            message = (
+                f"The {platform} webhook event was already accepted, so this "
+                "is a replay."
+            )
+            _reject("replayed", message)
+
+
+def _takes_tenant(store: ReplayStore) -> bool:
+    try:
+        parameters = inspect.signature(store.seen).parameters.values()
+    except (TypeError, ValueError):
+        # No signature to read, as for some builtins: let the call decide.
+        return True
+    return any(
+        parameter.name == "tenant" or parameter.kind is parameter.VAR_KEYWORD
+        for parameter in parameters
+    )
 
 
 def _log_match(position: int, count: int) -> None:
