@@ -168,7 +168,7 @@ def verify_with_scheme(
     scheme: str,
     *,
     platform: str,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Mapping[bytes, bytes],
     body: bytes,
     secrets: Sequence[str],
     options: Mapping[str, Any],
@@ -178,31 +178,35 @@ def verify_with_scheme(
 ) -> WebhookEvent:
     """Verify an inbound event signed with ``scheme`` and return it parsed.
 
-    ``body`` must be the raw bytes received. Each of ``secrets`` is tried, so
-    an old and a new secret can both be active during rotation. ``options``
-    may set ``tolerance`` (maximum age in seconds), ``future_tolerance``
-    (maximum seconds ahead of ``now``) and, for ``github``, ``id_header``;
-    other keys are ignored. The replay check runs only after the signature
-    and the timestamp are valid, so a forged request never uses up an id.
+    ``body`` must be the raw bytes received, and a bytearray or memoryview
+    is copied to bytes. Header names and values may be ``str`` or ``bytes``,
+    and bytes are decoded as ISO-8859-1. Each of ``secrets`` is tried, so an
+    old and a new secret can both be active during rotation. ``options`` may
+    set ``tolerance`` (maximum age in seconds), ``future_tolerance`` (maximum
+    seconds ahead of ``now``) and, for ``github``, ``id_header``; other keys
+    are ignored. The replay check runs only after the signature and the
+    timestamp are valid, so a forged request never uses up an id.
     ``replay_store`` keeps the ids of each ``tenant`` apart, and ``""`` (the
     default) is one shared namespace per platform.
 
     Raises ``WebhookRejected`` when the request fails verification,
-    ``ValueError`` for an unknown scheme, ``TypeError`` for a tenant that is
-    not a ``str`` and ``ConfigError`` for unusable secrets or options. Each
-    rejection adds one to the ``impact_in_webhook_verification_failures_total``
-    counter of the global OpenTelemetry meter provider, labelled with the
-    platform and the reason.
+    ``ValueError`` for an unknown scheme or a ``now`` that is not finite,
+    ``TypeError`` for a ``str`` body, an argument of another wrong type or a
+    tenant given to a replay store whose ``seen`` takes none, and
+    ``ConfigError`` for unusable secrets or options. Each rejection adds one
+    to the ``impact_in_webhook_verification_failures_total`` counter of the
+    global OpenTelemetry meter provider, labelled with the platform and the
+    reason.
     """
     try:
         return _verify(
             scheme,
             platform=platform,
             headers=headers,
-            body=body,
+            body=_body_bytes(body),
             secrets=secrets,
             options=options,
-            now=time.time() if now is None else now,
+            now=_current_time(now),
             replay=_ReplayCheck.create(replay_store, tenant),
         )
     except WebhookRejected as exc:
@@ -231,7 +235,7 @@ def _verify(
     scheme: str,
     *,
     platform: str,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Mapping[bytes, bytes],
     body: bytes,
     secrets: Sequence[str],
     options: Mapping[str, Any],
@@ -340,20 +344,47 @@ SCHEMES: tuple[str, ...] = tuple(sorted(_VERIFIERS))
 # --- Header parsing ----------------------------------------------------------
 
 
-def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+def _lower_headers(
+    headers: Mapping[str, str] | Mapping[bytes, bytes],
+) -> dict[str, str]:
     """Return the headers keyed by lower-case name.
 
     Two names that differ only in case with different values are rejected,
-    because there is no safe way to choose between them.
+    because there is no safe way to choose between them. A mapping whose
+    ``items()`` yields one name more than once, such as Starlette's
+    ``Headers``, is checked the same way.
     """
+    items = getattr(headers, "items", None)
+    if not callable(items):
+        message = (
+            "headers must be a mapping of header names to values, such as the "
+            f"request.headers of the web framework, not {type(headers).__name__}."
+        )
+        raise TypeError(message)
     lowered: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        if key in lowered and lowered[key] != value:
+    for name, value in items():
+        key = _header_text(name, "name").lower()
+        text = _header_text(value, f"value of {key}")
+        if key in lowered and lowered[key] != text:
             message = f"The {key} header appears twice with different values."
             _reject("malformed_header", message)
-        lowered[key] = value
+        lowered[key] = text
     return lowered
+
+
+def _header_text(text: object, part: str) -> str:
+    """Return a header name or value as ``str``, decoding bytes as ISO-8859-1.
+
+    ISO-8859-1 maps every byte to one character, so decoding never fails, and
+    a non-ASCII byte in a header that verification reads is still rejected
+    as malformed.
+    """
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text).decode("latin-1")
+    message = f"A header {part} is {type(text).__name__}; pass str or bytes."
+    raise TypeError(message)
 
 
 def _required_header(headers: Mapping[str, str], name: str) -> str:
@@ -584,6 +615,36 @@ def _parse_payload(body: bytes) -> Any:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         return body
+
+
+def _body_bytes(body: object) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        message = (
+            "body is str; pass the raw request body as bytes, exactly as "
+            "received, because encoding decoded text again can change the "
+            "signed bytes."
+        )
+        raise TypeError(message)
+    message = f"body must be the raw request body as bytes, not {type(body).__name__}."
+    raise TypeError(message)
+
+
+def _current_time(now: object) -> float:
+    if now is None:
+        return time.time()
+    if not isinstance(now, (int, float)) or isinstance(now, bool):
+        message = f"now must be a Unix time in seconds, not {type(now).__name__}."
+        raise TypeError(message)
+    # A nan clock compares false with every limit, so it would accept a
+    # timestamp of any age, and an infinite one rejects every event.
+    if not math.isfinite(now):
+        message = f"now must be a finite Unix time in seconds, not {now!r}."
+        raise ValueError(message)
+    return float(now)
 
 
 class _ReplayCheck:
