@@ -474,6 +474,29 @@ def test_webhooks_verify_rejects_tampered_body() -> None:
     assert "rejected: bad_signature" in result.output
 
 
+def test_webhooks_verify_conflicting_duplicate_header() -> None:
+    request = signed_request().replace(b"\r\n\r\n", b"\r\nWebhook-Id: msg_43\r\n\r\n")
+
+    result = verify(
+        ["--platform", "benevity", "--secret-env", "WH"], request, WH=WEBHOOK_SECRET
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "rejected: malformed_header" in result.output
+    assert "webhook-id header appears twice" in result.output
+
+
+def test_webhooks_verify_repeated_equal_header() -> None:
+    request = signed_request().replace(b"\r\n\r\n", b"\r\nwebhook-id: msg_42\r\n\r\n")
+
+    result = verify(
+        ["--platform", "benevity", "--secret-env", "WH"], request, WH=WEBHOOK_SECRET
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "event id: msg_42" in result.output
+
+
 def test_webhooks_verify_non_ascii_header() -> None:
     request = signed_request().replace(b"v1,", "v1,\u00e9".encode(), 1)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -91,17 +92,32 @@ def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
     return body[:length]
 
 
-def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
-    # A header sent twice with different values reaches the verifier as one
-    # comma-joined value, which it rejects as malformed.
-    merged: dict[str, str] = {}
-    for name, value in headers:
-        key = name.lower()
-        if key in merged and merged[key] != value:
-            merged[key] = f"{merged[key]}, {value}"
-        else:
-            merged[key] = value
-    return merged
+class RequestHeaders(Mapping[str, str]):
+    """The header lines of a raw request, looked up case-insensitively.
+
+    Looking up a name returns its first value, but ``items()`` yields every
+    line, as Starlette's ``Headers`` does. So the verifier receives a header
+    repeated with a different value and rejects it as ``malformed_header``,
+    as it would in a host application.
+    """
+
+    def __init__(self, lines: list[tuple[str, str]]) -> None:
+        self._lines = [(name.lower(), value) for name, value in lines]
+        self._first: dict[str, str] = {}
+        for name, value in self._lines:
+            self._first.setdefault(name, value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return list(self._lines)
 
 
 def _secrets(names: tuple[str, ...]) -> list[str]:
@@ -143,7 +159,7 @@ def _tenant_settings(
 
 def _verify(
     platform_id: str,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     body: bytes,
     secrets: list[str],
     options: dict[str, Any],
@@ -249,9 +265,8 @@ def register(main: click.Group) -> None:
             raise click.UsageError(f"Cannot read the request: {exc}") from None
         click.echo(f"request: {_safe_request_line(request_line)}")
         click.echo(f"body: {len(body)} bytes")
-        header_map = _header_map(headers)
         try:
-            event = _verify(platform, header_map, body, secrets, options)
+            event = _verify(platform, RequestHeaders(headers), body, secrets, options)
         except WebhookRejected as exc:
             # verify_with_scheme has counted the rejection in the metrics.
             click.echo(f"rejected: {exc.reason}")
