@@ -497,6 +497,30 @@ def test_webhooks_verify_repeated_equal_header() -> None:
     assert "event id: msg_42" in result.output
 
 
+def test_webhooks_verify_chunked_body() -> None:
+    head, _, _ = signed_request().partition(b"\r\n\r\n")
+    head = head.replace(
+        f"Content-Length: {len(WEBHOOK_BODY)}".encode(), b"Transfer-Encoding: chunked"
+    )
+    first, second = WEBHOOK_BODY[:10], WEBHOOK_BODY[10:]
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        len(first),
+        first,
+        len(second),
+        second,
+    )
+
+    result = verify(
+        ["--platform", "benevity", "--secret-env", "WH"],
+        head + b"\r\n\r\n" + chunks,
+        WH=WEBHOOK_SECRET,
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"body: {len(WEBHOOK_BODY)} bytes" in result.output
+    assert "verified: yes" in result.output
+
+
 def test_webhooks_verify_non_ascii_header() -> None:
     request = signed_request().replace(b"v1,", "v1,\u00e9".encode(), 1)
 

@@ -8,7 +8,9 @@ code, never a secret, a signature or the body.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,6 +22,9 @@ __all__ = ["parse_raw_request", "register"]
 #: Exit status of ``webhooks verify`` when the request fails verification.
 EXIT_REJECTED = 1
 
+#: A chunk size: hexadecimal digits, at most 16 so the number stays in 64 bits.
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
 
 class RawRequestError(ValueError):
     """The input is not an HTTP request with a request line and headers."""
@@ -30,7 +35,10 @@ def parse_raw_request(data: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
 
     Lines may end in CRLF or LF. A ``Content-Length`` header, when present,
     sets how many body bytes count, so a newline that an editor appended to a
-    saved request does not change the signed bytes.
+    saved request does not change the signed bytes. A body sent with
+    ``Transfer-Encoding: chunked`` is decoded, because the receiving
+    application verifies the decoded bytes. Any other transfer coding is
+    rejected.
     """
     head, body = _split_head(data)
     try:
@@ -77,6 +85,14 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
     lengths = [value for name, value in headers if name.lower() == "content-length"]
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == "transfer-encoding"
+        for coding in value.split(",")
+    ]
+    if codings:
+        return _transfer_decoded(body, codings, has_length=bool(lengths))
     if not lengths:
         return body
     if len(set(lengths)) > 1 or not lengths[0].isdigit():
@@ -90,6 +106,77 @@ def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
         )
         raise RawRequestError(message)
     return body[:length]
+
+
+def _transfer_decoded(body: bytes, codings: list[str], *, has_length: bool) -> bytes:
+    if codings != ["chunked"]:
+        listed = ", ".join(codings)
+        message = (
+            f"Transfer-Encoding {listed!r} is not supported, only 'chunked'; save "
+            "the body as the application received it, after transfer decoding, "
+            "and remove the Transfer-Encoding header."
+        )
+        raise RawRequestError(message)
+    if has_length:
+        # RFC 9112, section 6.3: a request with both headers may be an
+        # attempt at request smuggling, and a server should treat it as an
+        # error, so the body length here would be a guess.
+        message = (
+            "The request has both Transfer-Encoding and Content-Length; remove "
+            "the header that the sender did not use."
+        )
+        raise RawRequestError(message)
+    return decode_chunked(body)
+
+
+def decode_chunked(data: bytes) -> bytes:
+    """Return the body of a ``Transfer-Encoding: chunked`` message.
+
+    Each chunk is a hexadecimal size line, which may carry extensions after a
+    ``;``, then that many bytes and a line break. A size of 0 ends the body,
+    and the trailer fields after it are not read. Lines may end in CRLF or
+    LF, but the chunk data is taken byte for byte.
+    """
+    body = bytearray()
+    position = 0
+    for number in itertools.count(1):
+        line_end = data.find(b"\n", position)
+        if line_end < 0:
+            message = (
+                f"The chunked body ends before chunk {number} has a size line; "
+                "save the whole request, up to the last chunk of size 0."
+            )
+            raise RawRequestError(message)
+        size_text = data[position:line_end].rstrip(b"\r").split(b";")[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            message = (
+                f"Chunk {number} does not start with a hexadecimal size line; "
+                "check that the chunk sizes match the saved data."
+            )
+            raise RawRequestError(message)
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        start = line_end + 1
+        end = start + size
+        if end > len(data):
+            message = (
+                f"Chunk {number} is {size} bytes but only {len(data) - start} "
+                "remain; save the whole request."
+            )
+            raise RawRequestError(message)
+        body += data[start:end]
+        if data.startswith(b"\r\n", end):
+            position = end + 2
+        elif data.startswith(b"\n", end):
+            position = end + 1
+        else:
+            message = (
+                f"Chunk {number} is not followed by a line break, so its size "
+                "does not match its data."
+            )
+            raise RawRequestError(message)
+    return bytes(body)
 
 
 class RequestHeaders(Mapping[str, str]):
@@ -241,9 +328,9 @@ def register(main: click.Group) -> None:
         """Verify one raw HTTP request read from standard input.
 
         The input is the request line, the headers, a blank line and the
-        body, byte for byte as received. Nothing is recorded as seen, so the
-        same request can be checked again. Exits 0 when the request verifies
-        and 1 when it is rejected.
+        body, byte for byte as received. A chunked body is decoded. Nothing
+        is recorded as seen, so the same request can be checked again. Exits
+        0 when the request verifies and 1 when it is rejected.
         """
         from ._errors import ConfigError, WebhookRejected
 
