@@ -474,6 +474,53 @@ def test_webhooks_verify_rejects_tampered_body() -> None:
     assert "rejected: bad_signature" in result.output
 
 
+def test_webhooks_verify_conflicting_duplicate_header() -> None:
+    request = signed_request().replace(b"\r\n\r\n", b"\r\nWebhook-Id: msg_43\r\n\r\n")
+
+    result = verify(
+        ["--platform", "benevity", "--secret-env", "WH"], request, WH=WEBHOOK_SECRET
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "rejected: malformed_header" in result.output
+    assert "webhook-id header appears twice" in result.output
+
+
+def test_webhooks_verify_repeated_equal_header() -> None:
+    request = signed_request().replace(b"\r\n\r\n", b"\r\nwebhook-id: msg_42\r\n\r\n")
+
+    result = verify(
+        ["--platform", "benevity", "--secret-env", "WH"], request, WH=WEBHOOK_SECRET
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "event id: msg_42" in result.output
+
+
+def test_webhooks_verify_chunked_body() -> None:
+    head, _, _ = signed_request().partition(b"\r\n\r\n")
+    head = head.replace(
+        f"Content-Length: {len(WEBHOOK_BODY)}".encode(), b"Transfer-Encoding: chunked"
+    )
+    first, second = WEBHOOK_BODY[:10], WEBHOOK_BODY[10:]
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        len(first),
+        first,
+        len(second),
+        second,
+    )
+
+    result = verify(
+        ["--platform", "benevity", "--secret-env", "WH"],
+        head + b"\r\n\r\n" + chunks,
+        WH=WEBHOOK_SECRET,
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"body: {len(WEBHOOK_BODY)} bytes" in result.output
+    assert "verified: yes" in result.output
+
+
 def test_webhooks_verify_non_ascii_header() -> None:
     request = signed_request().replace(b"v1,", "v1,\u00e9".encode(), 1)
 

@@ -15,6 +15,7 @@ from impactin_core import OAuthToken, StoreError
 from impactin_core._crypto import Sealer, generate_key
 from impactin_core._store import (
     DEFAULT_KEY_TTL,
+    MIGRATIONS,
     SCHEMA_VERSION,
     Store,
     new_delivery_id,
@@ -627,6 +628,50 @@ def test_webhook_seen(store: Store) -> None:
     assert second is True
 
 
+def test_webhook_seen_keyed_by_tenant(store: Store) -> None:
+    first = store.seen("bv", "evt-1", NOW, tenant="acme")
+    other_tenant = store.seen("bv", "evt-1", NOW, tenant="globex")
+    no_tenant = store.seen("bv", "evt-1", NOW)
+    again = store.seen("bv", "evt-1", NOW + 1, tenant="acme")
+    assert first is False
+    assert other_tenant is False
+    assert no_tenant is False
+    assert again is True
+
+
+def _store_at_version_4(path: Path) -> None:
+    """Write a store as impactin-core with schema version 4 left it."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "CREATE TABLE schema_version "
+            "(version INTEGER NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for version in range(1, 5):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, NOW))
+        conn.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-old', ?)", (NOW,))
+    conn.close()
+
+
+def test_migration_keeps_webhook_ids(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "state.db"
+    _store_at_version_4(path)
+    store = Store(path, _sealer(key))
+    try:
+        row = store.db.conn.execute(
+            "SELECT tenant, platform, event_id, seen_at FROM webhook_events"
+        ).fetchone()
+        assert store.schema_version == 5
+        assert tuple(row) == ("", "bv", "evt-old", NOW)
+        assert store.seen("bv", "evt-old", NOW + 1) is True
+        assert store.seen("bv", "evt-old", NOW + 1, tenant="acme") is False
+    finally:
+        store.close()
+
+
 def test_token_delete(store: Store) -> None:
     _fill_with_secrets(store)
     store.delete_token("acme", "bv")
@@ -635,7 +680,10 @@ def test_token_delete(store: Store) -> None:
 
 def test_rolled_back_on_error(store: Store) -> None:
     with pytest.raises(RuntimeError), store.transaction() as conn:
-        conn.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-9', 0)")
+        conn.execute(
+            "INSERT INTO webhook_events (platform, event_id, seen_at) "
+            "VALUES ('bv', 'evt-9', 0)"
+        )
         raise RuntimeError("stop")
     assert store.seen("bv", "evt-9", NOW) is False
 
@@ -667,9 +715,15 @@ def _attempt(delivery_id: str) -> dict[str, Any]:
 
 def test_nested_error_rolls_back_inner(store: Store) -> None:
     with store.transaction() as conn:
-        conn.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-outer', 0)")
+        conn.execute(
+            "INSERT INTO webhook_events (platform, event_id, seen_at) "
+            "VALUES ('bv', 'evt-outer', 0)"
+        )
         with pytest.raises(RuntimeError), store.transaction() as inner:
-            inner.execute("INSERT INTO webhook_events VALUES ('bv', 'evt-inner', 0)")
+            inner.execute(
+                "INSERT INTO webhook_events (platform, event_id, seen_at) "
+                "VALUES ('bv', 'evt-inner', 0)"
+            )
             raise RuntimeError("stop")
     assert store.seen("bv", "evt-outer", NOW) is True
     assert store.seen("bv", "evt-inner", NOW) is False

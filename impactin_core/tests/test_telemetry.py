@@ -520,6 +520,63 @@ def test_parse_raw_request_lf_keeps_body() -> None:
     assert body == b"{}\r\n"
 
 
+CHUNKED_HEAD = b"POST /hook HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        pytest.param(b"2\r\n{}\r\n0\r\n\r\n", b"{}", id="one-chunk"),
+        pytest.param(
+            b'5\r\n{"a":\r\nA;name=value\r\n"0123456"}\r\n0\r\n\r\n',
+            b'{"a":"0123456"}',
+            id="two-chunks-extension",
+        ),
+        pytest.param(b"3\r\n\r\n\n\r\n0\r\n\r\n", b"\r\n\n", id="line-breaks-in-data"),
+        pytest.param(b"2\n{}\n0\n\n", b"{}", id="lf-lines"),
+        pytest.param(b"2\r\n{}\r\n0\r\nX-Trailer: 1\r\n\r\n", b"{}", id="trailer"),
+        pytest.param(b"0\r\n\r\n", b"", id="empty"),
+    ],
+)
+def test_parse_raw_request_chunked(chunks: bytes, expected: bytes) -> None:
+    _, _, body = parse_raw_request(CHUNKED_HEAD + chunks)
+
+    assert body == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "both Transfer-Encoding and Content-Length",
+            id="chunked-and-length",
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "only 'chunked'",
+            id="gzip",
+        ),
+        pytest.param(
+            CHUNKED_HEAD + b"zz\r\n{}\r\n0\r\n\r\n", "size line", id="bad-size"
+        ),
+        pytest.param(
+            CHUNKED_HEAD + b"20\r\n{}\r\n0\r\n\r\n",
+            "Chunk 1 is 32 bytes",
+            id="past-end",
+        ),
+        pytest.param(
+            CHUNKED_HEAD + b"1\r\n{}\r\n0\r\n\r\n", "line break", id="size-too-small"
+        ),
+        pytest.param(CHUNKED_HEAD + b"2\r\n{}\r\n", "chunk 2", id="no-last-chunk"),
+    ],
+)
+def test_parse_raw_request_chunked_rejects(data: bytes, message: str) -> None:
+    with pytest.raises(RawRequestError, match=message):
+        parse_raw_request(data)
+
+
 @pytest.mark.parametrize(
     "data",
     [

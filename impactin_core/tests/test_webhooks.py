@@ -440,6 +440,82 @@ def test_replay_keyed_by_platform() -> None:
     assert event.platform == "other"
 
 
+def verify_for_tenant(
+    tenant: str, store: Any, *, now: float = NOW, platform: str = "acme"
+) -> WebhookEvent:
+    return verify_with_scheme(
+        "standard_webhooks",
+        platform=platform,
+        headers=signed("standard_webhooks"),
+        body=BODY,
+        secrets=[STANDARD_SECRET],
+        options={},
+        now=now,
+        replay_store=store,
+        tenant=tenant,
+    )
+
+
+def test_replay_keyed_by_tenant() -> None:
+    store = MemoryReplayStore()
+    first = verify_for_tenant("tenant-a", store)
+    second = verify_for_tenant("tenant-b", store)
+    with pytest.raises(WebhookRejected) as caught:
+        verify_for_tenant("tenant-a", store, now=NOW + 1)
+
+    assert first.event_id == "msg_1"
+    assert second.event_id == "msg_1"
+    assert caught.value.reason == "replayed"
+
+
+def test_replay_without_tenant_shared() -> None:
+    store = MemoryReplayStore()
+    verify("standard_webhooks", signed("standard_webhooks"), replay_store=store)
+    reason = reason_of(
+        "standard_webhooks", signed("standard_webhooks"), replay_store=store
+    )
+    tenant_event = verify_for_tenant("tenant-a", store)
+
+    assert reason == "replayed"
+    assert tenant_event.event_id == "msg_1"
+
+
+class TenantlessStore:
+    """A replay store written for the protocol without the tenant keyword."""
+
+    def __init__(self) -> None:
+        self.ids: set[tuple[str, str]] = set()
+
+    def seen(self, platform: str, event_id: str, now: float) -> bool:
+        key = (platform, event_id)
+        found = key in self.ids
+        self.ids.add(key)
+        return found
+
+
+def test_tenantless_store_works_without_tenant() -> None:
+    store = TenantlessStore()
+    verify("standard_webhooks", signed("standard_webhooks"), replay_store=store)
+    reason = reason_of(
+        "standard_webhooks", signed("standard_webhooks"), replay_store=store
+    )
+    assert reason == "replayed"
+
+
+def test_tenantless_store_with_tenant_raises() -> None:
+    store = TenantlessStore()
+    with pytest.raises(TypeError, match="tenant: str = ''") as caught:
+        verify_for_tenant("tenant-a", store)
+
+    assert "TenantlessStore" in str(caught.value)
+    assert store.ids == set()
+
+
+def test_tenant_of_wrong_type_raises() -> None:
+    with pytest.raises(TypeError, match="tenant must be"):
+        verify_for_tenant(None, MemoryReplayStore())  # type: ignore[arg-type]
+
+
 def test_forged_request_does_not_use_id() -> None:
     """A request with a bad signature must not record its event id."""
     store = MemoryReplayStore()
@@ -474,9 +550,81 @@ def test_memory_store_forgets_after_retention() -> None:
     assert len(store) == 1
 
 
+def test_memory_store_keyed_by_tenant() -> None:
+    store = MemoryReplayStore(retention=60)
+    assert store.seen("acme", "e1", NOW, tenant="tenant-a") is False
+    assert store.seen("acme", "e1", NOW, tenant="tenant-b") is False
+    assert store.seen("acme", "e1", NOW) is False
+    assert store.seen("acme", "e1", NOW, tenant="tenant-a") is True
+    assert store.seen("acme", "e1", NOW + 60, tenant="tenant-a") is False
+    assert len(store) == 1
+
+
 def test_memory_store_invalid_retention() -> None:
     with pytest.raises(ValueError, match="retention"):
         MemoryReplayStore(retention=0)
+
+
+# --- Argument types and the clock -------------------------------------------
+
+
+@pytest.mark.parametrize("now", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_now_raises(now: float) -> None:
+    signed_in_2001 = signed("standard_webhooks", timestamp=1_000_000_000)
+    with pytest.raises(ValueError, match="now must be a finite Unix time"):
+        verify("standard_webhooks", signed_in_2001, now=now)
+
+
+@pytest.mark.parametrize("now", ["1700000000", True])
+def test_now_of_wrong_type_raises(now: Any) -> None:
+    with pytest.raises(TypeError, match="now must be a Unix time"):
+        verify("standard_webhooks", signed("standard_webhooks"), now=now)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_bytes_headers_accepted(scheme: str) -> None:
+    headers = {
+        name.encode("ascii"): value.encode("ascii")
+        for name, value in signed(scheme).items()
+    }
+    event = verify(scheme, headers)  # type: ignore[arg-type]
+    assert event.payload == json.loads(BODY)
+
+
+def test_bytes_header_value_with_str_name_accepted() -> None:
+    headers: dict[str, Any] = dict(signed("github"))
+    headers["X-Hub-Signature-256"] = bytearray(headers["X-Hub-Signature-256"], "ascii")
+    assert verify("github", headers).event_id == "d-1"
+
+
+def test_bytes_header_non_ascii_rejected() -> None:
+    headers: dict[str, Any] = dict(signed("github"))
+    headers["X-GitHub-Delivery"] = "d-\u00fc".encode()
+    assert reason_of("github", headers) == "malformed_header"
+
+
+@pytest.mark.parametrize("value", [None, 42])
+def test_header_value_of_wrong_type_raises(value: Any) -> None:
+    headers: dict[str, Any] = {**signed("github"), "X-GitHub-Delivery": value}
+    with pytest.raises(TypeError, match="pass str or bytes"):
+        verify("github", headers)
+
+
+def test_headers_not_mapping_raises() -> None:
+    pairs = list(signed("github").items())
+    with pytest.raises(TypeError, match="headers must be a mapping"):
+        verify("github", pairs)  # type: ignore[arg-type]
+
+
+def test_str_body_raises() -> None:
+    with pytest.raises(TypeError, match="pass the raw request body as bytes"):
+        verify("github", signed("github"), body=BODY.decode())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("body_type", [bytearray, memoryview])
+def test_bytes_like_body_accepted(body_type: Any) -> None:
+    event = verify("github", signed("github"), body=body_type(BODY))
+    assert event.payload == json.loads(BODY)
 
 
 # --- Malformed and missing headers -------------------------------------------
@@ -595,6 +743,23 @@ def test_duplicate_header_same_value_accepted() -> None:
     headers = signed("github")
     headers["x-hub-signature-256"] = headers["X-Hub-Signature-256"]
     assert verify("github", headers).event_id == "d-1"
+
+
+class RepeatedHeaders(dict[str, str]):
+    """Headers whose ``items()`` yields a repeated line, like Starlette's."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def items(self) -> Any:
+        return list(self.pairs)
+
+
+def test_repeated_header_different_value_rejected() -> None:
+    pairs = [*signed("standard_webhooks").items(), ("webhook-id", "msg_2")]
+    headers = RepeatedHeaders(pairs)
+    assert reason_of("standard_webhooks", headers) == "malformed_header"
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,11 @@ code, never a secret, a signature or the body.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -18,6 +21,9 @@ __all__ = ["parse_raw_request", "register"]
 
 #: Exit status of ``webhooks verify`` when the request fails verification.
 EXIT_REJECTED = 1
+
+#: A chunk size: hexadecimal digits, at most 16 so the number stays in 64 bits.
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class RawRequestError(ValueError):
@@ -29,7 +35,10 @@ def parse_raw_request(data: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
 
     Lines may end in CRLF or LF. A ``Content-Length`` header, when present,
     sets how many body bytes count, so a newline that an editor appended to a
-    saved request does not change the signed bytes.
+    saved request does not change the signed bytes. A body sent with
+    ``Transfer-Encoding: chunked`` is decoded, because the receiving
+    application verifies the decoded bytes. Any other transfer coding is
+    rejected.
     """
     head, body = _split_head(data)
     try:
@@ -76,6 +85,14 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
     lengths = [value for name, value in headers if name.lower() == "content-length"]
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == "transfer-encoding"
+        for coding in value.split(",")
+    ]
+    if codings:
+        return _transfer_decoded(body, codings, has_length=bool(lengths))
     if not lengths:
         return body
     if len(set(lengths)) > 1 or not lengths[0].isdigit():
@@ -91,17 +108,103 @@ def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
     return body[:length]
 
 
-def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
-    # A header sent twice with different values reaches the verifier as one
-    # comma-joined value, which it rejects as malformed.
-    merged: dict[str, str] = {}
-    for name, value in headers:
-        key = name.lower()
-        if key in merged and merged[key] != value:
-            merged[key] = f"{merged[key]}, {value}"
+def _transfer_decoded(body: bytes, codings: list[str], *, has_length: bool) -> bytes:
+    if codings != ["chunked"]:
+        listed = ", ".join(codings)
+        message = (
+            f"Transfer-Encoding {listed!r} is not supported, only 'chunked'; save "
+            "the body as the application received it, after transfer decoding, "
+            "and remove the Transfer-Encoding header."
+        )
+        raise RawRequestError(message)
+    if has_length:
+        # RFC 9112, section 6.3: a request with both headers may be an
+        # attempt at request smuggling, and a server should treat it as an
+        # error, so the body length here would be a guess.
+        message = (
+            "The request has both Transfer-Encoding and Content-Length; remove "
+            "the header that the sender did not use."
+        )
+        raise RawRequestError(message)
+    return decode_chunked(body)
+
+
+def decode_chunked(data: bytes) -> bytes:
+    """Return the body of a ``Transfer-Encoding: chunked`` message.
+
+    Each chunk is a hexadecimal size line, which may carry extensions after a
+    ``;``, then that many bytes and a line break. A size of 0 ends the body,
+    and the trailer fields after it are not read. Lines may end in CRLF or
+    LF, but the chunk data is taken byte for byte.
+    """
+    body = bytearray()
+    position = 0
+    for number in itertools.count(1):
+        line_end = data.find(b"\n", position)
+        if line_end < 0:
+            message = (
+                f"The chunked body ends before chunk {number} has a size line; "
+                "save the whole request, up to the last chunk of size 0."
+            )
+            raise RawRequestError(message)
+        size_text = data[position:line_end].rstrip(b"\r").split(b";")[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            message = (
+                f"Chunk {number} does not start with a hexadecimal size line; "
+                "check that the chunk sizes match the saved data."
+            )
+            raise RawRequestError(message)
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        start = line_end + 1
+        end = start + size
+        if end > len(data):
+            message = (
+                f"Chunk {number} is {size} bytes but only {len(data) - start} "
+                "remain; save the whole request."
+            )
+            raise RawRequestError(message)
+        body += data[start:end]
+        if data.startswith(b"\r\n", end):
+            position = end + 2
+        elif data.startswith(b"\n", end):
+            position = end + 1
         else:
-            merged[key] = value
-    return merged
+            message = (
+                f"Chunk {number} is not followed by a line break, so its size "
+                "does not match its data."
+            )
+            raise RawRequestError(message)
+    return bytes(body)
+
+
+class RequestHeaders(Mapping[str, str]):
+    """The header lines of a raw request, looked up case-insensitively.
+
+    Looking up a name returns its first value, but ``items()`` yields every
+    line, as Starlette's ``Headers`` does. So the verifier receives a header
+    repeated with a different value and rejects it as ``malformed_header``,
+    as it would in a host application.
+    """
+
+    def __init__(self, lines: list[tuple[str, str]]) -> None:
+        self._lines = [(name.lower(), value) for name, value in lines]
+        self._first: dict[str, str] = {}
+        for name, value in self._lines:
+            self._first.setdefault(name, value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return list(self._lines)
 
 
 def _secrets(names: tuple[str, ...]) -> list[str]:
@@ -143,7 +246,7 @@ def _tenant_settings(
 
 def _verify(
     platform_id: str,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     body: bytes,
     secrets: list[str],
     options: dict[str, Any],
@@ -225,9 +328,9 @@ def register(main: click.Group) -> None:
         """Verify one raw HTTP request read from standard input.
 
         The input is the request line, the headers, a blank line and the
-        body, byte for byte as received. Nothing is recorded as seen, so the
-        same request can be checked again. Exits 0 when the request verifies
-        and 1 when it is rejected.
+        body, byte for byte as received. A chunked body is decoded. Nothing
+        is recorded as seen, so the same request can be checked again. Exits
+        0 when the request verifies and 1 when it is rejected.
         """
         from ._errors import ConfigError, WebhookRejected
 
@@ -249,9 +352,8 @@ def register(main: click.Group) -> None:
             raise click.UsageError(f"Cannot read the request: {exc}") from None
         click.echo(f"request: {_safe_request_line(request_line)}")
         click.echo(f"body: {len(body)} bytes")
-        header_map = _header_map(headers)
         try:
-            event = _verify(platform, header_map, body, secrets, options)
+            event = _verify(platform, RequestHeaders(headers), body, secrets, options)
         except WebhookRejected as exc:
             # verify_with_scheme has counted the rejection in the metrics.
             click.echo(f"rejected: {exc.reason}")

@@ -37,7 +37,7 @@ logger = logging.getLogger("impactin.store")
 
 __all__ = ["Claim", "Store"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Seconds an idempotency key stays claimed after it is first claimed.
 DEFAULT_KEY_TTL = 24 * 3600.0
@@ -182,11 +182,31 @@ CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries (idempotency_key, status
 CREATE INDEX IF NOT EXISTS quarantine_source ON quarantine (tenant, source_id)
 """
 
+# Version 5 keys webhook event ids by tenant as well, so two tenants of one
+# platform whose senders number events the same way do not reject each
+# other's events as replays. SQLite cannot change a primary key in place, so
+# the table is copied. Ids recorded before the upgrade get the tenant '',
+# which is also the tenant of callers that name none.
+_SCHEMA_V5 = """
+CREATE TABLE webhook_events_v5 (
+    tenant TEXT NOT NULL DEFAULT '',
+    platform TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (tenant, platform, event_id)
+);
+INSERT INTO webhook_events_v5 (tenant, platform, event_id, seen_at)
+    SELECT '', platform, event_id, seen_at FROM webhook_events;
+DROP TABLE webhook_events;
+ALTER TABLE webhook_events_v5 RENAME TO webhook_events
+"""
+
 MIGRATIONS: dict[int, str] = {
     1: _SCHEMA_V1,
     2: _SCHEMA_V2,
     3: _SCHEMA_V3,
     4: _SCHEMA_V4,
+    5: _SCHEMA_V5,
 }
 
 #: Plain text sealed into ``meta`` to check the store key on open.
@@ -1188,11 +1208,14 @@ class Store:
 
     # -- webhooks (the ReplayStore protocol) --------------------------------
 
-    def seen(self, platform: str, event_id: str, now: float) -> bool:
+    def seen(
+        self, platform: str, event_id: str, now: float, *, tenant: str = ""
+    ) -> bool:
         with self.transaction() as conn:
             inserted = conn.execute(
-                "INSERT OR IGNORE INTO webhook_events VALUES (?, ?, ?)",
-                (platform, event_id, now),
+                "INSERT OR IGNORE INTO webhook_events "
+                "(tenant, platform, event_id, seen_at) VALUES (?, ?, ?, ?)",
+                (tenant, platform, event_id, now),
             ).rowcount
         return not inserted
 

@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import heapq
 import hmac
+import inspect
 import json
 import logging
 import math
@@ -73,13 +74,18 @@ _STANDARD_SECRET_PREFIX = "whsec_"
 
 
 class ReplayStore(Protocol):
-    """Storage of the event ids already accepted, per platform."""
+    """Storage of the event ids already accepted, per tenant and platform."""
 
-    def seen(self, platform: str, event_id: str, now: float) -> bool:
+    def seen(
+        self, platform: str, event_id: str, now: float, *, tenant: str = ""
+    ) -> bool:
         """Record the event id and return True if it was already recorded.
 
-        The check and the write must be one atomic step, so two concurrent
-        deliveries of one event cannot both see False.
+        Ids are kept apart per ``tenant`` and ``platform``, so two tenants of
+        one platform whose senders reuse an id do not reject each other's
+        events. ``""`` is the tenant of callers that name none. The check and
+        the write must be one atomic step, so two concurrent deliveries of one
+        event cannot both see False.
         """
         ...
 
@@ -100,18 +106,20 @@ class MemoryReplayStore:
                 f"retention must be a positive number of seconds, got {retention!r}."
             )
         self._retention = retention
-        self._first_seen: dict[tuple[str, str], float] = {}
-        self._expiries: list[tuple[float, str, str]] = []
+        self._first_seen: dict[tuple[str, str, str], float] = {}
+        self._expiries: list[tuple[float, tuple[str, str, str]]] = []
         self._lock = threading.Lock()
 
-    def seen(self, platform: str, event_id: str, now: float) -> bool:
-        key = (platform, event_id)
+    def seen(
+        self, platform: str, event_id: str, now: float, *, tenant: str = ""
+    ) -> bool:
+        key = (tenant, platform, event_id)
         with self._lock:
             self._forget_expired(now)
             if key in self._first_seen:
                 return True
             self._first_seen[key] = now
-            heapq.heappush(self._expiries, (now + self._retention, platform, event_id))
+            heapq.heappush(self._expiries, (now + self._retention, key))
             return False
 
     def __len__(self) -> int:
@@ -120,8 +128,8 @@ class MemoryReplayStore:
 
     def _forget_expired(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
-            _, platform, event_id = heapq.heappop(self._expiries)
-            self._first_seen.pop((platform, event_id), None)
+            _, key = heapq.heappop(self._expiries)
+            self._first_seen.pop(key, None)
 
 
 # --- Signing -----------------------------------------------------------------
@@ -160,38 +168,46 @@ def verify_with_scheme(
     scheme: str,
     *,
     platform: str,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Mapping[bytes, bytes],
     body: bytes,
     secrets: Sequence[str],
     options: Mapping[str, Any],
     now: float | None = None,
     replay_store: ReplayStore | None = None,
+    tenant: str = "",
 ) -> WebhookEvent:
     """Verify an inbound event signed with ``scheme`` and return it parsed.
 
-    ``body`` must be the raw bytes received. Each of ``secrets`` is tried, so
-    an old and a new secret can both be active during rotation. ``options``
-    may set ``tolerance`` (maximum age in seconds), ``future_tolerance``
-    (maximum seconds ahead of ``now``) and, for ``github``, ``id_header``;
-    other keys are ignored. The replay check runs only after the signature
-    and the timestamp are valid, so a forged request never uses up an id.
+    ``body`` must be the raw bytes received, and a bytearray or memoryview
+    is copied to bytes. Header names and values may be ``str`` or ``bytes``,
+    and bytes are decoded as ISO-8859-1. Each of ``secrets`` is tried, so an
+    old and a new secret can both be active during rotation. ``options`` may
+    set ``tolerance`` (maximum age in seconds), ``future_tolerance`` (maximum
+    seconds ahead of ``now``) and, for ``github``, ``id_header``; other keys
+    are ignored. The replay check runs only after the signature and the
+    timestamp are valid, so a forged request never uses up an id.
+    ``replay_store`` keeps the ids of each ``tenant`` apart, and ``""`` (the
+    default) is one shared namespace per platform.
 
     Raises ``WebhookRejected`` when the request fails verification,
-    ``ValueError`` for an unknown scheme and ``ConfigError`` for unusable
-    secrets or options. Each rejection adds one to the
-    ``impact_in_webhook_verification_failures_total`` counter of the global
-    OpenTelemetry meter provider, labelled with the platform and the reason.
+    ``ValueError`` for an unknown scheme or a ``now`` that is not finite,
+    ``TypeError`` for a ``str`` body, an argument of another wrong type or a
+    tenant given to a replay store whose ``seen`` takes none, and
+    ``ConfigError`` for unusable secrets or options. Each rejection adds one
+    to the ``impact_in_webhook_verification_failures_total`` counter of the
+    global OpenTelemetry meter provider, labelled with the platform and the
+    reason.
     """
     try:
         return _verify(
             scheme,
             platform=platform,
             headers=headers,
-            body=body,
+            body=_body_bytes(body),
             secrets=secrets,
             options=options,
-            now=now,
-            replay_store=replay_store,
+            now=_current_time(now),
+            replay=_ReplayCheck.create(replay_store, tenant),
         )
     except WebhookRejected as exc:
         _count_rejection(platform, exc.reason)
@@ -219,12 +235,12 @@ def _verify(
     scheme: str,
     *,
     platform: str,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Mapping[bytes, bytes],
     body: bytes,
     secrets: Sequence[str],
     options: Mapping[str, Any],
-    now: float | None,
-    replay_store: ReplayStore | None,
+    now: float,
+    replay: _ReplayCheck | None,
 ) -> WebhookEvent:
     verifier = _VERIFIERS.get(scheme)
     if verifier is None:
@@ -234,17 +250,16 @@ def _verify(
 
     keys = _secret_keys(scheme, secrets)
     limits = _TimeLimits.from_options(options)
-    current = time.time() if now is None else now
     lowered = _lower_headers(headers)
     event_id, timestamp = verifier(lowered, body, keys, options)
 
     if timestamp is not None:
-        limits.check(timestamp, current)
+        limits.check(timestamp, now)
     payload = _parse_payload(body)
     if event_id is None and scheme == "stripe":
         event_id = _stripe_event_id(payload)
-    if replay_store is not None and event_id is not None:
-        _check_replay(replay_store, platform, event_id, current)
+    if replay is not None and event_id is not None:
+        replay.check(platform, event_id, now)
     return WebhookEvent(
         platform=platform, event_id=event_id, timestamp=timestamp, payload=payload
     )
@@ -329,20 +344,47 @@ SCHEMES: tuple[str, ...] = tuple(sorted(_VERIFIERS))
 # --- Header parsing ----------------------------------------------------------
 
 
-def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+def _lower_headers(
+    headers: Mapping[str, str] | Mapping[bytes, bytes],
+) -> dict[str, str]:
     """Return the headers keyed by lower-case name.
 
     Two names that differ only in case with different values are rejected,
-    because there is no safe way to choose between them.
+    because there is no safe way to choose between them. A mapping whose
+    ``items()`` yields one name more than once, such as Starlette's
+    ``Headers``, is checked the same way.
     """
+    items = getattr(headers, "items", None)
+    if not callable(items):
+        message = (
+            "headers must be a mapping of header names to values, such as the "
+            f"request.headers of the web framework, not {type(headers).__name__}."
+        )
+        raise TypeError(message)
     lowered: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        if key in lowered and lowered[key] != value:
+    for name, value in items():
+        key = _header_text(name, "name").lower()
+        text = _header_text(value, f"value of {key}")
+        if key in lowered and lowered[key] != text:
             message = f"The {key} header appears twice with different values."
             _reject("malformed_header", message)
-        lowered[key] = value
+        lowered[key] = text
     return lowered
+
+
+def _header_text(text: object, part: str) -> str:
+    """Return a header name or value as ``str``, decoding bytes as ISO-8859-1.
+
+    ISO-8859-1 maps every byte to one character, so decoding never fails, and
+    a non-ASCII byte in a header that verification reads is still rejected
+    as malformed.
+    """
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text).decode("latin-1")
+    message = f"A header {part} is {type(text).__name__}; pass str or bytes."
+    raise TypeError(message)
 
 
 def _required_header(headers: Mapping[str, str], name: str) -> str:
@@ -575,12 +617,88 @@ def _parse_payload(body: bytes) -> Any:
         return body
 
 
-def _check_replay(store: ReplayStore, platform: str, event_id: str, now: float) -> None:
-    if store.seen(platform, event_id, now):
+def _body_bytes(body: object) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
         message = (
-            f"The {platform} webhook event was already accepted, so this is a replay."
+            "body is str; pass the raw request body as bytes, exactly as "
+            "received, because encoding decoded text again can change the "
+            "signed bytes."
         )
-        _reject("replayed", message)
+        raise TypeError(message)
+    message = f"body must be the raw request body as bytes, not {type(body).__name__}."
+    raise TypeError(message)
+
+
+def _current_time(now: object) -> float:
+    if now is None:
+        return time.time()
+    if not isinstance(now, (int, float)) or isinstance(now, bool):
+        message = f"now must be a Unix time in seconds, not {type(now).__name__}."
+        raise TypeError(message)
+    # A nan clock compares false with every limit, so it would accept a
+    # timestamp of any age, and an infinite one rejects every event.
+    if not math.isfinite(now):
+        message = f"now must be a finite Unix time in seconds, not {now!r}."
+        raise ValueError(message)
+    return float(now)
+
+
+class _ReplayCheck:
+    """A replay store and the tenant whose event ids it checks."""
+
+    def __init__(self, store: ReplayStore, tenant: str) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    @classmethod
+    def create(cls, store: ReplayStore | None, tenant: object) -> _ReplayCheck | None:
+        """Check the tenant and that ``store`` can take it, before any parsing."""
+        if not isinstance(tenant, str):
+            message = (
+                f"tenant must be a tenant name (str), not {type(tenant).__name__}."
+            )
+            raise TypeError(message)
+        if store is None:
+            return None
+        if tenant and not _takes_tenant(store):
+            message = (
+                f"The replay store {type(store).__name__} has a seen() method "
+                "without the tenant keyword, so it cannot keep the event ids of "
+                "tenants apart. Add a keyword parameter tenant: str = '' to "
+                "seen() and store the ids per tenant, or pass no tenant."
+            )
+            raise TypeError(message)
+        return cls(store, tenant)
+
+    def check(self, platform: str, event_id: str, now: float) -> None:
+        if self.tenant:
+            replayed = self.store.seen(platform, event_id, now, tenant=self.tenant)
+        else:
+            # Called without the keyword, so a store written for the earlier
+            # protocol, whose seen() takes no tenant, keeps working.
+            replayed = self.store.seen(platform, event_id, now)
+        if replayed:
+            message = (
+                f"The {platform} webhook event was already accepted, so this "
+                "is a replay."
+            )
+            _reject("replayed", message)
+
+
+def _takes_tenant(store: ReplayStore) -> bool:
+    try:
+        parameters = inspect.signature(store.seen).parameters.values()
+    except (TypeError, ValueError):
+        # No signature to read, as for some builtins: let the call decide.
+        return True
+    return any(
+        parameter.name == "tenant" or parameter.kind is parameter.VAR_KEYWORD
+        for parameter in parameters
+    )
 
 
 def _log_match(position: int, count: int) -> None:
