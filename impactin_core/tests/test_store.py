@@ -547,6 +547,16 @@ def test_purge_keeps_unfinished(store: Store) -> None:
     assert store.get_delivery(pending) is not None
 
 
+def test_purge_forgets_old_webhook_ids(store: Store) -> None:
+    store.seen("bv", "evt-old", NOW, tenant="acme")
+    store.seen("bv", "evt-new", NOW + 2 * DAY, tenant="acme")
+
+    store.purge(older_than=DAY, now=NOW + 2 * DAY + 1)
+
+    assert store.seen("bv", "evt-old", NOW + 2 * DAY + 2, tenant="acme") is False
+    assert store.seen("bv", "evt-new", NOW + 2 * DAY + 2, tenant="acme") is True
+
+
 def test_purge_resolved_quarantine(store: Store) -> None:
     rows = {}
     for name in ("old_resolved", "new_resolved", "open"):

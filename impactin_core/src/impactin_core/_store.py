@@ -982,10 +982,11 @@ class Store:
         Deletes deliveries in a finished state (delivered, dead-lettered,
         blocked) whose ``finished_at`` (or ``updated_at`` when unset) is more
         than ``older_than`` seconds before ``now``, with their attempts, and
-        quarantine rows resolved before that cutoff. Pending and in-flight
-        deliveries stay whatever their age, and so do idempotency keys,
-        which ``purge_expired_keys`` handles. Returns the number of
-        deliveries and quarantine rows deleted.
+        quarantine rows resolved before that cutoff, and webhook event ids
+        first seen before it. Pending and in-flight deliveries stay whatever
+        their age, and so do idempotency keys, which ``purge_expired_keys``
+        handles. Returns the number of deliveries and quarantine rows
+        deleted.
         """
         if not (isinstance(older_than, (int, float)) and math.isfinite(older_than)):
             message = (
@@ -1014,6 +1015,9 @@ class Store:
                 "AND resolved_at < ?",
                 (cutoff,),
             ).rowcount
+            # A signed timestamp older than the retention is stale anyway, so
+            # only replays of a scheme without timestamps could still match.
+            conn.execute("DELETE FROM webhook_events WHERE seen_at < ?", (cutoff,))
         return int(deliveries + quarantined)
 
     # -- quarantine --------------------------------------------------------
