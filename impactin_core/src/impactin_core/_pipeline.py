@@ -1348,6 +1348,7 @@ class Runtime:
                 client=client,
                 settings=settings,
                 cache_dir=self._cache_dir,
+                clock=self.clock,
             )
             try:
                 result = await self.plugins.hook(platform.id, "impactin_send")(

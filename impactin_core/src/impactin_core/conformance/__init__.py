@@ -7,10 +7,12 @@ line names a platform. A connector enables the suite in its own tests::
     from impactin_core.conformance import ConformanceSuite, ConformanceTarget
 
     class TestConformance(ConformanceSuite):
-        target = ConformanceTarget(platform="acme", options={"account": "sandbox"})
+        target = ConformanceTarget(platform="acme")
 
-or runs it from the command line, with ``--impactin-option KEY=VALUE`` for
-connector options::
+``ConformanceTarget(options={...})`` sets connector options, each of which
+the connector must accept (the template lists them in ``OPTIONS``). The
+suite also runs from the command line, with ``--impactin-option KEY=VALUE``
+for connector options::
 
     pytest -p impactin_core.conformance --impactin-platform=acme
     impactin conformance acme

@@ -297,6 +297,7 @@ class Harness:
             client=client,
             settings=self.settings(),
             cache_dir=self.folder / "impactin-cache",
+            clock=self.clock,
         )
         awaitable = self.hook("impactin_send")(
             platform=self.info,
