@@ -129,7 +129,7 @@ class PluginHost:
         try:
             impl.function(register=declared.append)
         except InvalidPlatformInfo as exc:
-            self._refuse(impl, dist_name, f"invalid declaration: {exc}")
+            self._reject_plugin(impl, dist_name, f"invalid declaration: {exc}")
             return
         for info in declared:
             if info.core_api != CORE_API_VERSION:
@@ -140,7 +140,7 @@ class PluginHost:
                     "connector version"
                 )
                 self.skipped_platforms[info.id] = reason
-                self._refuse(impl, dist_name, reason)
+                self._reject_plugin(impl, dist_name, reason)
                 return
             existing = self.platforms.get(info.id)
             if existing is not None:
@@ -154,7 +154,7 @@ class PluginHost:
                 version=version,
             )
 
-    def _refuse(
+    def _reject_plugin(
         self, impl: pluggy.HookImpl, distribution: str | None, reason: str
     ) -> None:
         self._skip(impl.plugin_name, distribution, reason)

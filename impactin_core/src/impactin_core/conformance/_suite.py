@@ -671,13 +671,8 @@ class ConformanceSuite:
     # -- webhooks --------------------------------------------------------------------
 
     def test_webhook_verification(self, harness: Harness) -> None:
-        # A tenant's webhook_scheme option overrides the declared scheme, and
-        # is the only scheme of a platform that declares none.
-        scheme = harness.options.get("webhook_scheme") or harness.info.webhook_scheme
-        implemented = any(
-            impl.plugin is harness.registered.plugin
-            for impl in harness.host.pm.hook.impactin_verify_webhook.get_hookimpls()
-        )
+        scheme = _webhook_scheme(harness)
+        implemented = _implements_verify_webhook(harness)
         if scheme is None:
             pytest.skip(f"platform {harness.info.id!r} declares no webhook scheme")
         assert implemented, explain(
@@ -1302,20 +1297,30 @@ def _with_encoded_forms(secrets: list[str]) -> list[str]:
     return values + encoded
 
 
+def _webhook_scheme(harness: Harness) -> str | None:
+    # A tenant's webhook_scheme option overrides the declared scheme, and is
+    # the only scheme of a platform that declares none.
+    scheme: str | None = (
+        harness.options.get("webhook_scheme") or harness.info.webhook_scheme
+    )
+    return scheme
+
+
+def _implements_verify_webhook(harness: Harness) -> bool:
+    return any(
+        impl.plugin is harness.registered.plugin
+        for impl in harness.host.pm.hook.impactin_verify_webhook.get_hookimpls()
+    )
+
+
 def _exercise_webhooks(harness: Harness) -> list[str]:
     """Verify a valid and a forged event, and return the webhook secrets used.
 
     Nothing is checked about the results here; the webhook rule does that.
     A platform without a scheme the suite can sign is not called.
     """
-    scheme = harness.options.get("webhook_scheme") or harness.info.webhook_scheme
-    if scheme not in _SIGNATURE_HEADERS:
-        return []
-    implemented = any(
-        impl.plugin is harness.registered.plugin
-        for impl in harness.host.pm.hook.impactin_verify_webhook.get_hookimpls()
-    )
-    if not implemented:
+    scheme = _webhook_scheme(harness)
+    if scheme not in _SIGNATURE_HEADERS or not _implements_verify_webhook(harness):
         return []
     secrets = [
         _webhook_secret(scheme, b"conformance-log-webhook-secret-32b"),
