@@ -23,9 +23,7 @@ NAME = "mutant_probe"
 #: Source lines of the generated ``_plugin.py`` that the cases replace.
 SEND_ERROR = """\
     if response.status_code not in (200, 201):
-        import time
-
-        raise_for_response("""
+        # known_values are scrubbed"""
 
 SEND_RETURN = "    return _send(request, credentials, context)\n"
 
@@ -76,7 +74,8 @@ def environment(package: Path) -> dict[str, str]:
 def run_rules(package: Path, keyword: str) -> str:
     """Run the generated connector's conformance tests selected by ``keyword``."""
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-    command += ["-k", keyword, "tests"]
+    # A short deadline keeps the case of a hanging hook fast.
+    command += ["--impactin-rule-timeout=20", "-k", keyword, "tests"]
     result = subprocess.run(
         command,
         capture_output=True,
@@ -117,9 +116,7 @@ LOG_TOKEN_ON_429 = (
 RAISE_FOR_STATUS = """\
     if response.status_code not in (200, 201):
         response.raise_for_status()
-        import time
-
-        raise_for_response("""
+        # known_values are scrubbed"""
 
 FLOAT_RETRY_AFTER = (
     """\
@@ -167,7 +164,187 @@ SYNC_SEND = """\
     return outcome  # type: ignore[return-value]
 """
 
+VERIFY_CALL = """\
+    return verify_with_scheme(
+        PLATFORM.webhook_scheme or "standard_webhooks","""
+
+# Accepts an event without a signature and with any timestamp.
+LAX_VERIFY = """\
+    if "webhook-signature" not in headers:
+        return WebhookEvent(
+            platform=PLATFORM_ID, event_id=None, timestamp=None, payload=None
+        )
+    return verify_with_scheme(
+        PLATFORM.webhook_scheme or "standard_webhooks","""
+
+FUTURE_VERIFY = """\
+    options = {**options, "future_tolerance": 10**9}
+    return verify_with_scheme(
+        PLATFORM.webhook_scheme or "standard_webhooks","""
+
+LOG_WEBHOOK_SECRETS = """\
+    import logging
+
+    logging.getLogger("impactin_mutant").debug("Webhook secrets %s", secrets)
+    return verify_with_scheme(
+        PLATFORM.webhook_scheme or "standard_webhooks","""
+
+SEND_HEADERS = """\
+    headers = {**credentials.headers, "Idempotency-Key": request.idempotency_key}
+"""
+
+PRINT_HEADERS = SEND_HEADERS + "    print(headers)\n"
+
+STDERR_TOKEN = (
+    SEND_HEADERS
+    + """\
+    import sys
+
+    sys.stderr.write(str(credentials.headers) + "\\n")
+"""
+)
+
+TOKEN_FETCH = """\
+    token = await context.tokens.get(
+        settings.tenant, PLATFORM_ID, fetch, force=context.force_refresh
+    )
+"""
+
+LOG_BASIC_AUTH = (
+    """\
+    import base64
+    import logging
+
+    pair = f"{settings.secret('client_id')}:{settings.secret('client_secret')}"
+    logging.getLogger("impactin_mutant").debug(
+        "Basic %s", base64.b64encode(pair.encode()).decode()
+    )
+"""
+    + TOKEN_FETCH
+)
+
+MODULE_TOKENS = """\
+    token = _TOKENS.get(settings.tenant)
+    if token is None or context.force_refresh:
+        token = await fetch(None)
+        _TOKENS[settings.tenant] = token
+"""
+
+MODULE_TOKENS_DICT = """\
+_TOKENS: dict[str, OAuthToken] = {}
+
+
+@hookimpl
+def impactin_authenticate("""
+
+BLOCKING_SEND = (
+    SEND_HEADERS
+    + """\
+    import time as blocking_time
+
+    blocking_time.sleep(1)
+"""
+)
+
+HANGING_SEND = (
+    SEND_HEADERS
+    + """\
+    import asyncio
+
+    await asyncio.sleep(3600)
+"""
+)
+
+STRING_RETRY_AFTER = (
+    """\
+    if response.status_code == 429:
+        from impactin_core import RateLimited
+
+        raise RateLimited(
+            "throttled",
+            platform=PLATFORM_ID,
+            tenant=settings.tenant,
+            retry_after=response.headers["retry-after"],
+            sent=False,
+        )
+"""
+    + SEND_ERROR
+)
+
+NAN_RETRY_AFTER = STRING_RETRY_AFTER.replace(
+    'response.headers["retry-after"]', 'float("nan")'
+)
+
 CASES = [
+    pytest.param(
+        [(VERIFY_CALL, LAX_VERIFY)],
+        "webhook",
+        ["rejects unsigned events", "webhook-signature header was removed"],
+        id="webhook-unsigned-accepted",
+    ),
+    pytest.param(
+        [(VERIFY_CALL, FUTURE_VERIFY)],
+        "webhook",
+        ["rejects events from the future", "1,000,000 s ahead"],
+        id="webhook-future-accepted",
+    ),
+    pytest.param(
+        [(VERIFY_CALL, LOG_WEBHOOK_SECRETS)],
+        "logs_hold_no_secret",
+        ["Conformance rule 'no secret in logs' failed", "webhook verifications"],
+        id="webhook-secrets-logged",
+    ),
+    pytest.param(
+        [(SEND_HEADERS, PRINT_HEADERS)],
+        "logs_hold_no_secret",
+        ["'no secret or personal value in output' failed", "standard output"],
+        id="headers-printed",
+    ),
+    pytest.param(
+        [(SEND_HEADERS, STDERR_TOKEN)],
+        "logs_hold_no_secret",
+        ["'no secret or personal value in output' failed", "standard error"],
+        id="token-written-to-stderr",
+    ),
+    pytest.param(
+        [(TOKEN_FETCH, LOG_BASIC_AUTH)],
+        "logs_hold_no_secret",
+        ["'no secret in logs' failed", "Base64 form"],
+        id="basic-auth-logged",
+    ),
+    pytest.param(
+        [
+            (TOKEN_FETCH, MODULE_TOKENS),
+            ("@hookimpl\ndef impactin_authenticate(", MODULE_TOKENS_DICT),
+        ],
+        "token_refresh or rejected_credentials",
+        ["OAuth tokens come from context.tokens", "2 failed"],
+        id="oauth-token-outside-context",
+    ),
+    pytest.param(
+        [(SEND_HEADERS, BLOCKING_SEND)],
+        "round_trip",
+        ["hooks do not block the event loop", "impactin_send held", "to_thread"],
+        id="send-blocks-loop",
+    ),
+    pytest.param(
+        [(SEND_HEADERS, HANGING_SEND)],
+        "round_trip",
+        ["'hooks finish in time' failed", "impactin_send did not finish"],
+        id="send-hangs",
+    ),
+    pytest.param(
+        [(SEND_ERROR, STRING_RETRY_AFTER)],
+        "retry_after_is_honoured",
+        ["'retry_after is a number of seconds' failed", "parse_retry_after"],
+        id="retry-after-string",
+    ),
+    pytest.param(
+        [(SEND_ERROR, NAN_RETRY_AFTER)],
+        "retry_after_is_honoured",
+        ["'retry_after is a number of seconds' failed", "nan"],
+        id="retry-after-nan",
+    ),
     pytest.param(
         [(SEND_ERROR, LOG_TOKEN_ON_429)],
         "logs_hold_no_secret",

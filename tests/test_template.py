@@ -53,3 +53,23 @@ def test_generated_connector_conforms(tmp_path: Path) -> None:
         )
     assert suite.returncode == 0, suite.stdout[-4000:]
     assert "27 passed" in suite.stdout, suite.stdout[-2000:]
+
+
+@pytest.mark.parametrize("name", ["benevity", "goodera", "workday"])
+def test_bundled_connector_name_is_rejected(tmp_path: Path, name: str) -> None:
+    result = CliRunner().invoke(main, ["new-connector", name, "--dest", str(tmp_path)])
+
+    assert result.exit_code == 1, result.output
+    assert f"bundled with impactin (impactin-{name})" in result.output
+    assert not (tmp_path / f"impactin_{name}").exists()
+
+
+def test_template_send_uses_context_clock(tmp_path: Path) -> None:
+    from impactin_core.conformance._template import render_connector
+
+    package = render_connector("clock_probe", tmp_path)
+    plugin = (package / "src" / "impactin_clock_probe" / "_plugin.py").read_text()
+
+    assert "import time" not in plugin
+    assert "now=context.clock()" in plugin
+    assert "known_values=[request.payload[" in plugin

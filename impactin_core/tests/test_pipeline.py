@@ -606,6 +606,8 @@ class BrokenConnector:
     def impactin_redact(self, request: Any, **kwargs: Any) -> Any:
         if self.where == "redact-str" and request.payload["source"] == "a-2":
             return QUOTED
+        if self.where == "redact-negative" and request.payload["source"] == "a-2":
+            return -100
         return None
 
     @hookimpl(tryfirst=True)
@@ -649,6 +651,13 @@ class BrokenConnector:
         ),
         pytest.param(
             "redact-str", "blocked", "impactin_redact returned str", id="redact-str"
+        ),
+        pytest.param(
+            "redact-negative",
+            "blocked",
+            "impactin_redact returned -100 where the number of values it redacted "
+            "belongs; return an int of 0 or more",
+            id="redact-negative",
         ),
         pytest.param(
             "map-cancel", "blocked", "raised CancelledError at", id="map-cancel"

@@ -93,6 +93,92 @@ def test_duplicate_platform_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "'impostor'" in str(caught.value)
 
 
+class Twice:
+    @hookimpl
+    def impactin_register_platforms(self, register: Any) -> None:
+        register(INFO)
+        register(INFO)
+
+
+class BadId:
+    @hookimpl
+    def impactin_register_platforms(self, register: Any) -> None:
+        import attrs
+
+        register(attrs.evolve(INFO, id="Bad-Id"))
+
+
+def invalid_declaration() -> Any:
+    from impactin_core import PlatformInfo
+
+    return PlatformInfo(
+        id="acme",
+        name="Acme",
+        kinds=["donation"],
+        auth_kinds=["none"],
+        webhook_scheme="acme_hmac",
+    )
+
+
+class BadScheme:
+    @hookimpl
+    def impactin_register_platforms(self, register: Any) -> None:
+        register(invalid_declaration())
+
+
+def test_platform_registered_twice_by_one_plugin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(PluginError) as caught:
+        host_with([FakeEntryPoint("twice", Twice())], monkeypatch)
+
+    assert "registered twice by 'twice'" in str(caught.value)
+    assert "both" not in str(caught.value)
+
+
+def test_invalid_platform_id_names_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = host_with([FakeEntryPoint("bad", BadId())], monkeypatch)
+
+    assert host.platforms == {}
+    reason = host.load_errors[0].reason
+    assert reason.startswith("invalid declaration: PlatformInfo.id 'Bad-Id'")
+    assert "^[a-z][a-z0-9_]{1,31}$" in reason
+    assert "Attribute" not in reason
+
+
+def test_invalid_id_at_import_is_declaration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from impactin_core._models import InvalidPlatformInfo
+
+    error = InvalidPlatformInfo("PlatformInfo.id 'Bad-Id' is invalid")
+    host = host_with([FakeEntryPoint("bad", error)], monkeypatch)
+
+    assert host.load_errors[0].reason.startswith("invalid declaration:")
+    assert "import failed" not in host.load_errors[0].reason
+
+
+def test_unknown_webhook_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = host_with([FakeEntryPoint("acme", BadScheme())], monkeypatch)
+
+    reason = host.load_errors[0].reason
+    assert "'acme_hmac'" in reason
+    assert "'github', 'standard_webhooks', 'stripe', or None" in reason
+
+
+def test_skipped_platform_lookup_gives_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host = host_with([FakeEntryPoint("future", FutureConnector())], monkeypatch)
+
+    with pytest.raises(PluginError) as caught:
+        host.platform("future")
+
+    assert "was skipped" in str(caught.value)
+    assert "core API 99" in str(caught.value)
+    assert "No connector" not in str(caught.value)
+
+
 def test_incompatible_core_api_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     host = host_with([FakeEntryPoint("future", FutureConnector())], monkeypatch)
 

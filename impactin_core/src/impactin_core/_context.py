@@ -40,3 +40,6 @@ class SendContext:
     timeout: float = 30.0
     #: Folder where a connector may cache parsed artifacts such as WSDLs.
     cache_dir: Path | None = None
+    #: The runtime's clock in epoch seconds; pass it as ``now`` to
+    #: ``raise_for_response`` so a Retry-After date is read against it.
+    clock: Callable[[], float] = time.time

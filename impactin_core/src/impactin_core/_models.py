@@ -226,11 +226,40 @@ class RateLimit:
     period: float = attrs.field(validator=attrs.validators.gt(0))
 
 
+class InvalidPlatformInfo(ValueError):
+    """A ``PlatformInfo`` field has a value the runtime cannot use."""
+
+
+def _check_platform_id(info: PlatformInfo, attribute: Any, value: Any) -> None:
+    if not isinstance(value, str) or not _PLATFORM_ID.match(value):
+        message = (
+            f"PlatformInfo.id {value!r} is invalid; a platform id is 2 to 32 "
+            "lower-case letters, digits or underscores, starting with a letter "
+            f"(pattern {_PLATFORM_ID.pattern})."
+        )
+        raise InvalidPlatformInfo(message)
+
+
+def _check_webhook_scheme(info: PlatformInfo, attribute: Any, value: Any) -> None:
+    # Imported here because the webhooks module imports this one.
+    from .webhooks import SCHEMES
+
+    if value is None or value in SCHEMES:
+        return
+    accepted = ", ".join(repr(scheme) for scheme in SCHEMES)
+    message = (
+        f"PlatformInfo.webhook_scheme {value!r} of platform {info.id!r} is not a "
+        f"known scheme; use one of {accepted}, or None when the platform sends "
+        "no webhooks."
+    )
+    raise InvalidPlatformInfo(message)
+
+
 @attrs.frozen(kw_only=True)
 class PlatformInfo:
     """A connector's declaration of its platform, made when it registers."""
 
-    id: str = attrs.field(validator=attrs.validators.matches_re(_PLATFORM_ID))
+    id: str = attrs.field(validator=_check_platform_id)
     name: str
     kinds: frozenset[RecordKind] = attrs.field(converter=_kind_set)
     auth_kinds: tuple[str, ...] = attrs.field(converter=_name_tuple)
@@ -245,7 +274,9 @@ class PlatformInfo:
     widenable_fields: frozenset[str] = attrs.field(
         converter=_name_set, factory=frozenset
     )
-    webhook_scheme: str | None = None
+    webhook_scheme: str | None = attrs.field(
+        default=None, validator=_check_webhook_scheme
+    )
     #: Names the connector reads from ``PlatformSettings.secrets``. When
     #: declared, a ``credentials`` table with another name is an error before
     #: anything is sent; None accepts any name.

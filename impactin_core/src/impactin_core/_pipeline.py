@@ -984,13 +984,20 @@ class Runtime:
         except (Exception, asyncio.CancelledError, SystemExit) as exc:
             raise _connector_failure(platform.id, "impactin_redact", exc) from None
         counts = [count for count in changed if count is not None]
-        if not all(type(count) is int and count >= 0 for count in counts):
-            type_names = ", ".join(sorted({type(count).__name__ for count in counts}))
+        invalid = [c for c in counts if type(c) is not int or c < 0]
+        if invalid:
+            # Only an int is quoted, because another object's text can quote
+            # the record.
+            found = ", ".join(
+                sorted(
+                    {repr(c) if type(c) is int else type(c).__name__ for c in invalid}
+                )
+            )
             message = (
-                f"The {platform.id} connector's impactin_redact returned {type_names} "
+                f"The {platform.id} connector's impactin_redact returned {found} "
                 "where the number of values it redacted belongs; return an int "
-                "(0 when it changed nothing). Then replay the delivery with "
-                "'impactin deliveries retry'."
+                "of 0 or more (0 when it changed nothing). Then replay the "
+                "delivery with 'impactin deliveries retry'."
             )
             raise _ConnectorFailure(message, platform=platform.id)
         redacted += sum(counts)
@@ -1354,6 +1361,7 @@ class Runtime:
                 client=client,
                 settings=settings,
                 cache_dir=self._cache_dir,
+                clock=self.clock,
             )
             try:
                 result = await _within(

@@ -13,7 +13,7 @@ import pluggy
 
 from . import hookspecs
 from ._errors import PluginError
-from ._models import CORE_API_VERSION, PlatformInfo
+from ._models import CORE_API_VERSION, InvalidPlatformInfo, PlatformInfo
 
 __all__ = ["LoadError", "PluginHost", "RegisteredPlatform"]
 
@@ -52,6 +52,8 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: list[LoadError] = []
         self.platforms: dict[str, RegisteredPlatform] = {}
+        #: Platforms whose connector was skipped at load time, with the reason.
+        self.skipped_platforms: dict[str, str] = {}
         self._distributions: dict[str, tuple[str | None, str | None]] = {}
         # Hook callers by platform and hook name. The runtime calls four
         # hooks per delivery, so each caller is built once. Registering a
@@ -77,6 +79,9 @@ class PluginHost:
             version = dist.version if dist is not None else None
             try:
                 plugin = entry_point.load()
+            except InvalidPlatformInfo as exc:
+                self._skip(entry_point.name, dist_name, f"invalid declaration: {exc}")
+                continue
             except Exception as exc:
                 reason = f"import failed: {type(exc).__name__}: {exc}"
                 self._skip(entry_point.name, dist_name, reason)
@@ -121,7 +126,11 @@ class PluginHost:
         name = impl.plugin_name
         dist_name, version = self._distributions.get(name, (None, None))
         declared: list[PlatformInfo] = []
-        impl.function(register=declared.append)
+        try:
+            impl.function(register=declared.append)
+        except InvalidPlatformInfo as exc:
+            self._reject_plugin(impl, dist_name, f"invalid declaration: {exc}")
+            return
         for info in declared:
             if info.core_api != CORE_API_VERSION:
                 reason = (
@@ -130,19 +139,12 @@ class PluginHost:
                     "matching "
                     "connector version"
                 )
-                self._skip(name, dist_name, reason)
-                self._callers.clear()
-                self.pm.unregister(impl.plugin)
+                self.skipped_platforms[info.id] = reason
+                self._reject_plugin(impl, dist_name, reason)
                 return
             existing = self.platforms.get(info.id)
             if existing is not None:
-                message = (
-                    f"Platform {info.id!r} is registered by both "
-                    f"{existing.distribution or existing.plugin_name!r} and "
-                    f"{dist_name or name!r}; uninstall one of them or limit loading "
-                    f"with {LOAD_PLUGINS_ENV}."
-                )
-                raise PluginError(message, plugin=name)
+                raise _duplicate_error(info.id, existing, name, dist_name)
             self._callers.clear()
             self.platforms[info.id] = RegisteredPlatform(
                 info=info,
@@ -152,17 +154,42 @@ class PluginHost:
                 version=version,
             )
 
+    def _reject_plugin(
+        self, impl: pluggy.HookImpl, distribution: str | None, reason: str
+    ) -> None:
+        self._skip(impl.plugin_name, distribution, reason)
+        self._callers.clear()
+        self.pm.unregister(impl.plugin)
+
     def platform(self, platform_id: str) -> RegisteredPlatform:
         try:
             return self.platforms[platform_id]
         except KeyError:
-            known = ", ".join(sorted(self.platforms)) or "none"
-            message = (
-                f"No connector for platform {platform_id!r} is installed (installed: "
-                f"{known}); check the platform name, or install the package of "
-                "its connector."
+            pass
+        reason = self.skipped_platforms.get(platform_id)
+        if reason is None:
+            # Entry points are usually named after their platform.
+            reason = next(
+                (
+                    error.reason
+                    for error in self.load_errors
+                    if error.name == platform_id
+                ),
+                None,
             )
-            raise PluginError(message) from None
+        if reason is not None:
+            message = (
+                f"The connector for platform {platform_id!r} is installed but was "
+                f"skipped: {reason}."
+            )
+            raise PluginError(message)
+        known = ", ".join(sorted(self.platforms)) or "none"
+        message = (
+            f"No connector for platform {platform_id!r} is installed (installed: "
+            f"{known}); check the platform name, or install the package of "
+            "its connector."
+        )
+        raise PluginError(message)
 
     def hook(self, platform_id: str, hook_name: str) -> Any:
         """Return a hook caller for the platform's connector and cross-cutting ones."""
@@ -177,6 +204,28 @@ class PluginHost:
             caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
             self._callers[(platform_id, hook_name)] = caller
         return caller
+
+
+def _duplicate_error(
+    platform_id: str,
+    existing: RegisteredPlatform,
+    plugin_name: str,
+    distribution: str | None,
+) -> PluginError:
+    first = existing.distribution or existing.plugin_name
+    second = distribution or plugin_name
+    if first == second:
+        message = (
+            f"Platform {platform_id!r} is registered twice by {first!r}; call "
+            "register() once per platform, from one entry point."
+        )
+    else:
+        message = (
+            f"Platform {platform_id!r} is registered by both {first!r} and "
+            f"{second!r}; uninstall one of them or limit loading with "
+            f"{LOAD_PLUGINS_ENV}."
+        )
+    return PluginError(message, plugin=plugin_name)
 
 
 def _selected_names() -> set[str] | None:

@@ -69,7 +69,8 @@ def impactin_map(
 
     ``records`` holds at most ``platform.batch_limit`` records, already
     minimized by the redaction policy, and ``idempotency_keys`` holds one key
-    per record in the same order. Raise ``RecordInvalid`` naming the field
+    per record in the same order. The runtime currently passes one record
+    per call. Raise ``RecordInvalid`` naming the field
     when a record cannot be expressed on the platform.
     """
 

@@ -7,10 +7,12 @@ line names a platform. A connector enables the suite in its own tests::
     from impactin_core.conformance import ConformanceSuite, ConformanceTarget
 
     class TestConformance(ConformanceSuite):
-        target = ConformanceTarget(platform="acme", options={"account": "sandbox"})
+        target = ConformanceTarget(platform="acme")
 
-or runs it from the command line, with ``--impactin-option KEY=VALUE`` for
-connector options::
+``ConformanceTarget(options={...})`` sets connector options, each of which
+the connector must accept (the template lists them in ``OPTIONS``). The
+suite also runs from the command line, with ``--impactin-option KEY=VALUE``
+for connector options::
 
     pytest -p impactin_core.conformance --impactin-platform=acme
     impactin conformance acme
@@ -21,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 from ._target import ConformanceTarget, parse_option_pairs
@@ -43,6 +46,7 @@ CLI_SUITE_PATH = Path(__file__).with_name("cli_suite.py")
 
 _PLATFORM_OPTION = "impactin_platform"
 _OPTION_OPTION = "impactin_option"
+_TIMEOUT_OPTION = "impactin_rule_timeout"
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +73,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="KEY=VALUE",
         help="connector option for the conformance runs (repeatable)",
     )
+    group.addoption(
+        "--impactin-rule-timeout",
+        dest=_TIMEOUT_OPTION,
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds each conformance rule may take (default: the target's "
+        "rule_timeout, 60)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,13 +93,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _target_for(cls: type | None, config: pytest.Config) -> ConformanceTarget | None:
     target = getattr(cls, "target", None)
-    if isinstance(target, ConformanceTarget):
-        return target
-    platform = config.getoption(_PLATFORM_OPTION)
-    if not platform:
-        return None
-    options = parse_option_pairs(config.getoption(_OPTION_OPTION))
-    return ConformanceTarget(platform=platform, options=options)
+    if not isinstance(target, ConformanceTarget):
+        platform = config.getoption(_PLATFORM_OPTION)
+        if not platform:
+            return None
+        options = parse_option_pairs(config.getoption(_OPTION_OPTION))
+        target = ConformanceTarget(platform=platform, options=options)
+    timeout = config.getoption(_TIMEOUT_OPTION)
+    if timeout is not None:
+        target = attrs.evolve(target, rule_timeout=timeout)
+    return target
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

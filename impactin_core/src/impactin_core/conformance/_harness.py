@@ -10,6 +10,7 @@ import importlib
 import inspect
 import random
 import re
+import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 import httpx
+import pytest
 
 from .._config import EnvSecrets, parse_config
 from .._context import AuthContext, SendContext
@@ -43,6 +45,8 @@ __all__ = [
     "FakeClock",
     "Harness",
     "HookReturnError",
+    "RuleTimeout",
+    "rule_deadline",
     "running_harness",
     "simulator_options",
 ]
@@ -284,7 +288,7 @@ class Harness:
         )
         if not inspect.isawaitable(awaitable):
             raise hook_return_error("impactin_authenticate", awaitable)
-        credentials: Credentials = await awaitable
+        credentials: Credentials = await track_hook("impactin_authenticate", awaitable)
         return credentials
 
     async def send(
@@ -297,6 +301,7 @@ class Harness:
             client=client,
             settings=self.settings(),
             cache_dir=self.folder / "impactin-cache",
+            clock=self.clock,
         )
         awaitable = self.hook("impactin_send")(
             platform=self.info,
@@ -306,7 +311,7 @@ class Harness:
         )
         if not inspect.isawaitable(awaitable):
             raise hook_return_error("impactin_send", awaitable)
-        outcome: SendOutcome = await awaitable
+        outcome: SendOutcome = await track_hook("impactin_send", awaitable)
         return outcome
 
     def check_hook_returns(self, *, authenticate: bool = False) -> None:
@@ -426,18 +431,47 @@ class Harness:
             },
         }
         config = parse_config(data, base_dir=self.folder)
-        return Runtime(
+        runtime = Runtime(
             config,
-            plugins=self.host,
+            plugins=_TrackingHost(self.host),
             secrets=EnvSecrets(environ),
             clock=self.clock,
             sleep=self.clock.sleep,
             rng=random.Random(0),
         )
+        # The runtime continues the token of earlier direct calls, because a
+        # platform that rotates refresh tokens revokes the one used first.
+        token = self.tokens.load(TENANT, self.info.id)
+        if token is not None:
+            runtime.store.save_token(TENANT, self.info.id, token)
+        return runtime
 
     def deliver(self, runtime: Runtime, records: list[ImpactRecord]) -> PlatformStats:
         report = run(runtime.deliver(records))
         return report.platform(self.info.id)
+
+
+class _TrackingHost(PluginHost):
+    """A view of a plugin host whose async hooks are listed while they run."""
+
+    _TRACKED = ("impactin_authenticate", "impactin_send")
+
+    def __init__(self, host: PluginHost) -> None:
+        # Shares the loaded plugins and platforms instead of loading again.
+        self.__dict__.update(host.__dict__)
+
+    def hook(self, platform_id: str, hook_name: str) -> Any:
+        caller = super().hook(platform_id, hook_name)
+        if hook_name not in self._TRACKED:
+            return caller
+
+        def call(**kwargs: Any) -> Any:
+            result = caller(**kwargs)
+            if inspect.isawaitable(result):
+                return track_hook(hook_name, result)
+            return result
+
+        return call
 
 
 def _close_awaitable(hook: str, value: object) -> None:
@@ -459,13 +493,86 @@ def _placeholder_request(platform: str) -> PlatformRequest:
     )
 
 
+#: Names of the async hooks whose awaitables are running, innermost last.
+_running_hooks: list[str] = []
+#: ``time.monotonic()`` by which the current rule must finish, if any.
+_rule_deadline: float | None = None
+_rule_seconds = 0.0
+#: Seconds a run waits for a task it cancelled at the rule deadline.
+_CANCEL_GRACE = 5.0
+
+
+async def track_hook(name: str, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` while ``name`` is listed as a running hook."""
+    _running_hooks.append(name)
+    try:
+        return await awaitable
+    finally:
+        _running_hooks.remove(name)
+
+
+@contextmanager
+def rule_deadline(seconds: float) -> Iterator[None]:
+    """Make each ``run`` inside the block stop ``seconds`` after it starts."""
+    global _rule_deadline, _rule_seconds
+    _rule_deadline = time.monotonic() + seconds
+    _rule_seconds = seconds
+    try:
+        yield
+    finally:
+        _rule_deadline = None
+
+
 def run(awaitable: Awaitable[T]) -> T:
-    """Run a coroutine to completion in a new event loop."""
+    """Run a coroutine to completion in a new event loop.
+
+    Inside ``rule_deadline``, a coroutine still running at the deadline is
+    cancelled and the rule fails with the names of the hooks that were
+    running. Without a deadline the run waits as long as the coroutine.
+    """
+    deadline = _rule_deadline
 
     async def wrapper() -> T:
-        return await awaitable
+        if deadline is None:
+            return await awaitable
+        task = asyncio.ensure_future(awaitable)
+        remaining = max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait({task}, timeout=remaining)
+        if task in done:
+            return task.result()
+        running = list(_running_hooks)
+        task.cancel()
+        await asyncio.wait({task}, timeout=_CANCEL_GRACE)
+        raise RuleTimeout(running, _rule_seconds)
 
-    return asyncio.run(wrapper())
+    try:
+        return asyncio.run(wrapper())
+    except RuleTimeout as exc:
+        pytest.fail(exc.explain(), pytrace=False)
+
+
+class RuleTimeout(Exception):
+    """A rule reached its deadline; ``hooks`` are the hooks that were running."""
+
+    def __init__(self, hooks: list[str], seconds: float) -> None:
+        super().__init__(hooks, seconds)
+        self.hooks = hooks
+        self.seconds = seconds
+
+    def explain(self) -> str:
+        if self.hooks:
+            # The innermost hook is the one that did not return.
+            observed = f"{self.hooks[-1]} did not finish within {self.seconds:g} s"
+        else:
+            observed = f"the rule did not finish within {self.seconds:g} s"
+        return (
+            f"Conformance rule 'hooks finish in time' failed: {observed}.\n"
+            "Fix: give every network call of the connector a timeout (pass "
+            "context.timeout to httpx), and do not wait on events that the "
+            "simulator never sends. A slow simulator can be given more time "
+            "with ConformanceTarget(rule_timeout=SECONDS) or "
+            "--impactin-rule-timeout=SECONDS."
+        )
 
 
 @contextmanager
@@ -473,8 +580,6 @@ def running_harness(
     target: ConformanceTarget, transport: str, folder: Path
 ) -> Iterator[Harness]:
     """Start the platform's simulator on 127.0.0.1 and yield a harness for it."""
-    import time
-
     host = plugin_host()
     registered = host.platform(target.platform)
     simulator = load_simulator(registered.info)

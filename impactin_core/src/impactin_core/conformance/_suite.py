@@ -6,15 +6,17 @@ and what the connector should do instead.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import email.utils
 import json
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 import pytest
@@ -39,7 +41,7 @@ from .._models import (
     SendOutcome,
     WebhookEvent,
 )
-from .._redaction import leak_scan
+from .._redaction import leak_scan, sanitize_text
 from .._tokens import TokenCache
 from ..webhooks import (
     MemoryReplayStore,
@@ -52,12 +54,15 @@ from ._harness import (
     TENANT,
     Harness,
     HookReturnError,
+    rule_deadline,
     run,
     running_harness,
 )
 from ._target import ConformanceTarget
 
 __all__ = ["ConformanceSuite", "explain"]
+
+T = TypeVar("T")
 
 _REQUIRED_HOOKS = (
     "impactin_register_platforms",
@@ -96,7 +101,10 @@ class ConformanceSuite:
     def harness(
         self, conformance_target: ConformanceTarget, transport: str, tmp_path: Path
     ) -> Iterator[Harness]:
-        with running_harness(conformance_target, transport, tmp_path) as harness:
+        with (
+            running_harness(conformance_target, transport, tmp_path) as harness,
+            rule_deadline(conformance_target.rule_timeout),
+        ):
             # Every rule calls these hooks, so a wrong return type fails each
             # rule here with one message instead of a TypeError deep inside.
             try:
@@ -209,7 +217,9 @@ class ConformanceSuite:
             "set PlatformRequest.platform to the platform id",
         )
         harness.redact(request)
-        outcome, credentials = run(_authenticate_and_send(harness, request))
+        outcome, credentials = run(
+            _authenticate_and_send(harness, request, watch_loop=True)
+        )
         assert isinstance(credentials, Credentials), explain(
             "authenticate returns credentials",
             f"tenant {TENANT!r}",
@@ -303,6 +313,7 @@ class ConformanceSuite:
     # -- retries ---------------------------------------------------------------------
 
     def test_retry_after_is_honoured(self, harness: Harness) -> None:
+        _check_retry_after_values(harness, ("429",))
         runtime = harness.runtime()
         try:
             _warm_up(harness, runtime)
@@ -341,6 +352,7 @@ class ConformanceSuite:
         ],
     )
     def test_transient_errors_are_retried(self, harness: Harness, status: str) -> None:
+        _check_retry_after_values(harness, (status,))
         runtime = harness.runtime()
         try:
             _warm_up(harness, runtime)
@@ -390,6 +402,7 @@ class ConformanceSuite:
             "RateLimited, or call raise_for_response, which does both"
         )
         record = harness.sample_record("conformance-retry-after-date")
+        _check_retry_after_values(harness, ("429",), header=when)
 
         runtime = harness.runtime()
         try:
@@ -549,9 +562,13 @@ class ConformanceSuite:
     # -- logs ------------------------------------------------------------------------
 
     def test_logs_hold_no_secret_or_personal_value(
-        self, harness: Harness, caplog: pytest.LogCaptureFixture
+        self,
+        harness: Harness,
+        caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str],
     ) -> None:
         caplog.set_level(logging.DEBUG)
+        _check_retry_after_values(harness, ("429", "503"), header="1")
         runtime = harness.runtime()
         errors: list[str] = []
         try:
@@ -594,21 +611,40 @@ class ConformanceSuite:
         )
         error_texts, error_tokens = run(_error_texts(harness, tokens))
         errors.extend(error_texts)
-        secrets = [*harness.secret_values, *token_values, *error_tokens]
+        webhook_secrets = _exercise_webhooks(harness)
+        secrets = _with_encoded_forms(
+            [*harness.secret_values, *token_values, *error_tokens, *webhook_secrets]
+        )
         personal = list(PERSONAL_VALUES.values())
+        case = (
+            "sends answered with HTTP 429, 503, 401 and 400, and webhook "
+            "verifications, logged at DEBUG"
+        )
         for value in secrets:
             record = _first_record_with(caplog.records, value)
             if record is not None:
                 pytest.fail(
                     explain(
                         "no secret in logs",
-                        "sends answered with HTTP 429, 503, 401 and 400, logged "
-                        "at DEBUG",
+                        case,
                         f"a {record.levelname} record of the logger {record.name!r} "
-                        f"contains a secret ({len(value)} characters)",
-                        "log only ids and error classes, never headers, bodies or "
-                        "tokens",
+                        f"contains a secret or its Base64 form ({len(value)} "
+                        "characters)",
+                        "log only ids and error classes, never headers, bodies, "
+                        "tokens or webhook secrets",
                     )
+                )
+        output, error_output = capfd.readouterr()
+        streams = {"standard output": output, "standard error": error_output}
+        for stream, text in streams.items():
+            for value in [*secrets, *personal]:
+                assert value not in text, explain(
+                    "no secret or personal value in output",
+                    case,
+                    f"the {stream} of the process contains a secret, its Base64 "
+                    f"form or a personal value ({len(value)} characters)",
+                    "remove print() and sys.stdout or sys.stderr writes of "
+                    "headers, bodies and tokens; log ids through logging instead",
                 )
         for value in personal:
             record = _first_record_with(caplog.records, value)
@@ -635,13 +671,8 @@ class ConformanceSuite:
     # -- webhooks --------------------------------------------------------------------
 
     def test_webhook_verification(self, harness: Harness) -> None:
-        # A tenant's webhook_scheme option overrides the declared scheme, and
-        # is the only scheme of a platform that declares none.
-        scheme = harness.options.get("webhook_scheme") or harness.info.webhook_scheme
-        implemented = any(
-            impl.plugin is harness.registered.plugin
-            for impl in harness.host.pm.hook.impactin_verify_webhook.get_hookimpls()
-        )
+        scheme = _webhook_scheme(harness)
+        implemented = _implements_verify_webhook(harness)
         if scheme is None:
             pytest.skip(f"platform {harness.info.id!r} declares no webhook scheme")
         assert implemented, explain(
@@ -657,6 +688,80 @@ class ConformanceSuite:
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+_RETRY_AFTER_RULE = "retry_after is a number of seconds"
+_RETRY_AFTER_FIX = (
+    "pass retry_after as a finite float of seconds, or None: "
+    "parse_retry_after(response.headers['retry-after'], context.clock()) reads "
+    "delta-seconds and HTTP dates, and raise_for_response(response, ...) does "
+    "this for you"
+)
+
+
+def _check_retry_after_values(
+    harness: Harness, statuses: tuple[str, ...], header: str = "7"
+) -> None:
+    """Fail when a send answers a throttle with an invalid ``retry_after``.
+
+    The runtime computes its wait from ``retry_after``, so a string or NaN
+    there stops it with an error far from the connector's line. Only the
+    retry errors are checked, because other rules report other errors.
+    """
+    for status in statuses:
+        error = run(_retry_error_for(harness, status, header))
+        if error is None:
+            continue
+        case = f"one HTTP {status} answer with Retry-After: {header}"
+        if not isinstance(error, RetryableError):
+            secrets = [*harness.secret_values, *PERSONAL_VALUES.values()]
+            text = sanitize_text(str(error), secrets)[:300]
+            pytest.fail(
+                explain(
+                    _RETRY_AFTER_RULE,
+                    case,
+                    f"impactin_send raised {type(error).__name__}: {text}",
+                    _RETRY_AFTER_FIX,
+                ),
+                pytrace=False,
+            )
+        value = error.retry_after
+        valid = value is None or (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= 0
+        )
+        assert valid, explain(
+            _RETRY_AFTER_RULE,
+            case,
+            f"impactin_send raised {type(error).__name__} with retry_after "
+            f"{value!r} ({type(value).__name__})",
+            _RETRY_AFTER_FIX,
+        )
+
+
+async def _retry_error_for(
+    harness: Harness, status: str, header: str
+) -> BaseException | None:
+    """Return the retry error or TypeError/ValueError a send raises, else None."""
+    request = harness.map_records(
+        [harness.sample_record(f"conformance-retry-value-{status}")],
+        [f"ik_conformance_retry_value_{status}"],
+    )[0]
+    harness.redact(request)
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        credentials = await harness.authenticate(client, harness.tokens)
+        harness.set_faults(script=[status], retry_after=header)
+        try:
+            await harness.send(client, request, credentials)
+        except (RetryableError, TypeError, ValueError) as exc:
+            return exc
+        except Exception:
+            return None
+        finally:
+            harness.set_faults(script=[])
+    return None
 
 
 async def _check_unsent_status(harness: Harness, status: str) -> None:
@@ -821,12 +926,65 @@ def _foreign_arguments(harness: Harness) -> dict[str, dict[str, Any]]:
 
 
 async def _authenticate_and_send(
-    harness: Harness, request: PlatformRequest
+    harness: Harness, request: PlatformRequest, *, watch_loop: bool = False
 ) -> tuple[SendOutcome, Credentials]:
+    """Authenticate and send once; ``watch_loop`` fails a hook that blocks the loop."""
     async with httpx.AsyncClient(timeout=30.0) as client:
-        credentials = await harness.authenticate(client, harness.tokens)
-        outcome = await harness.send(client, request, credentials)
+        authenticating = harness.authenticate(client, harness.tokens)
+        if watch_loop:
+            credentials = await _fail_if_loop_blocked(
+                "impactin_authenticate", authenticating
+            )
+        else:
+            credentials = await authenticating
+        sending = harness.send(client, request, credentials)
+        if watch_loop:
+            outcome = await _fail_if_loop_blocked("impactin_send", sending)
+        else:
+            outcome = await sending
     return outcome, credentials
+
+
+#: Seconds between the ticks of the event-loop watch, and the most a tick
+#: may come late before the hook counts as blocking the loop.
+_TICK_INTERVAL = 0.05
+_MAX_LOOP_BLOCK = 0.5
+
+
+async def _fail_if_loop_blocked(hook: str, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` while a ticker task measures how late it wakes up.
+
+    A tick comes late only when something holds the event loop, such as
+    time.sleep or a blocking HTTP call inside the hook.
+    """
+    loop = asyncio.get_running_loop()
+    last_tick = loop.time()
+    worst = 0.0
+
+    async def tick() -> None:
+        nonlocal last_tick, worst
+        while True:
+            await asyncio.sleep(_TICK_INTERVAL)
+            now = loop.time()
+            worst = max(worst, now - last_tick - _TICK_INTERVAL)
+            last_tick = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        result = await awaitable
+    finally:
+        ticker.cancel()
+        # A block at the end of the hook delays the tick that never came.
+        worst = max(worst, loop.time() - last_tick - _TICK_INTERVAL)
+    assert worst <= _MAX_LOOP_BLOCK, explain(
+        "hooks do not block the event loop",
+        f"one call of {hook}",
+        f"{hook} held the event loop for {worst:.2f} s without awaiting, so the "
+        "runtime's other deliveries stalled",
+        "use async I/O through context.client and await asyncio.sleep, or move "
+        "blocking work to a thread with 'await asyncio.to_thread(function, ...)'",
+    )
+    return result
 
 
 def _warm_up(harness: Harness, runtime: Any) -> None:
@@ -913,6 +1071,7 @@ async def _check_rejected_credentials(harness: Harness) -> None:
     async with httpx.AsyncClient(timeout=30.0) as client:
         credentials = await harness.authenticate(client, tokens)
         if tokens.refresh_count == 0:
+            _fail_if_oauth_bypasses_tokens(harness, credentials)
             pytest.skip(
                 f"transport {harness.transport!r} of {harness.info.id!r} takes no "
                 "OAuth token from context.tokens, so HTTP 401 has no token to renew"
@@ -946,8 +1105,9 @@ async def _check_tokens(harness: Harness) -> None:
     tokens = harness.tokens
     rule = "token refresh and rotation"
     async with httpx.AsyncClient(timeout=30.0) as client:
-        await harness.authenticate(client, tokens)
+        first_credentials = await harness.authenticate(client, tokens)
         if tokens.refresh_count == 0:
+            _fail_if_oauth_bypasses_tokens(harness, first_credentials)
             pytest.skip(
                 f"transport {harness.transport!r} of {harness.info.id!r} takes no "
                 "OAuth token from context.tokens"
@@ -1013,6 +1173,46 @@ async def _check_tokens(harness: Harness) -> None:
         del credentials
 
 
+def _uses_oauth(info: PlatformInfo, credentials: Credentials) -> bool:
+    """Tell whether a transport's credentials are an OAuth token.
+
+    A platform that declares no ``oauth2_*`` auth kind uses none. Credentials
+    whose kind is a declared auth kind name the transport's kind, such as
+    ``wsse_username_token`` for Workday's SOAP transport. Other credentials
+    count as OAuth when they carry a bearer token.
+    """
+    if not any(kind.startswith("oauth2") for kind in info.auth_kinds):
+        return False
+    if credentials.kind in info.auth_kinds:
+        return credentials.kind.startswith("oauth2")
+    return any(
+        name.lower() == "authorization" and value.lower().startswith("bearer ")
+        for name, value in credentials.headers.items()
+    )
+
+
+def _fail_if_oauth_bypasses_tokens(harness: Harness, credentials: Credentials) -> None:
+    """Fail when an OAuth transport fetched its token without context.tokens."""
+    if not _uses_oauth(harness.info, credentials):
+        return
+    declared = [kind for kind in harness.info.auth_kinds if kind.startswith("oauth2")]
+    pytest.fail(
+        explain(
+            "OAuth tokens come from context.tokens",
+            f"transport {harness.transport!r}, which declares auth kind "
+            f"{', '.join(declared)} and returned {credentials.kind!r} credentials "
+            "with a bearer token",
+            "impactin_authenticate stored no token in context.tokens, so tokens "
+            "are neither encrypted at rest nor shared and refreshed once at a time",
+            "obtain tokens with 'await context.tokens.get(settings.tenant, "
+            "PLATFORM_ID, fetch, force=context.force_refresh)' instead of keeping "
+            "them in the connector; context.tokens is the runtime's encrypted "
+            "token store",
+        ),
+        pytrace=False,
+    )
+
+
 def _keyed(journal: dict[str, Any]) -> list[dict[str, Any]]:
     return [entry for entry in journal["entries"] if entry["key"] is not None]
 
@@ -1076,6 +1276,75 @@ async def _error_texts(
     return texts, token_values
 
 
+def _with_encoded_forms(secrets: list[str]) -> list[str]:
+    """Add the Base64 forms in which a secret can reach a log line.
+
+    HTTP Basic authentication sends base64("id:secret") (RFC 7617), so each
+    ordered pair of values is encoded, and so is each value alone.
+    """
+
+    def encode(text: str) -> str:
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+    values = list(dict.fromkeys(secrets))
+    encoded = [encode(value) for value in values]
+    encoded += [
+        encode(f"{first}:{second}")
+        for first in values
+        for second in values
+        if first != second
+    ]
+    return values + encoded
+
+
+def _webhook_scheme(harness: Harness) -> str | None:
+    # A tenant's webhook_scheme option overrides the declared scheme, and is
+    # the only scheme of a platform that declares none.
+    scheme: str | None = (
+        harness.options.get("webhook_scheme") or harness.info.webhook_scheme
+    )
+    return scheme
+
+
+def _implements_verify_webhook(harness: Harness) -> bool:
+    return any(
+        impl.plugin is harness.registered.plugin
+        for impl in harness.host.pm.hook.impactin_verify_webhook.get_hookimpls()
+    )
+
+
+def _exercise_webhooks(harness: Harness) -> list[str]:
+    """Verify a valid and a forged event, and return the webhook secrets used.
+
+    Nothing is checked about the results here; the webhook rule does that.
+    A platform without a scheme the suite can sign is not called.
+    """
+    scheme = _webhook_scheme(harness)
+    if scheme not in _SIGNATURE_HEADERS or not _implements_verify_webhook(harness):
+        return []
+    secrets = [
+        _webhook_secret(scheme, b"conformance-log-webhook-secret-32b"),
+        _webhook_secret(scheme, b"conformance-log-webhook-other-32by"),
+    ]
+    hook = harness.hook("impactin_verify_webhook")
+    body = json.dumps({"id": "evt_conformance_log", "type": "donation.updated"})
+    now = int(time.time())
+    for signer in secrets:
+        headers = _sign(scheme, signer, "evt_conformance_log", now, body.encode())
+        try:
+            hook(
+                platform=harness.info,
+                headers=headers,
+                body=body.encode(),
+                secrets=secrets[:1],
+                options=dict(harness.options),
+            )
+        except Exception:
+            # The webhook rule reports what the hook raises.
+            continue
+    return secrets
+
+
 def _first_record_with(
     records: list[logging.LogRecord], value: str
 ) -> logging.LogRecord | None:
@@ -1102,6 +1371,14 @@ def _sign(
     if scheme == "github":
         return {**sign_github(secret, body), "X-GitHub-Delivery": event_id}
     pytest.skip(f"the suite cannot sign webhook scheme {scheme!r}")
+
+
+#: The header that carries the signature, for each scheme the suite signs.
+_SIGNATURE_HEADERS = {
+    "standard_webhooks": "webhook-signature",
+    "stripe": "Stripe-Signature",
+    "github": "X-Hub-Signature-256",
+}
 
 
 def _webhook_secret(scheme: str, raw: bytes) -> str:
@@ -1160,7 +1437,29 @@ def _check_webhooks(harness: Harness, scheme: str) -> None:
         f"an event signed with {scheme!r} and another secret",
         "verify against the tenant's secrets only",
     )
+    signature_header = _SIGNATURE_HEADERS[scheme]
+    unsigned = {
+        name: value
+        for name, value in headers.items()
+        if name.lower() != signature_header.lower()
+    }
+    _expect_rejected(
+        lambda: verify(unsigned, body),
+        "webhook verification rejects unsigned events",
+        f"an event signed with {scheme!r} whose {signature_header} header was removed",
+        "reject a request without the signature header with WebhookRejected, "
+        "as verify_with_scheme does",
+    )
     if scheme != "github":
+        future = now + 1_000_000
+        future_headers = _sign(scheme, secret, "evt_conformance_4", future, body)
+        _expect_rejected(
+            lambda: verify(future_headers, body),
+            "webhook verification rejects events from the future",
+            f"an event signed with {scheme!r} and dated 1,000,000 s ahead",
+            "reject a signed timestamp further ahead than the allowed clock skew, "
+            "as verify_with_scheme does with its future_tolerance",
+        )
         stale = now - 3600
         stale_headers = _sign(scheme, secret, "evt_conformance_2", stale, body)
         _expect_rejected(

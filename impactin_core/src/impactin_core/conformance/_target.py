@@ -24,6 +24,7 @@ class ConformanceTarget:
     transports tested; empty tests every transport the platform declares.
     ``record_fields`` overrides fields of the sample records, for platforms
     that need a particular value such as an organization id format.
+    ``rule_timeout`` is the deadline of each rule in seconds.
     """
 
     platform: str
@@ -35,6 +36,9 @@ class ConformanceTarget:
     record_fields: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_frozen_mapping
     )
+    #: Seconds each rule may take before it fails naming the hook that did
+    #: not finish.
+    rule_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0.0))
 
     def options_for(self, transport: str) -> dict[str, Any]:
         """Return the connector options for one transport."""

@@ -13,10 +13,13 @@ import re
 from pathlib import Path
 from string import Template
 
-__all__ = ["NAME_PATTERN", "render_connector"]
+__all__ = ["BUNDLED_NAMES", "NAME_PATTERN", "render_connector"]
 
 #: A platform id: lower-case letters, digits and underscores, starting with a letter.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+#: Platforms of the connectors that ship with impactin. A new connector with
+#: one of these names would install over the bundled package of that name.
+BUNDLED_NAMES = frozenset({"benevity", "goodera", "workday"})
 
 _FILES: dict[str, str] = {}
 
@@ -34,7 +37,7 @@ requires-python = ">=3.10"
 dependencies = ["impactin-core"]
 
 [project.optional-dependencies]
-test = ["pytest>=8", "hypothesis>=6.100"]
+test = ["pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100"]
 
 [project.entry-points.impactin]
 $name = "impactin_$name._plugin"
@@ -47,6 +50,8 @@ impactin_$name = ["py.typed"]
 
 [tool.pytest.ini_options]
 addopts = "-ra"
+# pytest-asyncio 0.24 and later warn at every run when this is unset.
+asyncio_default_fixture_loop_scope = "function"
 """
 
 _FILES["README.md"] = """\
@@ -256,10 +261,14 @@ async def _send(
         tenant=settings.tenant,
     )
     if response.status_code not in (200, 201):
-        import time
-
+        # known_values are scrubbed from the error message, which quotes the
+        # response body. Add every personal value that the payload carries.
         raise_for_response(
-            response, platform=PLATFORM_ID, tenant=settings.tenant, now=time.time()
+            response,
+            platform=PLATFORM_ID,
+            tenant=settings.tenant,
+            now=context.clock(),
+            known_values=[request.payload["employee"]],
         )
     body = response.json()
     return SendOutcome(
@@ -398,6 +407,13 @@ def render_connector(name: str, destination: Path, *, title: str | None = None) 
         message = (
             f"Connector name {name!r} is invalid; use 2 to 32 lower-case letters, "
             "digits or underscores, starting with a letter."
+        )
+        raise ValueError(message)
+    if name in BUNDLED_NAMES:
+        message = (
+            f"Connector name {name!r} is the platform of a connector bundled with "
+            f"impactin (impactin-{name}); choose another name, such as "
+            f"'{name}_custom'."
         )
         raise ValueError(message)
     root = destination / f"impactin_{name}"
