@@ -432,16 +432,17 @@ async def test_leak_scan_blocks_undeclared_field(
 ) -> None:
     server, simulator = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
-    # The source id reaches the payload unscrubbed, so an email there is a leak.
-    leaky = record(source_id="dana@example.com")
+    # The source id reaches the payload unscrubbed, so a phone number there is
+    # a leak. The model rejects a source id with an email address.
+    leaky = record(source_id="212-555-0147")
 
     report = await runtime.deliver([leaky])
 
     row = runtime.store.list_deliveries()[0]
     assert report.platforms["echo"].blocked == 1
     assert row["error_kind"] == "personal_data"
-    assert "email at source" in row["error"]
-    assert "dana@example.com" not in row["error"]
+    assert "phone at source" in row["error"]
+    assert "212-555-0147" not in row["error"]
     assert simulator.journal.entries == []
 
 
