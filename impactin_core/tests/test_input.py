@@ -1407,3 +1407,193 @@ def test_record_metadata_depth_limit() -> None:
 def test_record_lower_case_currency_names_fix() -> None:
     with pytest.raises(ValueError, match=r"currency must be upper case.*write 'USD'"):
         donation(currency="usd")
+
+
+# -- readers build records with the model's checks --------------------------------
+
+
+def jsonl_donation(**changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "source_id": "g-1",
+        "tenant": "acme",
+        "kind": "donation",
+        "activity_date": "2026-03-11",
+        "employee_id": "E-1",
+        "amount_minor": 2500,
+        "currency": "USD",
+    }
+    row.update(changes)
+    return row
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any] | str]) -> Path:
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    return write(path, "".join(line + "\n" for line in lines))
+
+
+def test_jsonl_rejects_invalid_rows_one_by_one(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            jsonl_donation(source_id="g-1"),
+            jsonl_donation(source_id="g-2", employee_email="Fl6 <fl6@example.com>"),
+            jsonl_donation(source_id="g-3", organization_name="Open\x00Doors"),
+            jsonl_donation(source_id="g-4", metadata={"team": "a\x01"}),
+            jsonl_donation(source_id="g-5"),
+        ],
+    )
+
+    rows = read_all(path)
+
+    parsed = [row.record.source_id for row in rows if isinstance(row, ParsedRow)]
+    rejected = {row.source_id: row for row in rows if isinstance(row, RejectedRow)}
+    assert parsed == ["g-1", "g-5"]
+    assert rejected["g-2"].field == "employee_email"
+    assert "fl6" not in rejected["g-2"].reason
+    assert rejected["g-3"].field == "organization_name"
+    assert "U+0000" in rejected["g-3"].reason
+    assert rejected["g-4"].field == "metadata"
+
+
+def test_jsonl_email_source_id_not_kept(tmp_path: Path) -> None:
+    row = jsonl_donation(source_id="zelda39.quux@example.org")
+    path = write_jsonl(tmp_path / "rows.jsonl", [row])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == "source_id"
+    assert rejected.source_id is None
+    assert "opaque id" in rejected.reason
+    assert "zelda39" not in rejected.reason
+
+
+def test_csv_email_source_id_not_kept(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "rows.csv",
+        "source_id,kind,activity_date,employee_id,hours\n"
+        "zelda39.quux@example.org,volunteer_time,2026-03-11,E-1,2\n",
+    )
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == "source_id"
+    assert rejected.source_id is None
+    assert "zelda39" not in rejected.reason
+
+
+def test_csv_rejects_control_character(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "rows.csv",
+        "source_id,kind,activity_date,employee_id,hours,organization_name\n"
+        "v-1,volunteer_time,2026-03-11,E-1,2,Open\x07Doors\n"
+        "v-2,volunteer_time,2026-03-11,E-1,2,Open Doors\n",
+    )
+
+    first, second = read_all(path)
+
+    assert isinstance(first, RejectedRow)
+    assert first.field == "organization_name"
+    assert "U+0007" in first.reason
+    assert isinstance(second, ParsedRow)
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "words"),
+    [
+        pytest.param(
+            '{"source_id": "g-1", "source_id": "g-2", "tenant": "acme", '
+            '"kind": "donation", "activity_date": "2026-03-11", '
+            '"employee_id": "E-1", "amount_minor": 2500, "currency": "USD"}',
+            "source_id",
+            "Line 1 has the key 'source_id' more than once",
+            id="top-level",
+        ),
+        pytest.param(
+            '{"source_id": "g-1", "tenant": "acme", "kind": "donation", '
+            '"activity_date": "2026-03-11", "employee_id": "E-1", '
+            '"amount_minor": 2500, "currency": "USD", '
+            '"metadata": {"team": "a", "team": "b"}}',
+            None,
+            "An object nested in line 1 has the key 'team' more than once",
+            id="nested",
+        ),
+    ],
+)
+def test_jsonl_rejects_duplicate_key(
+    tmp_path: Path, line: str, field: str | None, words: str
+) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [line, jsonl_donation(source_id="g-9")])
+
+    rejected, parsed = read_all(path)
+
+    assert isinstance(rejected, RejectedRow)
+    assert rejected.field == field
+    assert words in rejected.reason
+    assert isinstance(parsed, ParsedRow)
+
+
+def test_jsonl_duplicate_source_id_not_kept(tmp_path: Path) -> None:
+    line = json.dumps(jsonl_donation()).replace(
+        '"source_id": "g-1"', '"source_id": "g-1", "source_id": "g-2"'
+    )
+    path = write_jsonl(tmp_path / "rows.jsonl", [line])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.source_id is None
+    assert rejected.tenant == "acme"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "example"),
+    [
+        pytest.param("amount_minor", "2500", "such as 2500", id="amount"),
+        pytest.param("hours", "1.5", "such as 1.5", id="hours"),
+    ],
+)
+def test_jsonl_number_as_string(
+    tmp_path: Path, field: str, value: str, example: str
+) -> None:
+    row = jsonl_donation(**{field: value})
+    if field == "hours":
+        row.update(kind="volunteer_time", amount_minor=None, currency=None)
+    path = write_jsonl(tmp_path / "rows.jsonl", [row])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == field
+    assert "it is a JSON string" in rejected.reason
+    assert "write it as a JSON number without quotes" in rejected.reason
+    assert example in rejected.reason
+
+
+def test_jsonl_whole_float_amount_is_int(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [jsonl_donation(amount_minor=2500.0)])
+
+    (row,) = read_all(path)
+
+    assert isinstance(row, ParsedRow)
+    assert row.record.amount_minor == 2500
+    assert type(row.record.amount_minor) is int
+
+
+def test_jsonl_fractional_amount_rejected(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [jsonl_donation(amount_minor=2500.5)])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == "amount_minor"
+
+
+def test_readers_upper_case_currency(tmp_path: Path) -> None:
+    jsonl = write_jsonl(tmp_path / "rows.jsonl", [jsonl_donation(currency="usd")])
+    csv_file = write(
+        tmp_path / "rows.csv",
+        "source_id,kind,activity_date,employee_id,amount_minor,currency\n"
+        "g-1,donation,2026-03-11,E-1,2500,usd\n",
+    )
+
+    for path in (jsonl, csv_file):
+        (row,) = read_all(path)
+        assert isinstance(row, ParsedRow), path
+        assert row.record.currency == "USD"
