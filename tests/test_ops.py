@@ -444,6 +444,122 @@ def test_resubmit_rejects_bad_assignment(
     assert "FIELD=VALUE" in result.output
 
 
+CSV_HEADER = (
+    "source_id,tenant,kind,activity_date,employee_id,employee_email,"
+    "amount_minor,currency,organization_id,metadata.team\n"
+)
+
+
+def write_csv(folder: Path, *rows: str) -> Path:
+    path = folder / "rows.csv"
+    path.write_text(CSV_HEADER + "".join(row + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def stored_records(config: Path) -> dict[str, dict[str, Any]]:
+    runtime = Runtime(load_config(config))
+    try:
+        return {
+            row["source_id"]: runtime.store.load_record(row["id"])
+            for row in runtime.store.list_deliveries(limit=None)
+        }
+    finally:
+        runtime.close()
+
+
+def resubmit(config: Path, row_id: str, *assignments: str) -> Result:
+    """Run ``quarantine resubmit`` with one ``--set`` per assignment."""
+    options = [part for text in assignments for part in ("--set", text)]
+    return invoke(config, "quarantine", "resubmit", row_id, *options)
+
+
+@pytest.fixture
+def rejected_csv(config: Path) -> dict[str, Any]:
+    path = write_csv(
+        config.parent,
+        "gift-1,acme,donation,2025-03-01,E-000101,ana.silva@example.org,"
+        "2500,USD,ORG-1701,blue",
+        "gift-2,acme,donation,2025-03-01,E-000102,Bo North <bo@example.org>,"
+        "3100,usd,ORG-1701,green",
+    )
+    invoke(config, "deliver", str(path))
+    (entry,) = quarantined(config)
+    assert entry["field"] == "employee_email"
+    return entry
+
+
+def test_resubmit_csv_row_with_metadata(
+    config: Path, rejected_csv: dict[str, Any]
+) -> None:
+    result = resubmit(config, rejected_csv["id"], "employee_email=bo.north@example.org")
+
+    record = stored_records(config)["gift-2"]
+    assert result.exit_code == 0, result.output
+    assert quarantined(config) == []
+    assert record["metadata"] == {"team": "green"}
+    assert record["amount_minor"] == 3100
+    assert record["currency"] == "USD"
+
+
+def test_resubmit_csv_row_sets_metadata(
+    config: Path, rejected_csv: dict[str, Any]
+) -> None:
+    result = resubmit(
+        config,
+        rejected_csv["id"],
+        "employee_email=bo.north@example.org",
+        "metadata.team=red",
+        "metadata.site=Leeds",
+    )
+
+    assert result.exit_code == 0, result.output
+    record = stored_records(config)["gift-2"]
+    assert record["metadata"] == {"team": "red", "site": "Leeds"}
+
+
+def test_resubmit_csv_row_with_extra_cells(config: Path) -> None:
+    path = write_csv(
+        config.parent,
+        "gift-3,acme,donation,2025-03-01,E-000103,cyd@example.org,"
+        "2500,USD,ORG-1701,blue,stray",
+    )
+    invoke(config, "deliver", str(path))
+    (entry,) = quarantined(config)
+
+    still_extra = resubmit(config, entry["id"], "organization_id=ORG-1702")
+    dropped = resubmit(config, entry["id"], "_extra_cells=null")
+
+    assert still_extra.exit_code == 1
+    assert "1 cells more than the header" in still_extra.output
+    assert dropped.exit_code == 0, dropped.output
+    assert stored_records(config)["gift-3"]["metadata"] == {"team": "blue"}
+
+
+def test_resubmit_json_row_sets_metadata_key(
+    config: Path, rejected: dict[str, Any]
+) -> None:
+    result = resubmit(config, rejected["id"], "amount_minor=700", "metadata.team=green")
+
+    assert result.exit_code == 0, result.output
+    assert stored_records(config)["gift-bad"]["metadata"] == {"team": "green"}
+
+
+def test_resubmit_file_with_duplicate_key(
+    config: Path, rejected: dict[str, Any]
+) -> None:
+    corrected = config.parent / "corrected.jsonl"
+    text = json.dumps(donation("gift-bad", amount_minor=900))
+    corrected.write_text(text.replace("{", '{"amount_minor": 5, ', 1) + "\n")
+
+    result = invoke(
+        config, "quarantine", "resubmit", rejected["id"], "--file", str(corrected)
+    )
+
+    assert result.exit_code == 2
+    assert "has the key 'amount_minor' more than once" in result.output
+    assert [row["id"] for row in quarantined(config)] == [rejected["id"]]
+
+
 # -- resume ---------------------------------------------------------------------
 
 

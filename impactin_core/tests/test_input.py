@@ -8,6 +8,7 @@ import re
 import sys
 import tracemalloc
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,12 @@ from impactin_core._input import (
     mappings_from_config,
     read_records,
 )
-from impactin_core._models import MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
+from impactin_core._models import (
+    MAX_AMOUNT_MINOR,
+    MAX_METADATA_DEPTH,
+    ImpactRecord,
+    RecordKind,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -1167,16 +1173,18 @@ def test_quixote_causes_split() -> None:
 # -- record model ---------------------------------------------------------------
 
 
-def donation(amount_minor: Any) -> ImpactRecord:
-    return ImpactRecord(
-        source_id="d1",
-        tenant="acme",
-        kind="donation",
-        activity_date=dt.date(2024, 3, 1),
-        employee_id="E-1",
-        amount_minor=amount_minor,
-        currency="USD",
-    )
+def donation(amount_minor: Any = 2500, **changes: Any) -> ImpactRecord:
+    values: dict[str, Any] = {
+        "source_id": "d1",
+        "tenant": "acme",
+        "kind": "donation",
+        "activity_date": dt.date(2024, 3, 1),
+        "employee_id": "E-1",
+        "amount_minor": amount_minor,
+        "currency": "USD",
+    }
+    values.update(changes)
+    return ImpactRecord(**values)
 
 
 def test_amount_max_below_double_limit() -> None:
@@ -1199,7 +1207,7 @@ def test_amount_max_below_double_limit() -> None:
             "amount_minor of more than 40 digits is above the maximum",
             id="5001-digits",
         ),
-        pytest.param(1e30, "amount_minor 1e+30 is above the maximum", id="float"),
+        pytest.param(1e30, "not the float 1e+30", id="float"),
     ],
 )
 def test_record_rejects_amount(amount_minor: Any, words: str) -> None:
@@ -1211,3 +1219,381 @@ def test_record_rejects_amount(amount_minor: Any, words: str) -> None:
 
 def test_record_accepts_max_amount() -> None:
     assert donation(MAX_AMOUNT_MINOR).amount_minor == MAX_AMOUNT_MINOR
+
+
+def volunteering(**changes: Any) -> ImpactRecord:
+    values: dict[str, Any] = {
+        "source_id": "v1",
+        "tenant": "acme",
+        "kind": "volunteer_time",
+        "activity_date": dt.date(2026, 3, 11),
+        "employee_id": "E-1",
+        "hours": 2.0,
+    }
+    values.update(changes)
+    return ImpactRecord(**values)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        pytest.param({"amount_minor": 25.7}, "not the float 25.7", id="fraction"),
+        pytest.param({"amount_minor": 2500.0}, "not the float 2500.0", id="whole"),
+        pytest.param({"amount_minor": "2500"}, "not the str '2500'", id="amount-text"),
+        pytest.param(
+            {"activity_date": "2026-03-11"},
+            "datetime.date.fromisoformat",
+            id="date-text",
+        ),
+        pytest.param(
+            {"activity_date": dt.datetime(2026, 3, 11, 9, 30)},
+            "pass value.date()",
+            id="datetime",
+        ),
+        pytest.param({"tenant": None}, "tenant must be a str, not None", id="tenant"),
+        pytest.param({"source_id": 17}, "source_id must be a str, not int", id="id"),
+        pytest.param({"employee_id": ""}, "employee_id must not be empty", id="blank"),
+        pytest.param({"description": b"x"}, "description must be a str", id="bytes"),
+        pytest.param(
+            {"metadata": {"team": object()}},
+            "metadata.team has type object, which is not a JSON value",
+            id="metadata-object",
+        ),
+        pytest.param(
+            {"metadata": {"scores": [1.0, float("nan")]}},
+            "metadata.scores[1] is nan",
+            id="metadata-nan",
+        ),
+        pytest.param(
+            {"metadata": {7: "x"}}, "metadata has a key of type int", id="key"
+        ),
+        pytest.param({"metadata": ["x"]}, "metadata must be a mapping", id="list"),
+    ],
+)
+def test_record_rejects_wrong_type(changes: dict[str, Any], words: str) -> None:
+    field = next(iter(changes))
+
+    with pytest.raises(ValueError) as caught:
+        donation(**changes)
+
+    assert str(caught.value).startswith(field)
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("hours", "words"),
+    [
+        pytest.param("2", "not the str '2'", id="text"),
+        pytest.param(True, "not bool", id="bool"),
+        pytest.param(Decimal("NaN"), "not a non-finite Decimal", id="nan"),
+        pytest.param(float("inf"), "at most 24", id="infinite"),
+    ],
+)
+def test_record_rejects_hours(hours: Any, words: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        volunteering(hours=hours)
+
+    assert str(caught.value).startswith("hours must be")
+    assert words in str(caught.value)
+
+
+def test_record_hours_decimal_becomes_float() -> None:
+    record = volunteering(hours=Decimal("1.5"))
+
+    assert record.hours == 1.5
+    assert type(record.hours) is float
+
+
+def test_record_accepts_int_hours() -> None:
+    assert volunteering(hours=3).hours == 3
+
+
+@pytest.mark.parametrize(
+    ("email", "words"),
+    [
+        pytest.param("zzz secret-person@@example", "contains whitespace", id="space"),
+        pytest.param("Fl6 <fl6@example.com>", "without a display name", id="name"),
+        pytest.param("<fl6@example.com>", "an angle bracket", id="brackets"),
+        pytest.param("fl6@example.com (Fl6)", "contains whitespace", id="comment"),
+        pytest.param('"fl6"@example.com', "the character '\"'", id="quotes"),
+        pytest.param("fl6@@example.com", "has 2 '@' signs", id="two-at"),
+        pytest.param("fl6.example.com", "has 0 '@' signs", id="no-at"),
+        pytest.param("@example.com", "nothing before the '@'", id="no-local"),
+        pytest.param("fl6@example", "domain without a dot", id="no-dot"),
+        pytest.param("fl6@example..com", "empty label", id="empty-label"),
+        pytest.param("fl6@.example.com", "empty label", id="leading-dot"),
+        pytest.param("fl6@example.com.", "empty label", id="trailing-dot"),
+        pytest.param("f" * 243 + "@example.com", "longer than 254", id="long"),
+    ],
+)
+def test_record_rejects_email(email: str, words: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        donation(employee_email=email)
+
+    message = str(caught.value)
+    assert message.startswith("employee_email ")
+    assert words in message
+    assert "fl6" not in message
+    assert "secret-person" not in message
+
+
+def test_record_accepts_bare_email() -> None:
+    record = donation(employee_email="ana.silva+gifts@mail.example.org")
+    assert record.employee_email == "ana.silva+gifts@mail.example.org"
+
+
+@pytest.mark.parametrize(
+    "source_id",
+    [
+        pytest.param("zelda39.quux@example.org", id="plain"),
+        pytest.param("row-7:zelda39.quux@example.org", id="inside"),
+        pytest.param("zelda39.quux%40example.org", id="escaped"),
+        pytest.param("zelda39.quux\uff20example.org", id="full-width"),
+    ],
+)
+def test_record_rejects_email_in_source_id(source_id: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        donation(source_id=source_id)
+
+    message = str(caught.value)
+    assert message.startswith("source_id contains an email address")
+    assert "opaque id" in message
+    assert "zelda39" not in message
+
+
+def test_record_accepts_source_id_with_at_sign() -> None:
+    assert donation(source_id="batch@7").source_id == "batch@7"
+
+
+@pytest.mark.parametrize(
+    "field", ["organization_name", "description", "cause", "employee_name"]
+)
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x0b", "\x1b"])
+def test_record_rejects_control_character(field: str, character: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        donation(**{field: f"Open{character}Doors"})
+
+    message = str(caught.value)
+    assert message.startswith(f"{field} contains the control character U+00")
+    assert "at index 4" in message
+
+
+def test_record_rejects_control_character_in_metadata() -> None:
+    with pytest.raises(ValueError, match=r"^metadata\.notes\[0\] contains"):
+        donation(metadata={"notes": ["a\x00b"]})
+
+
+def test_record_accepts_tab_and_line_breaks() -> None:
+    record = donation(description="Line one\r\nLine\ttwo")
+    assert record.description == "Line one\r\nLine\ttwo"
+
+
+def test_record_rejects_lone_surrogate() -> None:
+    with pytest.raises(ValueError, match=r"^location contains the lone surrogate"):
+        donation(location="Quay \udc80")
+
+
+def test_record_metadata_depth_limit() -> None:
+    deepest: Any = "leaf"
+    for _ in range(MAX_METADATA_DEPTH - 1):
+        deepest = {"level": deepest}
+    too_deep = {"level": [deepest]}
+
+    assert donation(metadata=deepest).metadata == deepest
+    with pytest.raises(ValueError, match=f"more than {MAX_METADATA_DEPTH} levels"):
+        donation(metadata=too_deep)
+
+
+def test_record_lower_case_currency_names_fix() -> None:
+    with pytest.raises(ValueError, match=r"currency must be upper case.*write 'USD'"):
+        donation(currency="usd")
+
+
+# -- readers build records with the model's checks --------------------------------
+
+
+def jsonl_donation(**changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "source_id": "g-1",
+        "tenant": "acme",
+        "kind": "donation",
+        "activity_date": "2026-03-11",
+        "employee_id": "E-1",
+        "amount_minor": 2500,
+        "currency": "USD",
+    }
+    row.update(changes)
+    return row
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any] | str]) -> Path:
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    return write(path, "".join(line + "\n" for line in lines))
+
+
+def test_jsonl_rejects_invalid_rows_one_by_one(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            jsonl_donation(source_id="g-1"),
+            jsonl_donation(source_id="g-2", employee_email="Fl6 <fl6@example.com>"),
+            jsonl_donation(source_id="g-3", organization_name="Open\x00Doors"),
+            jsonl_donation(source_id="g-4", metadata={"team": "a\x01"}),
+            jsonl_donation(source_id="g-5"),
+        ],
+    )
+
+    rows = read_all(path)
+
+    parsed = [row.record.source_id for row in rows if isinstance(row, ParsedRow)]
+    rejected = {row.source_id: row for row in rows if isinstance(row, RejectedRow)}
+    assert parsed == ["g-1", "g-5"]
+    assert rejected["g-2"].field == "employee_email"
+    assert "fl6" not in rejected["g-2"].reason
+    assert rejected["g-3"].field == "organization_name"
+    assert "U+0000" in rejected["g-3"].reason
+    assert rejected["g-4"].field == "metadata"
+
+
+def test_jsonl_email_source_id_not_kept(tmp_path: Path) -> None:
+    row = jsonl_donation(source_id="zelda39.quux@example.org")
+    path = write_jsonl(tmp_path / "rows.jsonl", [row])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == "source_id"
+    assert rejected.source_id is None
+    assert "opaque id" in rejected.reason
+    assert "zelda39" not in rejected.reason
+
+
+def test_csv_email_source_id_not_kept(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "rows.csv",
+        "source_id,kind,activity_date,employee_id,hours\n"
+        "zelda39.quux@example.org,volunteer_time,2026-03-11,E-1,2\n",
+    )
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == "source_id"
+    assert rejected.source_id is None
+    assert "zelda39" not in rejected.reason
+
+
+def test_csv_rejects_control_character(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "rows.csv",
+        "source_id,kind,activity_date,employee_id,hours,organization_name\n"
+        "v-1,volunteer_time,2026-03-11,E-1,2,Open\x07Doors\n"
+        "v-2,volunteer_time,2026-03-11,E-1,2,Open Doors\n",
+    )
+
+    first, second = read_all(path)
+
+    assert isinstance(first, RejectedRow)
+    assert first.field == "organization_name"
+    assert "U+0007" in first.reason
+    assert isinstance(second, ParsedRow)
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "words"),
+    [
+        pytest.param(
+            '{"source_id": "g-1", "source_id": "g-2", "tenant": "acme", '
+            '"kind": "donation", "activity_date": "2026-03-11", '
+            '"employee_id": "E-1", "amount_minor": 2500, "currency": "USD"}',
+            "source_id",
+            "Line 1 has the key 'source_id' more than once",
+            id="top-level",
+        ),
+        pytest.param(
+            '{"source_id": "g-1", "tenant": "acme", "kind": "donation", '
+            '"activity_date": "2026-03-11", "employee_id": "E-1", '
+            '"amount_minor": 2500, "currency": "USD", '
+            '"metadata": {"team": "a", "team": "b"}}',
+            None,
+            "An object nested in line 1 has the key 'team' more than once",
+            id="nested",
+        ),
+    ],
+)
+def test_jsonl_rejects_duplicate_key(
+    tmp_path: Path, line: str, field: str | None, words: str
+) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [line, jsonl_donation(source_id="g-9")])
+
+    rejected, parsed = read_all(path)
+
+    assert isinstance(rejected, RejectedRow)
+    assert rejected.field == field
+    assert words in rejected.reason
+    assert isinstance(parsed, ParsedRow)
+
+
+def test_jsonl_duplicate_source_id_not_kept(tmp_path: Path) -> None:
+    line = json.dumps(jsonl_donation()).replace(
+        '"source_id": "g-1"', '"source_id": "g-1", "source_id": "g-2"'
+    )
+    path = write_jsonl(tmp_path / "rows.jsonl", [line])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.source_id is None
+    assert rejected.tenant == "acme"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "example"),
+    [
+        pytest.param("amount_minor", "2500", "such as 2500", id="amount"),
+        pytest.param("hours", "1.5", "such as 1.5", id="hours"),
+    ],
+)
+def test_jsonl_number_as_string(
+    tmp_path: Path, field: str, value: str, example: str
+) -> None:
+    row = jsonl_donation(**{field: value})
+    if field == "hours":
+        row.update(kind="volunteer_time", amount_minor=None, currency=None)
+    path = write_jsonl(tmp_path / "rows.jsonl", [row])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == field
+    assert "it is a JSON string" in rejected.reason
+    assert "write it as a JSON number without quotes" in rejected.reason
+    assert example in rejected.reason
+
+
+def test_jsonl_whole_float_amount_is_int(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [jsonl_donation(amount_minor=2500.0)])
+
+    (row,) = read_all(path)
+
+    assert isinstance(row, ParsedRow)
+    assert row.record.amount_minor == 2500
+    assert type(row.record.amount_minor) is int
+
+
+def test_jsonl_fractional_amount_rejected(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [jsonl_donation(amount_minor=2500.5)])
+
+    rejected = only_rejected(read_all(path))
+
+    assert rejected.field == "amount_minor"
+
+
+def test_readers_upper_case_currency(tmp_path: Path) -> None:
+    jsonl = write_jsonl(tmp_path / "rows.jsonl", [jsonl_donation(currency="usd")])
+    csv_file = write(
+        tmp_path / "rows.csv",
+        "source_id,kind,activity_date,employee_id,amount_minor,currency\n"
+        "g-1,donation,2026-03-11,E-1,2500,usd\n",
+    )
+
+    for path in (jsonl, csv_file):
+        (row,) = read_all(path)
+        assert isinstance(row, ParsedRow), path
+        assert row.record.currency == "USD"

@@ -33,6 +33,7 @@ from impactin_core import (
 from impactin_core._config import EnvSecrets, parse_config
 from impactin_core._crypto import generate_key
 from impactin_core._errors import MAX_RETRY_AFTER
+from impactin_core._input import read_records
 from impactin_core._pipeline import Runtime
 from impactin_core._plugins import PluginHost
 from impactin_core.sandbox import SandboxServer, Simulator
@@ -439,16 +440,17 @@ async def test_leak_scan_blocks_undeclared_field(
 ) -> None:
     server, simulator = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
-    # The source id reaches the payload unscrubbed, so an email there is a leak.
-    leaky = record(source_id="dana@example.com")
+    # The source id reaches the payload unscrubbed, so a phone number there is
+    # a leak. The model rejects a source id with an email address.
+    leaky = record(source_id="212-555-0147")
 
     report = await runtime.deliver([leaky])
 
     row = runtime.store.list_deliveries()[0]
     assert report.platforms["echo"].blocked == 1
     assert row["error_kind"] == "personal_data"
-    assert "email at source" in row["error"]
-    assert "dana@example.com" not in row["error"]
+    assert "phone at source" in row["error"]
+    assert "212-555-0147" not in row["error"]
     assert simulator.journal.entries == []
 
 
@@ -1636,3 +1638,90 @@ async def test_closed_runtime_rejects_runs(tmp_path: Path) -> None:
         await runtime.deliver([record()])
     with pytest.raises(RuntimeError, match="Runtime is closed"):
         await runtime.resume()
+
+
+async def test_unencodable_record_quarantined_batch_goes_on(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """An int longer than JSON encoding allows stops only its own record."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    huge = record("a-2", metadata={"team": "blue", "score": 10**5000})
+
+    report = await runtime.deliver([record("a-1"), huge, record("a-3")])
+
+    delivered = sorted(row["source_id"] for row in runtime.store.list_deliveries())
+    (entry,) = runtime.store.quarantined()
+    assert delivered == ["a-1", "a-3"]
+    assert report.platforms["echo"].delivered == 2
+    assert len(simulator.journal.entries) == 2
+    assert entry["source_id"] == "a-2"
+    assert entry["field"] == "metadata"
+    assert "metadata cannot be stored" in entry["reason"]
+    raw = runtime.store.quarantined_raw(entry["id"])
+    assert "metadata" not in raw
+    assert raw["amount_minor"] == 2500
+
+
+async def test_unencodable_record_of_unknown_tenant(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    huge = record("x-1", tenant="globex", metadata={"score": 10**5000})
+
+    report = await runtime.deliver([huge, record("a-1")])
+
+    (entry,) = runtime.store.quarantined()
+    assert report.platforms["echo"].delivered == 1
+    assert "'globex' is not configured" in entry["reason"]
+    assert "metadata" not in runtime.store.quarantined_raw(entry["id"])
+
+
+async def test_email_source_id_not_stored_in_clear(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    rows = [
+        {
+            "source_id": "zelda39.quux@example.org",
+            "tenant": "acme",
+            "kind": "donation",
+            "activity_date": "2026-03-01",
+            "employee_id": "E-004217",
+            "amount_minor": 2500,
+            "currency": "USD",
+        }
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+    report = await runtime.deliver(read_records(path, tenant="acme"))
+    (entry,) = runtime.store.quarantined()
+    runtime.close()
+
+    stored = b"".join(file.read_bytes() for file in tmp_path.glob("state.db*"))
+    assert report.platforms["echo"].quarantined == 1
+    assert entry["source_id"] is None
+    assert entry["field"] == "source_id"
+    assert b"zelda39" not in stored
+
+
+async def test_redaction_producing_nul_is_blocked(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """Scrubbing decodes "%00" into a NUL, which the model rejects."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    escaped = record("a-1", description="Write to ana.ruiz%40example.org %00 today")
+
+    report = await runtime.deliver([escaped, record("a-2")])
+
+    statuses = {row["source_id"]: row for row in runtime.store.list_deliveries()}
+    assert report.platforms["echo"].delivered == 1
+    assert statuses["a-1"]["status"] == "blocked"
+    assert statuses["a-1"]["error_kind"] == "invalid"
+    assert "control character U+0000" in statuses["a-1"]["error"]
+    assert "ana.ruiz" not in statuses["a-1"]["error"]
+    assert len(simulator.journal.entries) == 1

@@ -371,7 +371,7 @@ async def test_leak_counted_as_pii_blocked(
     server, _ = echo_simulator
     runtime = make_runtime(tmp_path, server.url, telemetry)
 
-    await runtime.deliver([record(source_id="dana@example.com")])
+    await runtime.deliver([record(source_id="212-555-0147")])
 
     assert telemetry.total("impact_in_pii_blocked_total", platform="echo") == 1
     assert telemetry.total("impact_in_deliveries_total", status="blocked") == 1

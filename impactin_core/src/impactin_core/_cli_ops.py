@@ -46,6 +46,8 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def _read_corrected_row(path: str) -> dict[str, Any]:
+    from ._input import JsonObjectDecoder
+
     lines = [
         line
         for line in Path(path).read_text(encoding="utf-8").splitlines()
@@ -55,12 +57,14 @@ def _read_corrected_row(path: str) -> dict[str, Any]:
         message = f"must hold exactly one JSON object, not {len(lines)} lines"
         raise click.BadParameter(message, param_hint="--file")
     try:
-        row = json.loads(lines[0])
+        row, duplicate = JsonObjectDecoder().decode(lines[0])
     except ValueError as exc:
         message = f"is not valid JSON: {exc}"
         raise click.BadParameter(message, param_hint="--file") from exc
     if not isinstance(row, dict):
         raise click.BadParameter("must hold a JSON object", param_hint="--file")
+    if duplicate is not None:
+        raise click.BadParameter(duplicate.reason("the row"), param_hint="--file")
     return row
 
 
@@ -87,17 +91,86 @@ def _find_quarantined(runtime: Runtime, row_id: str) -> dict[str, Any]:
     return row
 
 
-def _parse_row(runtime: Runtime, raw: dict[str, Any], input_name: str | None) -> Any:
+def _is_canonical_csv_row(raw: dict[str, Any]) -> bool:
+    """Return True for a stored row that the reader of canonical CSV files read.
+
+    Such a row maps column names to cells, which are all text, and keeps
+    metadata in ``metadata.<name>`` columns. A JSON Lines row has a
+    ``metadata`` object and numbers for its hours or amount.
+    """
+    from ._input import EXTRA_CELLS
+
+    if any(name.startswith("metadata.") for name in raw):
+        return True
+    if set(raw) == {"text"}:
+        # A JSON Lines line that is not a JSON object is stored this way.
+        return False
+    cells = [value for name, value in raw.items() if name != EXTRA_CELLS]
+    return bool(cells) and all(isinstance(value, str) for value in cells)
+
+
+def _parse_row(
+    runtime: Runtime,
+    raw: dict[str, Any],
+    changes: dict[str, Any],
+    input_name: str | None,
+    *,
+    is_csv: bool,
+) -> Any:
     from ._input import _build_canonical, _build_mapped, mappings_from_config
 
+    if input_name is None and is_csv:
+        return _parse_canonical_csv_row({**raw, **changes})
     if input_name is None:
-        return _build_canonical(0, raw, None, {})
+        return _build_canonical(0, _with_json_changes(raw, changes), None, {})
     mappings = mappings_from_config(runtime.config.inputs)
     if input_name not in mappings:
         known = ", ".join(sorted(mappings)) or "none"
         message = f"no [inputs.{input_name}] section (configured: {known})"
         raise click.BadParameter(message, param_hint="--input")
-    return _build_mapped(0, raw, None, {}, mappings[input_name])
+    return _build_mapped(0, {**raw, **changes}, None, {}, mappings[input_name])
+
+
+def _parse_canonical_csv_row(raw: dict[str, Any]) -> Any:
+    """Build a record from a canonical CSV row as the CSV reader builds it."""
+    from ._errors import ConfigError
+    from ._input import EXTRA_CELLS, ColumnMapping, RejectedRow, _build_mapped
+
+    source_id = raw.get("source_id")
+    if raw.get(EXTRA_CELLS):
+        reason = (
+            f"The row has {len(raw[EXTRA_CELLS])} cells more than the header; "
+            "check the values, then drop the extra cells with --set "
+            f"{EXTRA_CELLS}=null."
+        )
+        return RejectedRow(0, source_id, None, reason, raw)
+    header = [name for name in raw if name != EXTRA_CELLS]
+    try:
+        mapping = ColumnMapping.canonical(header)
+    except ConfigError as exc:
+        return RejectedRow(0, source_id, None, str(exc), raw)
+    return _build_mapped(0, raw, None, {}, mapping)
+
+
+def _with_json_changes(raw: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply --set changes to a JSON row; ``metadata.NAME`` sets one metadata key."""
+    row = dict(raw)
+    for name, value in changes.items():
+        key = name.removeprefix("metadata.")
+        if key == name or not key:
+            row[name] = value
+            continue
+        metadata = row.get("metadata")
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            message = (
+                f"cannot set {name}, because the row's metadata is not a JSON "
+                "object; set the whole object with --set metadata={...}"
+            )
+            raise click.BadParameter(message, param_hint="--set")
+        row["metadata"] = {**metadata, key: value}
+    return row
 
 
 @click.command("resubmit")
@@ -107,8 +180,9 @@ def _parse_row(runtime: Runtime, raw: dict[str, Any], input_name: str | None) ->
     "assignments",
     multiple=True,
     metavar="FIELD=VALUE",
-    help="Replace one field of the stored row; VALUE is read as JSON if it "
-    "parses, else as text. Repeat for more fields.",
+    help="Replace one field of the stored row, or one metadata key with "
+    "metadata.NAME=VALUE; VALUE is read as JSON if it parses, else as text. "
+    "Repeat for more fields.",
 )
 @click.option(
     "--file",
@@ -133,9 +207,10 @@ def resubmit(
     """Correct the quarantined row ROW_ID (an id or unique prefix) and deliver it.
 
     The stored row is decrypted, replaced by --file and changed by --set,
-    then validated again. A valid row is delivered and its quarantine entry
-    is marked resolved. An invalid one stays quarantined and the command
-    prints why.
+    then validated again, as the CSV reader does for a row of a canonical
+    CSV file and as the JSON Lines reader does otherwise. A valid row is
+    delivered and its quarantine entry is marked resolved. An invalid one
+    stays quarantined and the command prints why.
     """
     from ._cli import _console, _print_summary, _runtime
     from ._cli_stop import Stopper
@@ -147,13 +222,13 @@ def resubmit(
     runtime = _runtime(ctx)
     try:
         entry = _find_quarantined(runtime, row_id)
-        raw = (
-            _read_corrected_row(file)
-            if file
-            else runtime.store.quarantined_raw(entry["id"])
-        )
-        raw.update(changes)
-        parsed = _parse_row(runtime, raw, input_name)
+        if file:
+            raw = _read_corrected_row(file)
+            is_csv = False
+        else:
+            raw = runtime.store.quarantined_raw(entry["id"])
+            is_csv = _is_canonical_csv_row(raw)
+        parsed = _parse_row(runtime, raw, changes, input_name, is_csv=is_csv)
         if not hasattr(parsed, "record"):
             message = (
                 f"The corrected row is still invalid and stays quarantined: "

@@ -30,7 +30,14 @@ from cattrs.errors import ClassValidationError
 
 from ._converter import converter as shared_converter
 from ._errors import ConfigError
-from ._models import KIND_FIELDS, MAX_AMOUNT_MINOR, ImpactRecord, RecordKind
+from ._models import (
+    KIND_FIELDS,
+    MAX_AMOUNT_MINOR,
+    MAX_METADATA_DEPTH,
+    ImpactRecord,
+    RecordKind,
+    contains_email,
+)
 
 __all__ = [
     "ColumnMapping",
@@ -51,11 +58,14 @@ AmountFormat = Literal["decimal", "minor"]
 
 
 #: Deepest nesting of JSON objects and arrays in one JSON Lines row, counting
-#: the row's own object as level 1. About 500 levels exhaust the recursion
-#: limit of the code that structures, redacts and serializes records. The
-#: limit of 32 is a judgment, well below that and well above the 3 levels
-#: that the demo records' metadata uses.
-_MAX_JSON_DEPTH = 32
+#: the row's own object as level 1, so one level more than the record model
+#: allows in metadata. About 500 levels exhaust the recursion limit of the
+#: code that structures, redacts and serializes records. The limit of 32 is a
+#: judgment, well below that and well above the 3 levels that the demo
+#: records' metadata uses.
+_MAX_JSON_DEPTH = MAX_METADATA_DEPTH + 1
+#: Key of a rejected CSV row's ``raw`` that contains the cells beyond the header.
+EXTRA_CELLS = "_extra_cells"
 #: Largest CSV field read, in bytes.
 _MAX_FIELD_BYTES = 16 * 1024 * 1024
 _FIELDS = tuple(field.name for field in attrs.fields(ImpactRecord))
@@ -130,6 +140,12 @@ class ParsedRow:
     record: ImpactRecord
 
 
+def _opaque_source_id(value: Any) -> str | None:
+    if not isinstance(value, str) or contains_email(value):
+        return None
+    return value
+
+
 @attrs.frozen
 class RejectedRow:
     """A data row that failed validation, with a reason naming the fix.
@@ -139,7 +155,10 @@ class RejectedRow:
     """
 
     line: int
-    source_id: str | None
+    #: The row's source id. It is None when the row has none, or when it
+    #: contains an email address, because the quarantine stores and lists
+    #: the source id in clear.
+    source_id: str | None = attrs.field(converter=_opaque_source_id)
     field: str | None
     reason: str
     raw: dict[str, Any] = attrs.field(repr=False)
@@ -820,14 +839,25 @@ def _structure_float(value: Any, _: type) -> float:
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if is_number and math.isfinite(value):
         return float(value)
+    if isinstance(value, str):
+        raise ValueError(
+            "it is a JSON string; write it as a JSON number without quotes, such as 1.5"
+        )
     raise ValueError("expected a finite number")
 
 
 def _structure_int(value: Any, _: type) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
+    # JSON has one number type, so 2500.0 is the integer 2500. A fraction is
+    # rejected, never rounded.
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, str):
+        raise ValueError(
+            "it is a JSON string; write it as a JSON number without quotes, "
+            "such as 2500 for 25.00 USD"
+        )
     raise ValueError("expected a whole number of minor units")
 
 
@@ -968,15 +998,74 @@ def _open_text(path: Path, encoding: str) -> TextIO:
     return path.open(encoding=encoding, newline="")
 
 
+@attrs.frozen
+class DuplicateKey:
+    """A key that one JSON object of a line holds more than once."""
+
+    key: str
+    #: True when the object is the line's own, not one nested in it.
+    top_level: bool
+
+    def reason(self, where: str) -> str:
+        """Return the rejection reason; ``where`` is "line 3" or "the file"."""
+        holder = where if self.top_level else f"an object nested in {where}"
+        return (
+            f"{holder[0].upper()}{holder[1:]} has the key {self.key!r} more than "
+            "once; keep one of them, because a JSON reader keeps only one and "
+            "which one differs between readers."
+        )
+
+
+class JsonObjectDecoder:
+    """Decode JSON texts and report the first key an object repeats.
+
+    The ``json`` module keeps the last value of a repeated key without a
+    word. One decoder serves one file, because it keeps state between calls.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = json.JSONDecoder(object_pairs_hook=self._pairs)
+        self._objects = 0
+        self._first: tuple[int, str] | None = None
+
+    def decode(self, text: str) -> tuple[Any, DuplicateKey | None]:
+        """Return the value of ``text`` and its first repeated key, if any.
+
+        Raises what ``json.loads`` raises for text that is not JSON.
+        """
+        self._objects = 0
+        self._first = None
+        value = self._decoder.decode(text)
+        if self._first is None:
+            return value, None
+        # The hook runs for nested objects before the one that holds them,
+        # so the line's own object is the last one.
+        number, key = self._first
+        return value, DuplicateKey(key, top_level=number == self._objects)
+
+    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        self._objects += 1
+        result = dict(pairs)
+        if len(result) != len(pairs) and self._first is None:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self._first = (self._objects, key)
+                    break
+                seen.add(key)
+        return result
+
+
 def _read_jsonl(
     path: Path, encoding: str
 ) -> Generator[tuple[int, dict[str, Any]] | RejectedRow, None, None]:
+    decoder = JsonObjectDecoder()
     with _open_text(path, encoding) as stream:
         for line, text in enumerate(stream, start=1):
             if not text.strip():
                 continue
             try:
-                value = json.loads(text)
+                value, duplicate = decoder.decode(text)
             except json.JSONDecodeError as exc:
                 reason = (
                     f"Line {line} is not valid JSON ({exc.msg} at column "
@@ -1007,8 +1096,13 @@ def _read_jsonl(
                 yield RejectedRow(line, None, None, reason, {"text": text})
                 continue
             problem = _check_json_object(line, value)
+            if problem is None and duplicate is not None:
+                problem = _duplicate_problem(line, duplicate)
             if problem is not None:
                 field, reason = problem
+                if duplicate is not None and duplicate.top_level:
+                    # Which of the repeated values is meant is unknown.
+                    value = {k: v for k, v in value.items() if k != duplicate.key}
                 tenant, kind = _row_context(value.get("tenant"), value.get("kind"))
                 source_id = value.get("source_id")
                 yield RejectedRow(
@@ -1022,6 +1116,12 @@ def _read_jsonl(
                 )
                 continue
             yield line, value
+
+
+def _duplicate_problem(line: int, duplicate: DuplicateKey) -> tuple[str | None, str]:
+    top_field = duplicate.key if duplicate.key in _FIELDS else None
+    field = top_field if duplicate.top_level else None
+    return field, duplicate.reason(f"line {line}")
 
 
 def _json_type(value: Any) -> str:
@@ -1175,7 +1275,7 @@ def _csv_rows(
                 yield _reject_csv_text(line, header, cells)
                 continue
             if len(cells) != len(header):
-                raw["_extra_cells"] = cells[len(header) :]
+                raw[EXTRA_CELLS] = cells[len(header) :]
                 reason = (
                     f"Row has {len(cells)} cells but the header has {len(header)} "
                     "columns; check the quoting of this row."
@@ -1225,8 +1325,8 @@ def _apply_tenant(values: dict[str, Any], tenant: str | None) -> None:
 
 
 def _field_of(message: str) -> str | None:
-    first = message.split(" ", 1)[0]
-    return first if first in _FIELDS else None
+    # "metadata.team contains ..." names the metadata field.
+    return _top_field(message.split(" ", 1)[0])
 
 
 def _check_required(values: Mapping[str, Any], hint: Callable[[str], str]) -> None:
@@ -1251,6 +1351,10 @@ def _build_canonical(
             raise _RowRejected(None, reason)
         _apply_tenant(values, tenant)
         _check_required(values, lambda field: f"add {field!r} to the line")
+        currency = values.get("currency")
+        if isinstance(currency, str):
+            # As the CSV reader does, so both accept "usd".
+            values["currency"] = currency.upper()
         present = {name: value for name, value in values.items() if value is not None}
         record = _converter.structure(present, ImpactRecord)
     except _RowRejected as exc:

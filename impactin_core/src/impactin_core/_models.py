@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import math
 import re
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -73,6 +75,27 @@ _NOT_MONEY = frozenset(
 MIN_ACTIVITY_DATE = dt.date(1900, 1, 1)
 MAX_ACTIVITY_DATE = dt.date(2100, 12, 31)
 _PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+#: Deepest nesting of lists and mappings in ``metadata``, counting the
+#: metadata mapping itself as level 1. The JSON Lines reader allows one
+#: level more for the line's own object.
+MAX_METADATA_DEPTH = 31
+#: Longest ``employee_email``: the 254 characters that fit in the SMTP path
+#: of RFC 5321 (256 octets with the angle brackets).
+MAX_EMAIL_LENGTH = 254
+# C0 control characters other than tab, line feed and carriage return, which
+# XML cannot carry and a C string ends at (NUL), and lone surrogates, which
+# UTF-8 cannot encode.
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+# Characters that a bare address cannot contain: whitespace, and the
+# display-name and comment syntax of "Name <a@example.com>" or
+# "a@example.com (Name)".
+_NAME_SYNTAX = r"\s<>()\[\]\",;:\\"
+# One "@" between a non-empty local part and a domain of at least two
+# non-empty labels. Addresses that fail it get a diagnosis from _email_problem.
+_BARE_EMAIL = re.compile(
+    rf"[^{_NAME_SYNTAX}@]+@[^{_NAME_SYNTAX}@.]+(?:\.[^{_NAME_SYNTAX}@.]+)+"
+)
+_NAME_SYNTAX_CHAR = re.compile(rf"[{_NAME_SYNTAX}]")
 
 
 class RecordKind(str, enum.Enum):
@@ -122,17 +145,204 @@ class DeliveryStatus(str, enum.Enum):
     BLOCKED = "blocked"
 
 
-def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not str(value).strip():
+def _type_name(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _shown_value(value: Any) -> str:
+    """Describe a value of a field that cannot hold personal data."""
+    if isinstance(value, (str, int, float, Decimal)) and not isinstance(value, bool):
+        text = repr(value) if not isinstance(value, int) else _shown_number(value)
+        if len(text) <= 40:
+            return f"the {type(value).__name__} {text}"
+    return _type_name(value)
+
+
+def _check_text(field: str, value: str) -> None:
+    # Printable text has neither control characters nor surrogates, and
+    # str.isprintable is faster than the search.
+    if value.isprintable():
+        return
+    bad = _BAD_TEXT.search(value)
+    if bad is None:
+        return
+    code_point = f"U+{ord(bad.group()):04X}"
+    if "\ud800" <= bad.group() <= "\udfff":
+        message = (
+            f"{field} contains the lone surrogate {code_point} at index "
+            f"{bad.start()}, which is not valid UTF-8 text; fix the escape or "
+            "the decoding that produced it"
+        )
+    else:
+        message = (
+            f"{field} contains the control character {code_point} at index "
+            f"{bad.start()}; remove it, because of the control characters text "
+            "may contain only tab, line feed and carriage return"
+        )
+    raise ValueError(message)
+
+
+def _required_text(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{attribute.name} must be a str, not {_type_name(value)}; pass it "
+            "as text, such as str(value) for a number"
+        )
+    if not value.strip():
         raise ValueError(f"{attribute.name} must not be empty")
+    _check_text(attribute.name, value)
+
+
+#: Text fields of ``ImpactRecord`` that may be None, other than
+#: ``employee_email`` and ``currency``, which have validators of their own.
+_OPTIONAL_TEXT_FIELDS = (
+    "employee_name",
+    "employee_phone",
+    "cause",
+    "organization_name",
+    "organization_id",
+    "location",
+    "description",
+)
+
+
+def _check_optional_text(field: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{field} must be a str or None, not {_type_name(value)}; pass it as text"
+        )
+    _check_text(field, value)
+
+
+def contains_email(text: str) -> bool:
+    """Return True when the leak scan would find an email address in ``text``.
+
+    Only text with an "@", a %-escape (which can decode to one) or non-ASCII
+    characters (NFKC turns a full-width at sign U+FF20 into one) is scanned, so most
+    identifiers cost three fast string checks.
+    """
+    if "@" not in text and "%" not in text and text.isascii():
+        return False
+    # Imported here because _redaction imports this module.
+    from ._redaction import detect
+
+    return "email" in detect(text)
+
+
+def _email_problem(value: str) -> str:
+    """Return what makes ``value`` other than one bare address, without the value."""
+    if len(value) > MAX_EMAIL_LENGTH:
+        return (
+            f"is longer than {MAX_EMAIL_LENGTH} characters, the maximum of an "
+            "address; give one bare address, such as name@example.com"
+        )
+    syntax = _NAME_SYNTAX_CHAR.search(value)
+    if syntax is not None:
+        char = syntax.group()
+        if char.isspace():
+            found = "whitespace"
+        elif char in "<>":
+            found = "an angle bracket"
+        else:
+            found = f"the character {char!r}"
+        return (
+            f"contains {found}, which a bare address cannot contain; give the "
+            "bare address, such as name@example.com, without a display name, "
+            "comment or quotes"
+        )
+    signs = value.count("@")
+    if signs != 1:
+        return (
+            f"has {signs} '@' signs; give one bare address with exactly one '@', "
+            "such as name@example.com"
+        )
+    if value.startswith("@"):
+        return (
+            "has nothing before the '@'; give the full address, such as "
+            "name@example.com"
+        )
+    return (
+        "has a domain without a dot or with an empty label; give the full "
+        "domain, such as name@example.com"
+    )
+
+
+def _check_metadata_values(metadata: Mapping[Any, Any]) -> None:
+    """Raise ValueError for anything in ``metadata`` that is not JSON data.
+
+    The walk uses a stack, so deep nesting cannot exhaust the recursion limit
+    before the depth check. Printable strings and plain scalars, nearly every
+    value, are checked inline, because a call per value costs more than the
+    check.
+    """
+    stack: list[tuple[Any, int, str]] = [(metadata, 1, "metadata")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(
+                f"metadata nests lists and dicts more than {MAX_METADATA_DEPTH} "
+                f"levels deep at {path}; flatten it"
+            )
+        is_mapping = isinstance(node, Mapping)
+        items: Iterable[tuple[Any, Any]] = (
+            node.items() if is_mapping else enumerate(node)
+        )
+        for key, item in items:
+            if is_mapping and not (isinstance(key, str) and key.isprintable()):
+                _check_metadata_key(path, key)
+            if isinstance(item, str):
+                if item.isprintable():
+                    continue
+            elif item is None or isinstance(item, int):
+                continue
+            child = f"{path}.{key}" if is_mapping else f"{path}[{key}]"
+            _check_metadata_value(child, item, depth, stack)
+
+
+def _check_metadata_key(path: str, key: Any) -> None:
+    if not isinstance(key, str):
+        raise ValueError(
+            f"{path} has a key of type {_type_name(key)}; JSON object keys are "
+            "text, so convert it with str()"
+        )
+    _check_text(f"a key in {path}", key)
+
+
+def _check_metadata_value(
+    path: str, value: Any, depth: int, stack: list[tuple[Any, int, str]]
+) -> None:
+    if isinstance(value, str):
+        _check_text(path, value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{path} is {value!r}, which JSON cannot represent; give a finite "
+                "number or None"
+            )
+    elif isinstance(value, (dict, list, tuple)):
+        stack.append((value, depth + 1, path))
+    else:
+        raise ValueError(
+            f"{path} has type {_type_name(value)}, which is not a JSON value; use "
+            "str, int, float, bool, None, or lists and dicts of these"
+        )
 
 
 def _shown_number(value: float) -> str:
     # str() raises ValueError for integers of more than 4300 digits (the
     # default of sys.get_int_max_str_digits), so long values are described.
-    if isinstance(value, int) and value >= 10**40:
+    if isinstance(value, int) and abs(value) >= 10**40:
         return "of more than 40 digits"
     return str(value)
+
+
+def _hours_value(value: Any) -> Any:
+    # Records are stored and compared as JSON, which has no decimal type.
+    if isinstance(value, Decimal) and value.is_finite():
+        return float(value)
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -144,15 +354,16 @@ class ImpactRecord:
     at most ``MAX_AMOUNT_MINOR``.
     """
 
-    source_id: str = attrs.field(validator=_non_empty)
-    tenant: str = attrs.field(validator=_non_empty)
+    source_id: str = attrs.field()
+    tenant: str = attrs.field(validator=_required_text)
     kind: RecordKind = attrs.field(converter=RecordKind)
     activity_date: dt.date = attrs.field()
-    employee_id: str = attrs.field(repr=False, validator=_non_empty)
+    employee_id: str = attrs.field(repr=False, validator=_required_text)
     employee_email: str | None = attrs.field(default=None, repr=False)
     employee_name: str | None = attrs.field(default=None, repr=False)
     employee_phone: str | None = attrs.field(default=None, repr=False)
-    hours: float | None = attrs.field(default=None)
+    #: A finite ``Decimal`` is converted to float.
+    hours: float | None = attrs.field(default=None, converter=_hours_value)
     amount_minor: int | None = attrs.field(default=None)
     currency: str | None = attrs.field(default=None)
     cause: str | None = None
@@ -162,11 +373,42 @@ class ImpactRecord:
     description: str | None = attrs.field(default=None, repr=False)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
 
+    def __attrs_post_init__(self) -> None:
+        # One loop checks the optional text fields, because a validator per
+        # field costs a call each, and a delivery builds each record several
+        # times (read or passed in, loaded from the store, minimized).
+        for name in _OPTIONAL_TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, str) and value.isprintable()
+            ):
+                _check_optional_text(name, value)
+
+    @source_id.validator
+    def _check_source_id(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        _required_text(self, attribute, value)
+        if contains_email(value):
+            # The source id is stored in clear and listed by the CLI, so the
+            # message does not repeat it.
+            raise ValueError(
+                "source_id contains an email address, which would be stored and "
+                "listed in clear; use an opaque id from the source system, such "
+                "as a row number or a database key"
+            )
+
     @activity_date.validator
     def _check_date(self, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, dt.date) and not (
-            MIN_ACTIVITY_DATE <= value <= MAX_ACTIVITY_DATE
-        ):
+        if isinstance(value, dt.datetime):
+            raise ValueError(
+                "activity_date must be a datetime.date, not a datetime.datetime; "
+                "pass value.date(), taken in the time zone of the activity"
+            )
+        if not isinstance(value, dt.date):
+            raise ValueError(
+                f"activity_date must be a datetime.date, not {_shown_value(value)}; "
+                "convert ISO 8601 text with datetime.date.fromisoformat()"
+            )
+        if not MIN_ACTIVITY_DATE <= value <= MAX_ACTIVITY_DATE:
             raise ValueError(
                 f"activity_date must be between {MIN_ACTIVITY_DATE.isoformat()} "
                 f"and {MAX_ACTIVITY_DATE.isoformat()}"
@@ -175,6 +417,19 @@ class ImpactRecord:
     @hours.validator
     def _check_hours(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         _check_kind_fields(self, "hours", value)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+        ):
+            # _hours_value has converted every finite Decimal.
+            if isinstance(value, Decimal):
+                described = "a non-finite Decimal"
+            else:
+                described = _shown_value(value)
+            raise ValueError(
+                "hours must be a finite number (int, float or Decimal), not "
+                f"{described}; convert it before building "
+                "the record"
+            )
         invalid = value is None or not 0 < value <= 24
         if self.kind is RecordKind.VOLUNTEER_TIME and invalid:
             raise ValueError(
@@ -185,13 +440,24 @@ class ImpactRecord:
     @amount_minor.validator
     def _check_amount(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         _check_kind_fields(self, "amount_minor", value)
-        invalid = value is None or isinstance(value, bool) or value <= 0
-        if self.kind is RecordKind.DONATION and invalid:
+        if value is not None and not isinstance(value, int):
+            # A float is rejected even when it is whole: it often means an
+            # amount in major units or the result of arithmetic, and the
+            # model never rounds.
             raise ValueError(
-                "amount_minor must be a positive integer (minor units, "
-                "cents for USD) for donation records"
+                "amount_minor must be an int of minor units, such as 2570 for "
+                f"25.70 USD, not {_shown_value(value)}; convert the amount to "
+                "an int before building the record, because a float is rejected "
+                "even when it is whole and no amount is rounded"
             )
-        if not invalid and value > MAX_AMOUNT_MINOR:
+        if value is None or isinstance(value, bool) or value <= 0:
+            if self.kind is RecordKind.DONATION:
+                raise ValueError(
+                    "amount_minor must be a positive integer (minor units, "
+                    "cents for USD) for donation records"
+                )
+            return
+        if value > MAX_AMOUNT_MINOR:
             raise ValueError(
                 f"amount_minor {_shown_number(value)} is above the maximum of "
                 f"{MAX_AMOUNT_MINOR} minor units; check that the source gives the "
@@ -202,20 +468,38 @@ class ImpactRecord:
     @currency.validator
     def _check_currency(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         _check_kind_fields(self, "currency", value)
-        if self.kind is RecordKind.DONATION and (
-            not isinstance(value, str)
-            or not _CURRENCY.match(value)
-            or value not in _currency_codes()
-        ):
+        if self.kind is not RecordKind.DONATION:
+            return
+        if isinstance(value, str) and _CURRENCY.match(value):
+            if value in _currency_codes():
+                return
+        elif isinstance(value, str) and value.upper() in _currency_codes():
             raise ValueError(
-                "currency must be an ISO 4217 code of a currency, such as 'USD', "
-                "for donation records"
+                f"currency must be upper case for donation records; write "
+                f"{value.upper()!r}"
             )
+        raise ValueError(
+            "currency must be an ISO 4217 code of a currency, such as 'USD', "
+            "for donation records"
+        )
 
     @employee_email.validator
     def _check_email(self, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None and "@" not in value:
-            raise ValueError("employee_email must be an email address")
+        if value is None:
+            return
+        _check_optional_text("employee_email", value)
+        if len(value) > MAX_EMAIL_LENGTH or not _BARE_EMAIL.fullmatch(value):
+            raise ValueError(f"employee_email {_email_problem(value)}")
+
+    @metadata.validator
+    def _check_metadata(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                f"metadata must be a mapping of str keys to JSON values, not "
+                f"{_type_name(value)}; pass a dict"
+            )
+        if value:
+            _check_metadata_values(value)
 
 
 @attrs.frozen

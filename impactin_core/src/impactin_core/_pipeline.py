@@ -499,7 +499,9 @@ class Runtime:
                 line=row.line if isinstance(row, ParsedRow) else None,
                 field="tenant",
                 reason=reason,
-                raw=converter.unstructure(record),
+                # Without a field that JSON cannot encode, which the store
+                # could not keep.
+                raw=_encodable_fields(converter.unstructure(record))[0],
                 now=self.clock(),
             )
             report.quarantined([])
@@ -552,7 +554,15 @@ class Runtime:
             )
             return
         unstructured = converter.unstructure(record)
-        content = self.content_hash(unstructured)
+        try:
+            content = self.content_hash(unstructured)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # The model's checks leave little that JSON cannot encode, such
+            # as an int in metadata longer than sys.get_int_max_str_digits.
+            # The store keeps records as JSON, so this record is quarantined
+            # and the batch goes on.
+            self._quarantine_unencodable(record, exc, run_id=run_id, report=report)
+            return
         correlation_id = uuid.uuid4().hex
         conflicts: list[tuple[str, str]] = []
         corrected: list[str] = []
@@ -630,15 +640,30 @@ class Runtime:
                 platform=platform,
             )
 
+    def _quarantine_unencodable(
+        self, record: ImpactRecord, error: Exception, *, run_id: str, report: RunReport
+    ) -> None:
+        raw, unencodable = _encodable_fields(converter.unstructure(record))
+        field = unencodable[0] if unencodable else None
+        reason = (
+            f"{field or 'The record'} cannot be stored, because JSON cannot encode "
+            f"it ({type(error).__name__}); fix the value at the source and deliver "
+            "the record again. The quarantined row leaves the value out."
+        )
+        self._quarantine_record(
+            record, field, reason, run_id=run_id, report=report, raw=raw
+        )
+
     def _quarantine_record(
         self,
         record: ImpactRecord,
-        field: str,
+        field: str | None,
         reason: str,
         *,
         run_id: str,
         report: RunReport,
         platform: str | None = None,
+        raw: dict[str, Any] | None = None,
     ) -> None:
         self.store.quarantine(
             run_id=run_id,
@@ -647,7 +672,7 @@ class Runtime:
             line=None,
             field=field,
             reason=reason,
-            raw=converter.unstructure(record),
+            raw=converter.unstructure(record) if raw is None else raw,
             now=self.clock(),
         )
         report.quarantined([platform] if platform else self.routes(record) or [])
@@ -945,7 +970,18 @@ class Runtime:
             deny=config.deny_fields,
             allow=config.allow_fields,
         )
-        minimized, redacted = minimize_record(record, policy)
+        try:
+            minimized, redacted = minimize_record(record, policy)
+        except ValueError as exc:
+            # Scrubbing decodes %-escapes, so "%00" in a description that
+            # also contains an email address becomes a NUL, which the model
+            # rejects. The model's messages do not quote text values.
+            message = (
+                f"Redaction of delivery {row['id']} produced a record that is not "
+                f"valid: {exc}. Remove %-escapes such as %00 from the text at the "
+                "source and deliver the record again."
+            )
+            raise RecordInvalid(message, source_id=row["source_id"]) from None
         settings = self.settings(row["tenant"], platform.id)
         try:
             requests = self.plugins.hook(platform.id, "impactin_map")(
@@ -1768,6 +1804,22 @@ class _ConnectorFailure(PermanentError, PluginError):
     def __init__(self, message: str, *, platform: str) -> None:
         PermanentError.__init__(self, message, platform=platform)
         self.plugin = platform
+
+
+def _encodable_fields(
+    unstructured: dict[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """Split a record into the fields JSON can encode and the names of the others."""
+    encodable: dict[str, Any] = {}
+    unencodable: list[str] = []
+    for name, value in unstructured.items():
+        try:
+            canonical_json(value)
+        except (TypeError, ValueError, RecursionError):
+            unencodable.append(name)
+        else:
+            encodable[name] = value
+    return encodable, unencodable
 
 
 def _reraise_real_cancellation(exc: BaseException) -> None:

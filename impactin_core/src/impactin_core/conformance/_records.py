@@ -12,8 +12,13 @@ from .._models import ImpactRecord, RecordKind
 
 __all__ = ["records"]
 
+# The record model rejects the C0 control characters other than tab, line
+# feed and carriage return.
+_CONTROL_CHARACTERS = "".join(
+    chr(code) for code in range(0x20) if code not in (9, 10, 13)
+)
 _TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="\x00"),
+    alphabet=st.characters(codec="utf-8", exclude_characters=_CONTROL_CHARACTERS),
     min_size=1,
     max_size=40,
 ).filter(lambda text: text.strip() != "")
