@@ -261,3 +261,35 @@ def test_personal_values_never_survive(
     assert leak_scan(payload) == []
     assert name.casefold() not in text
     assert detect(repr(payload)) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "Call ana.silva@example.org %00 about 50%25 off",
+            "Call [email] %00 about 50%25 off",
+            id="escapes-kept",
+        ),
+        pytest.param(
+            "Call ana.silva%40example.org today",
+            "Call [email] today",
+            id="escaped-email",
+        ),
+        pytest.param(
+            "\uff43\uff41\uff4c\uff4c +44 7700 900123 \uff2e\uff2f\uff37",
+            "\uff43\uff41\uff4c\uff4c [phone] \uff2e\uff2f\uff37",
+            id="full-width-kept",
+        ),
+        pytest.param(
+            "Call ana.silva%40example.org %00",
+            "Call [email]  ",
+            id="decoded-nul-removed",
+        ),
+    ],
+)
+def test_scrub_keeps_text_as_written(text: str, expected: str) -> None:
+    cleaned, count = scrub_text(text)
+
+    assert cleaned == expected
+    assert count == 1

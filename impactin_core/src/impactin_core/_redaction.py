@@ -712,7 +712,26 @@ def _name_pattern(name: str) -> re.Pattern[str]:
 
 
 def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
-    result = normalize_text(text)
+    normalized = normalize_text(text)
+    if normalized != text:
+        # Normalizing undoes %-escapes and width variants, which the result
+        # would carry into the request. The text as written is kept where
+        # scrubbing it leaves nothing that the normalized form would show.
+        kept, count = _scrub_normalized(text, names)
+        if count and not _scrub_normalized(normalize_text(kept), names)[1]:
+            return kept, count
+    result, count = _scrub_normalized(normalized, names)
+    if count:
+        # "%00" decodes to a NUL, which no record field may contain.
+        result = _CONTROL_CHARACTERS.sub(" ", result)
+    return result, count
+
+
+#: C0 control characters other than tab, line feed and carriage return.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _scrub_normalized(result: str, names: list[_KnownName]) -> tuple[str, int]:
     count = 0
     lowered = result.lower() if names and result.isascii() else None
     for name, probe, is_ascii in names:
