@@ -48,6 +48,7 @@ _currency = st.sampled_from(
     sorted(code.alpha_3 for code in pycountry.currencies if code.alpha_3[0] != "X")
 )
 _text = st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=40)
+_key = st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=5)
 # The runtime's idempotency keys: "ik_" and a 40-digit hex digest.
 _key = st.from_regex(r"\Aik_[0-9a-f]{40}\Z")
 
@@ -69,7 +70,7 @@ def donation_records(draw: st.DrawFn) -> ImpactRecord:
         organization_id=draw(_recipient),
         cause=draw(st.none() | _text),
         description=draw(st.none() | _text),
-        metadata=draw(st.dictionaries(st.text(max_size=5), _text, max_size=3)),
+        metadata=draw(st.dictionaries(_key, _text, max_size=3)),
     )
 
 

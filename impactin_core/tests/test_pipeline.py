@@ -1708,20 +1708,18 @@ async def test_email_source_id_not_stored_in_clear(
     assert b"zelda39" not in stored
 
 
-async def test_redaction_producing_nul_is_blocked(
+async def test_decoded_escape_in_scrubbed_text_is_sent_safely(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:
-    """Scrubbing decodes "%00" into a NUL, which the model rejects."""
+    """Scrubbing decodes "%00" into a NUL, which the sent text must not carry."""
     server, simulator = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
     escaped = record("a-1", description="Write to ana.ruiz%40example.org %00 today")
 
     report = await runtime.deliver([escaped, record("a-2")])
 
-    statuses = {row["source_id"]: row for row in runtime.store.list_deliveries()}
-    assert report.platforms["echo"].delivered == 1
-    assert statuses["a-1"]["status"] == "blocked"
-    assert statuses["a-1"]["error_kind"] == "invalid"
-    assert "control character U+0000" in statuses["a-1"]["error"]
-    assert "ana.ruiz" not in statuses["a-1"]["error"]
-    assert len(simulator.journal.entries) == 1
+    sent = [entry["body"]["description"] for entry in simulator.journal.entries]
+    assert report.platforms["echo"].delivered == 2
+    assert "Write to [email]   today" in sent
+    assert not any("\x00" in (text or "") for text in sent)
+    assert not any("ana.ruiz" in (text or "") for text in sent)
