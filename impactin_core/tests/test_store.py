@@ -674,7 +674,7 @@ def test_migration_keeps_webhook_ids(tmp_path: Path, key: str) -> None:
         row = store.db.conn.execute(
             "SELECT tenant, platform, event_id, seen_at FROM webhook_events"
         ).fetchone()
-        assert store.schema_version == 5
+        assert store.schema_version == SCHEMA_VERSION
         assert tuple(row) == ("", "bv", "evt-old", NOW)
         assert store.seen("bv", "evt-old", NOW + 1) is True
         assert store.seen("bv", "evt-old", NOW + 1, tenant="acme") is False
