@@ -31,7 +31,9 @@ records = st.builds(
     organization_id=st.one_of(
         st.none(),
         st.text("0123456789abcdef", min_size=24, max_size=24),
-        st.text(min_size=1, max_size=30),
+        st.text(
+            st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=30
+        ),
     ),
 )
 
