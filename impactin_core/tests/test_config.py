@@ -68,7 +68,9 @@ def test_settings_resolve_secrets(tmp_path: Path) -> None:
     assert "s3cret" not in repr(settings)
 
 
-@pytest.mark.parametrize("value", ["s3cret-value\n", "s3cret\r\nvalue", "\x00s3cret"])
+@pytest.mark.parametrize(
+    "value", ["s3cret-value\n", "s3cret\r\nvalue", "\x00s3cret", "s3cret-value "]
+)
 def test_secret_with_control_character_is_rejected(tmp_path: Path, value: str) -> None:
     config = load_config(write(tmp_path, VALID))
     secrets = EnvSecrets({"ACME_ID": "id-1", "ACME_SECRET": value})

@@ -178,3 +178,22 @@ def test_filter_replaces_registered_secrets(
         "a short word stays",
     ]
     assert scrub_known("with Bearer tok-0a1b2c3d4e") == "with [secret]"
+
+
+@pytest.mark.parametrize(
+    "name", ["httpcore.http11", "httpcore.connection", "zeep.xsd.schema"]
+)
+def test_filter_covers_library_child_logger(name: str) -> None:
+    install_filter()
+    register_secrets(["child-logger-secret-77"])
+    logger = logging.getLogger(name)
+    handler = Capture()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug("header b'child-logger-secret-77' for maria@example.org")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+
+    assert handler.lines == ["header b'[secret]' for [email]"]

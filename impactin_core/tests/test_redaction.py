@@ -293,3 +293,9 @@ def test_scrub_keeps_text_as_written(text: str, expected: str) -> None:
 
     assert cleaned == expected
     assert count == 1
+
+
+def test_scrub_without_finding_keeps_text() -> None:
+    text = "Smith%20Fund 100%25 \u00bd \ufb01"
+
+    assert scrub_text(text) == (text, 0)

@@ -228,14 +228,14 @@ class Config:
                     f"{platform!r}: {env_label(env_name, key)} is not set; set it."
                 )
                 raise ConfigError(message, key=key)
-            if _CONTROL_CHARACTER.search(value):
+            if _CONTROL_CHARACTER.search(value) or value != value.strip():
                 key = f"tenants.{tenant}.platforms.{platform}.credentials.{name}"
                 message = (
                     f"The {name!r} credential of tenant {tenant!r} for {platform!r} "
-                    f"({env_label(env_name, key)}) contains a line break or another "
-                    "control character, which no header or password may carry; "
-                    "remove it (a secret read from a file often ends with a "
-                    "newline)."
+                    f"({env_label(env_name, key)}) contains a control character "
+                    "or starts or ends with whitespace, which a header cannot "
+                    "carry; remove it (a secret read from a file often ends "
+                    "with a newline)."
                 )
                 raise ConfigError(message, key=key)
             resolved[name] = value

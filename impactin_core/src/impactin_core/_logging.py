@@ -29,9 +29,12 @@ __all__ = [
     "strip_secrets",
 ]
 
-#: Loggers the filter is attached to, besides every ``impactin*`` logger that
-#: exists when ``install_filter`` runs. httpx and zeep log URLs and, at
-#: DEBUG, SOAP envelopes that contain the worker's Employee_ID.
+#: Loggers the filter is attached to, besides every existing logger under the
+#: prefixes of ``_COVERED_PREFIXES``. The module loggers of httpcore and zeep
+#: are named because a filter does not reach a child logger's records, and
+#: zeep's loggers do not exist yet when the filter is installed. httpx and
+#: zeep log URLs and, at DEBUG, SOAP envelopes that contain the worker's
+#: Employee_ID; httpcore quotes a header value it cannot send.
 LOGGER_NAMES = (
     "impactin",
     "impactin.runtime",
@@ -43,10 +46,33 @@ LOGGER_NAMES = (
     "impactin.workday",
     "httpx",
     "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
     "zeep",
+    "zeep.cache",
+    "zeep.client",
+    "zeep.proxy",
     "zeep.transports",
     "zeep.wsdl",
+    "zeep.wsdl.bindings.http",
+    "zeep.wsdl.bindings.soap",
+    "zeep.wsdl.wsdl",
+    "zeep.xsd.elements.any",
+    "zeep.xsd.elements.attribute",
+    "zeep.xsd.elements.element",
+    "zeep.xsd.schema",
+    "zeep.xsd.types.any",
+    "zeep.xsd.types.complex",
+    "zeep.xsd.types.simple",
+    "zeep.xsd.visitor",
 )
+
+#: Prefixes of loggers that get the filter when they already exist, for
+#: module loggers of these libraries that the list above does not name.
+_COVERED_PREFIXES = ("impactin", "httpx", "httpcore", "zeep")
 
 _known_values: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "impactin_known_personal_values", default=()
@@ -182,14 +208,16 @@ _FILTER = PersonalDataFilter()
 def install_filter() -> None:
     """Attach the filter to the impactin, httpx and zeep loggers (idempotent).
 
-    A filter on a logger applies only to records created on that logger, so
-    it is attached to each named logger and to every ``impactin*`` logger
-    that already exists. A logger created later under another name is not
-    covered until ``install_filter`` runs again.
+    A filter on a logger applies only to records created on that logger, not
+    to those of its children (``httpcore.http11`` logs on its own logger),
+    so it is attached to each named logger and to every existing logger
+    under impactin, httpx, httpcore or zeep. A logger created later under
+    another name is not covered until ``install_filter`` runs again.
     """
     names = set(LOGGER_NAMES)
     for name in list(logging.root.manager.loggerDict):
-        if name == "impactin" or name.startswith(("impactin.", "impactin_")):
+        root = name.split(".")[0]
+        if root in _COVERED_PREFIXES or name.startswith("impactin_"):
             names.add(name)
     for name in sorted(names):
         logger = logging.getLogger(name)

@@ -11,6 +11,7 @@ outside the paths the connector declared.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import functools
 import hashlib
 import hmac
@@ -52,10 +53,14 @@ _IDEOGRAPHIC_EMAIL = re.compile(
 # An email with the @ written as "(at)", "[at]", "{at}" or an HTML entity,
 # and the dots optionally as "(dot)", "[dot]" or "{dot}". The words " at "
 # and " dot " alone do not match, because ordinary sentences contain them.
-_AT_SIGN = r"(?:\s*[\[({]\s*at\s*[\])}]\s*|&#0*64;|&#x0*40;|&commat;)"
-_DOT = r"(?:\.|\s*[\[({]\s*dot\s*[\])}]\s*)"
+# The domain must end in a top-level label of 2 to 24 letters, all lower or
+# all upper case, so prices and times ("5 (at) 2.50", "(at) 10.30am") and
+# names ("(at) St.John") do not read as emails.
+_AT_SIGN = r"(?i:\s*[\[({]\s*at\s*[\])}]\s*|&#0*64;|&#x0*40;|&commat;)"
+_DOT = r"(?i:\.|\s*[\[({]\s*dot\s*[\])}]\s*)"
 _OBFUSCATED_EMAIL = re.compile(
-    rf"[\w.+'-]+(?:{_DOT}[\w.+'-]+)*{_AT_SIGN}[\w-]+(?:{_DOT}[\w-]+)+", re.IGNORECASE
+    rf"[\w.+'-]+(?:{_DOT}[\w.+'-]+)*{_AT_SIGN}[\w-]+(?:{_DOT}[\w-]+)*"
+    rf"{_DOT}(?:[a-z]{{2,24}}|[A-Z]{{2,24}})(?![\w-])"
 )
 _SSN = re.compile(
     rf"(?<![\w-])\d{{3}}[\s{_DASHES}]\d{{2}}[\s{_DASHES}]\d{{4}}(?![\w-])"
@@ -66,8 +71,10 @@ _LABELLED_SSN = re.compile(
     r"(?i)\b(?:ssn|social\s+security)(?:\s*(?:number|no\.?|#))?\s*[:\-]?\s*"
     r"(\d{9})(?![\w-])"
 )
+# Upper case only: in lower case, ids such as "tx123456a" and phrases such as
+# "ok 12 34 56 a" match the shape too.
 _NINO = re.compile(
-    r"(?i)(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r"(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Z0-9])"
 )
 # English words that _NINO matches as a prefix. Outside upper case they are
@@ -541,7 +548,7 @@ def _has_id_prefix(text: str, start: int) -> bool:
 
 
 def _is_phone_text(candidate: str) -> bool:
-    if _AMOUNT.fullmatch(candidate):
+    if _AMOUNT.fullmatch(candidate) or _is_calendar_date(candidate):
         return False
     digits = re.sub(r"\D", "", candidate)
     if not digits.isascii():
@@ -549,6 +556,38 @@ def _is_phone_text(candidate: str) -> bool:
         # keeps; phonenumbers reads them, and the checks below need ASCII.
         digits = "".join(str(unicodedata.digit(char)) for char in digits)
     return 7 <= len(digits) <= 15 and _is_phone(candidate, digits)
+
+
+# A date written with one separator throughout: day or month first with a
+# four-digit year (01.03.2026, 3/1/2026), or the year first (2026-03-01).
+_CALENDAR_DATE = re.compile(
+    r"(\d{1,2})([./-])(\d{1,2})\2(\d{4})|(\d{4})([./-])(\d{1,2})\6(\d{1,2})"
+)
+
+
+def _is_calendar_date(candidate: str) -> bool:
+    """Return whether ``candidate`` is a valid date in a common numeric form.
+
+    Phone numbers are also written with dots and dashes (01.03.2026 dials in
+    some countries), but in free text a valid date is far more likely.
+    """
+    match = _CALENDAR_DATE.fullmatch(candidate.strip())
+    if match is None:
+        return False
+    if match.group(1) is not None:
+        first, second, year = (int(match.group(i)) for i in (1, 3, 4))
+        # Day first or month first: either order may be a valid date.
+        pairs = [(second, first), (first, second)]
+    else:
+        year, month, day = (int(match.group(i)) for i in (5, 7, 8))
+        pairs = [(month, day)]
+    for month, day in pairs:
+        try:
+            dt.date(year, month, day)
+        except ValueError:
+            continue
+        return True
+    return False
 
 
 def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
@@ -722,10 +761,11 @@ def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
         if count and not _scrub_normalized(normalize_text(kept), names)[1]:
             return kept, count
     result, count = _scrub_normalized(normalized, names)
-    if count:
-        # "%00" decodes to a NUL, which no record field may contain.
-        result = _CONTROL_CHARACTERS.sub(" ", result)
-    return result, count
+    if not count:
+        # Nothing found, so the text goes on exactly as written.
+        return text, 0
+    # "%00" decodes to a NUL, which no record field may contain.
+    return _CONTROL_CHARACTERS.sub(" ", result), count
 
 
 #: C0 control characters other than tab, line feed and carriage return.
