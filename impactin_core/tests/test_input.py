@@ -1349,6 +1349,8 @@ def test_record_accepts_bare_email() -> None:
         pytest.param("row-7:zelda39.quux@example.org", id="inside"),
         pytest.param("zelda39.quux%40example.org", id="escaped"),
         pytest.param("zelda39.quux\uff20example.org", id="full-width"),
+        pytest.param("zelda39.quux(at)example.org", id="written-out"),
+        pytest.param("zelda39.quux&#64;example.org", id="html-entity"),
     ],
 )
 def test_record_rejects_email_in_source_id(source_id: str) -> None:

@@ -216,14 +216,19 @@ def _check_optional_text(field: str, value: Any) -> None:
     _check_text(field, value)
 
 
+#: Characters that start an "@", written plainly or out.
+_MAY_HOLD_AT = re.compile(r"[@%(\[{&]")
+
+
 def contains_email(text: str) -> bool:
     """Return True when the leak scan would find an email address in ``text``.
 
-    Only text with an "@", a %-escape (which can decode to one) or non-ASCII
-    characters (NFKC turns a full-width at sign U+FF20 into one) is scanned, so most
-    identifiers cost three fast string checks.
+    Only text with an "@", a %-escape (which can decode to one), non-ASCII
+    characters (NFKC turns a full-width at sign U+FF20 into one), a bracket
+    or an ampersand (which start "(at)" and "&#64;") is scanned, so most
+    identifiers cost a few fast string checks.
     """
-    if "@" not in text and "%" not in text and text.isascii():
+    if text.isascii() and not _MAY_HOLD_AT.search(text):
         return False
     # Imported here because _redaction imports this module.
     from ._redaction import detect
