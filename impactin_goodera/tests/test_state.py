@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from impactin_core import ConfigError
+from impactin_goodera._send import _ensure_event
 from impactin_goodera._state import SendLedger, ledger_for
 
 
@@ -121,3 +122,63 @@ def test_event_locks_go_with_their_loop() -> None:
     gc.collect()
 
     assert len(ledger._event_locks) == 0
+
+
+class SlowCaller:
+    """Stands in for the HTTP caller: creating an event takes a while."""
+
+    tenant = "acme"
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    async def post(self, path: str, body: dict[str, object]) -> tuple[str, int]:
+        self.posts += 1
+        await asyncio.sleep(0.3)
+        return f"{self.posts:024x}", 201
+
+
+def test_two_processes_create_one_event(tmp_path: Path) -> None:
+    # Each process opens the ledger file on its own.
+    path = tmp_path / "ledger.sqlite"
+    first, second = SendLedger(path), SendLedger(path)
+    caller = SlowCaller()
+    event = {
+        "opportunityId": "64b7f0c2a1d3e4f5a6b7c8d9",
+        "startTimeStamp": "2026-08-15T09:00:00+00:00",
+        "endTimeStamp": "2026-08-15T17:00:00+00:00",
+        "timezone": "UTC",
+        "country": "US",
+    }
+
+    async def both() -> list[str]:
+        return list(
+            await asyncio.gather(
+                _ensure_event(caller, first, event),  # type: ignore[arg-type]
+                _ensure_event(caller, second, event),  # type: ignore[arg-type]
+            )
+        )
+
+    ids = asyncio.run(both())
+
+    assert caller.posts == 1
+    assert ids[0] == ids[1]
+
+
+def test_stale_event_claim_is_taken_over(tmp_path: Path) -> None:
+    ledger = SendLedger(tmp_path / "ledger.sqlite")
+
+    assert ledger.claim_event("event-key", "crashed", now=1000.0)
+    assert not ledger.claim_event("event-key", "other", now=1000.0 + 60)
+    assert ledger.claim_event("event-key", "other", now=1000.0 + 121)
+
+
+def test_owner_claim_keeps_the_first(tmp_path: Path) -> None:
+    ledger = SendLedger(tmp_path / "ledger.sqlite")
+
+    first = ledger.claim_step("attendee:1", "owner", "key-1")
+    second = ledger.claim_step("attendee:1", "owner", "key-2")
+    ledger.release_step("attendee:1", "owner", "key-1")
+    third = ledger.claim_step("attendee:1", "owner", "key-2")
+
+    assert (first, second, third) == ("key-1", "key-1", "key-2")

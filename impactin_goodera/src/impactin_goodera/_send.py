@@ -10,11 +10,13 @@ mark the request safe to repeat.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +73,10 @@ async def send_participation(
         ledger.record_step(key, "registration", registration_id)
 
     attendee = _attendee_key(credentials, event_id, request.payload["participation"])
-    owner = ledger.step_id(attendee, "owner")
-    if owner is not None and owner != key:
+    # Claimed before the call, in one transaction, so two workers or two
+    # processes cannot both post a participation for one volunteer and event.
+    owner = ledger.claim_step(attendee, "owner", key)
+    if owner != key:
         # A participation is posted by event id and email, and Goodera does
         # not publish what a second one for the same pair does: it may be
         # refused, merged or answered with the first. Not sending it keeps the
@@ -87,9 +91,14 @@ async def send_participation(
         raise PermanentError(message, platform=PLATFORM, tenant=settings.tenant)
 
     body = {"eventId": event_id, **request.payload["participation"]}
-    participation_id, status = await caller.post("/participation", body)
+    try:
+        participation_id, status = await caller.post("/participation", body)
+    except PermanentError:
+        # Goodera refused it, so this activity holds no participation, and a
+        # corrected or merged record may take the volunteer's place.
+        ledger.release_step(attendee, "owner", key)
+        raise
     ledger.record_step(key, "participation", participation_id)
-    ledger.record_step(attendee, "owner", key)
     return SendOutcome(status_code=status, response_id=participation_id)
 
 
@@ -109,14 +118,30 @@ async def _ensure_event(
 ) -> str:
     event_key = _event_key(event)
     async with ledger.event_lock(event_key):
-        event_id = ledger.event_id(event_key)
-        if event_id is None:
-            event_id, _ = await caller.post("/events", event)
-            ledger.record_event(event_key, event_id)
-            logger.info(
-                "Created Goodera event %s for tenant %s.", event_id, caller.tenant
-            )
+        owner = uuid.uuid4().hex
+        while (event_id := ledger.event_id(event_key)) is None:
+            if not ledger.claim_event(event_key, owner, time.time()):
+                # Another process is creating this event; its id follows.
+                await asyncio.sleep(_CLAIM_POLL)
+                continue
+            try:
+                # The other process may have finished between the two reads.
+                event_id = ledger.event_id(event_key)
+                if event_id is None:
+                    event_id, _ = await caller.post("/events", event)
+                    ledger.record_event(event_key, event_id)
+                    logger.info(
+                        "Created Goodera event %s for tenant %s.",
+                        event_id,
+                        caller.tenant,
+                    )
+            finally:
+                ledger.release_event(event_key, owner)
         return event_id
+
+
+#: Seconds between looks at the ledger while another process creates an event.
+_CLAIM_POLL = 0.2
 
 
 def _event_key(event: dict[str, Any]) -> str:

@@ -41,7 +41,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS steps ("
     " key TEXT NOT NULL, step TEXT NOT NULL, result_id TEXT NOT NULL,"
     " recorded_at REAL, PRIMARY KEY (key, step))",
+    "CREATE TABLE IF NOT EXISTS event_claims ("
+    " event_key TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed_at REAL NOT NULL)",
 )
+
+#: Seconds after which a claim to create an event is taken over: the
+#: process that made it has stopped. One POST takes at most 30 s.
+CLAIM_STALE_AFTER = 120.0
 
 
 class SendLedger:
@@ -89,6 +95,47 @@ class SendLedger:
         self._write(
             "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
             (idempotency_key, step, result_id, time.time()),
+        )
+
+    def claim_event(self, event_key: str, owner: str, now: float) -> bool:
+        """Claim the creation of event ``event_key``; return whether ``owner`` won.
+
+        Processes on one cache folder share the file, so only one of them
+        creates the event, and the others wait for its id.
+        """
+        with self._lock, self._conn:
+            self._conn.execute(
+                "DELETE FROM event_claims WHERE event_key = ? AND claimed_at < ?",
+                (event_key, now - CLAIM_STALE_AFTER),
+            )
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO event_claims VALUES (?, ?, ?)",
+                (event_key, owner, now),
+            )
+            return cursor.rowcount == 1
+
+    def release_event(self, event_key: str, owner: str) -> None:
+        self._write(
+            "DELETE FROM event_claims WHERE event_key = ? AND owner = ?",
+            (event_key, owner),
+        )
+
+    def claim_step(self, key: str, step: str, result_id: str) -> str:
+        """Record ``result_id`` for a step unless one exists; return the one kept."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO steps VALUES (?, ?, ?, ?)",
+                (key, step, result_id, time.time()),
+            )
+            row = self._conn.execute(
+                "SELECT result_id FROM steps WHERE key = ? AND step = ?", (key, step)
+            ).fetchone()
+        return str(row[0])
+
+    def release_step(self, key: str, step: str, result_id: str) -> None:
+        self._write(
+            "DELETE FROM steps WHERE key = ? AND step = ? AND result_id = ?",
+            (key, step, result_id),
         )
 
     def close(self) -> None:
