@@ -94,7 +94,7 @@ async def send_participation(
     try:
         participation_id, status = await caller.post("/participation", body)
     except PermanentError:
-        # Goodera refused it, so this activity holds no participation, and a
+        # Goodera rejected it, so this activity has no participation, and a
         # corrected or merged record may take the volunteer's place.
         ledger.release_step(attendee, "owner", key)
         raise
