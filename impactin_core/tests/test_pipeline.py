@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -34,6 +35,7 @@ from impactin_core._config import EnvSecrets, parse_config
 from impactin_core._crypto import generate_key
 from impactin_core._errors import MAX_RETRY_AFTER
 from impactin_core._input import read_records
+from impactin_core._logging import scrub_known
 from impactin_core._pipeline import Runtime
 from impactin_core._plugins import PluginHost
 from impactin_core.sandbox import SandboxServer, Simulator
@@ -1723,3 +1725,11 @@ async def test_decoded_escape_in_scrubbed_text_is_sent_safely(
     assert "Write to [email]   today" in sent
     assert not any("\x00" in (text or "") for text in sent)
     assert not any("ana.ruiz" in (text or "") for text in sent)
+
+
+def test_base64_of_configured_secret_is_scrubbed(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, "http://127.0.0.1:9")
+    runtime.settings("acme", "echo")
+    encoded = base64.b64encode(b"echo-sandbox-key").decode()
+
+    assert scrub_known(f"basic {encoded} refused") == "basic [secret] refused"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -992,3 +993,9 @@ def test_rejections_counted_in_global_meter() -> None:
     counts = json.loads(result.stdout)
     name = "impact_in_webhook_verification_failures_total"
     assert counts == {f"{name}:bad_signature": 1, f"{name}:missing_header": 1}
+
+
+@pytest.mark.parametrize("retention", [math.nan, math.inf, 0.0, -1.0])
+def test_replay_store_rejects_bad_retention(retention: float) -> None:
+    with pytest.raises(ValueError, match="finite positive number of seconds"):
+        MemoryReplayStore(retention=retention)

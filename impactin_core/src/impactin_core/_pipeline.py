@@ -19,6 +19,7 @@ One record's delivery to one platform goes through these steps:
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextvars
 import hashlib
@@ -404,7 +405,7 @@ class Runtime:
         key = (tenant, platform)
         if key not in self._settings:
             settings = self.config.settings(tenant, platform, self.secrets)
-            register_secrets(settings.secrets.values())
+            register_secrets(_secret_forms(settings.secrets))
             if self.platform_config(tenant, platform).protocol is None:
                 transports = self.plugins.platform(platform).info.transports
                 settings = attrs.evolve(settings, protocol=transports[0])
@@ -1458,7 +1459,7 @@ class Runtime:
         """
         if not exc.args or not isinstance(exc.args[0], str):
             return
-        values = list(settings.secrets.values())
+        values = _secret_forms(settings.secrets)
         if credentials is not None:
             values += _credential_values(credentials)
         try:
@@ -1723,6 +1724,23 @@ def _retry_after_of(
                 platform,
             )
         return None
+
+
+def _secret_forms(secrets: Mapping[str, str]) -> list[str]:
+    """Return the configured secrets and their Base64 forms.
+
+    A token request with HTTP Basic authentication sends
+    ``base64(id:secret)``, which a connector's error or a library's log line
+    can quote, and which no header of the delivery's credentials carries.
+    """
+    values = list(secrets.values())
+    forms = list(values)
+    for value in values:
+        forms.append(base64.b64encode(value.encode()).decode())
+    if len(values) <= 6:
+        for first, second in itertools.permutations(values, 2):
+            forms.append(base64.b64encode(f"{first}:{second}".encode()).decode())
+    return forms
 
 
 def _credential_values(credentials: Credentials) -> list[str]:

@@ -101,9 +101,12 @@ class MemoryReplayStore:
     """
 
     def __init__(self, retention: float = 86_400.0) -> None:
-        if retention <= 0:
+        # nan compares false with everything, so retention <= 0 alone would
+        # pass it, and ids would never be forgotten.
+        if not math.isfinite(retention) or retention <= 0:
             raise ValueError(
-                f"retention must be a positive number of seconds, got {retention!r}."
+                "retention must be a finite positive number of seconds, got "
+                f"{retention!r}."
             )
         self._retention = retention
         self._first_seen: dict[tuple[str, str, str], float] = {}
