@@ -330,7 +330,8 @@ def register(main: click.Group) -> None:
         The input is the request line, the headers, a blank line and the
         body, byte for byte as received. A chunked body is decoded. Nothing
         is recorded as seen, so the same request can be checked again. Exits
-        0 when the request verifies and 1 when it is rejected.
+        0 when the request verifies, 1 when it is rejected and 2 when the
+        input is not a request it can read.
         """
         from ._errors import ConfigError, WebhookRejected
 
