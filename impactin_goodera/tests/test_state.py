@@ -6,7 +6,10 @@ import asyncio
 import gc
 import json
 import logging
+import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,3 +185,17 @@ def test_owner_claim_keeps_the_first(tmp_path: Path) -> None:
     third = ledger.claim_step("attendee:1", "owner", "key-2")
 
     assert (first, second, third) == ("key-1", "key-1", "key-2")
+
+
+def test_claim_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    ledger = SendLedger(tmp_path / "ledger.sqlite")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host = socket.gethostname()
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as conn:
+        conn.execute(
+            "INSERT INTO event_claims VALUES (?, ?, ?)",
+            ("event-key", f"{host}:{child.pid}:gone", 1000.0),
+        )
+
+    assert ledger.claim_event("event-key", "next", now=1001.0)

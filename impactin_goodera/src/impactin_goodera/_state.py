@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -103,11 +104,19 @@ class SendLedger:
         Processes on one cache folder share the file, so only one of them
         creates the event, and the others wait for its id.
         """
+        owner = f"{_THIS_HOST}:{os.getpid()}:{owner}"
         with self._lock, self._conn:
             self._conn.execute(
                 "DELETE FROM event_claims WHERE event_key = ? AND claimed_at < ?",
                 (event_key, now - CLAIM_STALE_AFTER),
             )
+            row = self._conn.execute(
+                "SELECT owner FROM event_claims WHERE event_key = ?", (event_key,)
+            ).fetchone()
+            if row is not None and _owner_is_gone(str(row[0])):
+                self._conn.execute(
+                    "DELETE FROM event_claims WHERE event_key = ?", (event_key,)
+                )
             cursor = self._conn.execute(
                 "INSERT OR IGNORE INTO event_claims VALUES (?, ?, ?)",
                 (event_key, owner, now),
@@ -117,7 +126,7 @@ class SendLedger:
     def release_event(self, event_key: str, owner: str) -> None:
         self._write(
             "DELETE FROM event_claims WHERE event_key = ? AND owner = ?",
-            (event_key, owner),
+            (event_key, f"{_THIS_HOST}:{os.getpid()}:{owner}"),
         )
 
     def claim_step(self, key: str, step: str, result_id: str) -> str:
@@ -150,6 +159,30 @@ class SendLedger:
     def _write(self, sql: str, parameters: tuple[object, ...]) -> None:
         with self._lock, self._conn:
             self._conn.execute(sql, parameters)
+
+
+_THIS_HOST = socket.gethostname()
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Return whether a claim's owner is a process of this host that has ended.
+
+    A process killed while it created an event leaves its claim behind; the
+    next run on the same host takes it over at once instead of waiting for
+    ``CLAIM_STALE_AFTER``. A claim from another host waits for that time.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _THIS_HOST or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        # It exists but belongs to another user.
+        return False
+    return False
 
 
 def _open(path: Path | None) -> sqlite3.Connection:
