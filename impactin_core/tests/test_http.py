@@ -50,6 +50,8 @@ NOW = float(calendar.timegm((2015, 10, 21, 7, 28, 0)))
         pytest.param("Wed, 21 Oct 2015 07:00:00 GMT", 0.0, id="past-date"),
         pytest.param("604801", 604800.0, id="delta-above-7-days"),
         pytest.param("99999999999999999999", 604800.0, id="delta-huge"),
+        pytest.param("9" * 400, 604800.0, id="delta-beyond-float"),
+        pytest.param("9" * 5000, 604800.0, id="delta-beyond-int-digits"),
         pytest.param("Wed, 21 Oct 2099 07:28:00 GMT", 604800.0, id="date-far-ahead"),
     ],
 )

@@ -811,10 +811,10 @@ async def test_correction_on_two_platforms_names_both(
 
 
 class ThrottlingConnector:
-    """A send hook for a-2 that fails the way ``self.how`` says."""
+    """A send hook for a-2 that fails in the way ``self.failure`` names."""
 
-    def __init__(self, how: str) -> None:
-        self.how = how
+    def __init__(self, failure: str) -> None:
+        self.failure = failure
 
     @hookimpl(tryfirst=True)
     def impactin_send(self, request: Any) -> Any:
@@ -822,15 +822,15 @@ class ThrottlingConnector:
             return None
 
         async def send() -> None:
-            if self.how == "text":
+            if self.failure == "text":
                 raise RateLimited("Slow down", retry_after="7")  # type: ignore[arg-type]
-            if self.how == "set-nan":
+            if self.failure == "set-nan":
                 error = RateLimited("Slow down", retry_after=1.0, sent=False)
                 error.retry_after = math.nan
                 raise error
-            if self.how == "invalid":
+            if self.failure == "invalid":
                 raise RecordInvalid("The platform takes no amount above 100")
-            if self.how == "forever":
+            if self.failure == "forever":
                 raise RateLimited("Slow down", retry_after=math.inf, sent=False)
             await asyncio.sleep(3600)
 

@@ -195,7 +195,7 @@ def test_claim_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "ledger.sqlite") as conn:
         conn.execute(
             "INSERT INTO event_claims VALUES (?, ?, ?)",
-            ("event-key", f"{host}:{child.pid}:gone", 1000.0),
+            ("event-key", f"gone@{host}:{child.pid}", 1000.0),
         )
 
     assert ledger.claim_event("event-key", "next", now=1001.0)

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ._pipeline import Runtime
     from ._redaction import RedactionPolicy, leak_scan, pseudonymize, sanitize_text
     from ._stats import PlatformStats, RunReport
+    from ._store import owner_alive, process_owner
     from ._tokens import (
         MemoryTokenStore,
         OAuthToken,
@@ -121,6 +122,7 @@ _EXPORTS = {
     "._pipeline": ("Runtime",),
     "._redaction": ("RedactionPolicy", "leak_scan", "pseudonymize", "sanitize_text"),
     "._stats": ("PlatformStats", "RunReport"),
+    "._store": ("owner_alive", "process_owner"),
     "._tokens": (
         "MemoryTokenStore",
         "OAuthToken",
@@ -194,7 +196,9 @@ __all__ = [
     "hookimpl",
     "leak_scan",
     "load_config",
+    "owner_alive",
     "parse_retry_after",
+    "process_owner",
     "pseudonymize",
     "raise_for_response",
     "read_records",

@@ -17,6 +17,7 @@ from ._errors import (
     PermanentError,
     RateLimited,
     RetryableError,
+    checked_retry_after,
 )
 from ._redaction import sanitize_text
 
@@ -49,7 +50,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not text:
         return None
     if _DELTA_SECONDS.fullmatch(text):
-        return min(float(int(text)), MAX_RETRY_AFTER)
+        # A longer number is above the cap anyway, and thousands of digits
+        # would overflow a float or exceed int()'s digit limit.
+        if len(text) > 15:
+            return MAX_RETRY_AFTER
+        return checked_retry_after(float(int(text)))
     if text[0] in "+-" or text[0].isdigit():
         return None
     try:
@@ -63,7 +68,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     delay = when.timestamp() - now
     if math.isnan(delay):
         return None
-    return min(max(0.0, delay), MAX_RETRY_AFTER)
+    return checked_retry_after(delay)
 
 
 def _error_text(

@@ -1000,7 +1000,7 @@ def _open_text(path: Path, encoding: str) -> TextIO:
 
 @attrs.frozen
 class DuplicateKey:
-    """A key that one JSON object of a line holds more than once."""
+    """A key that appears more than once in one JSON object of a line."""
 
     key: str
     #: True when the object is the line's own, not one nested in it.
@@ -1038,7 +1038,7 @@ class JsonObjectDecoder:
         value = self._decoder.decode(text)
         if self._first is None:
             return value, None
-        # The hook runs for nested objects before the one that holds them,
+        # The hook runs for nested objects before the one that contains them,
         # so the line's own object is the last one.
         number, key = self._first
         return value, DuplicateKey(key, top_level=number == self._objects)

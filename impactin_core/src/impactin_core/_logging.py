@@ -137,7 +137,7 @@ def register_secrets(values: Iterable[str | None]) -> None:
         if added:
             while len(_secrets) > MAX_SECRETS:
                 del _secrets[next(iter(_secrets))]
-            # Longest first, so that a header is replaced before its parts.
+            # The longest come first, so a header is replaced before its parts.
             _secrets_by_length = tuple(sorted(_secrets, key=len, reverse=True))
 
 

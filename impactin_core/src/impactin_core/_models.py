@@ -85,7 +85,7 @@ MAX_EMAIL_LENGTH = 254
 # C0 control characters other than tab, line feed and carriage return, which
 # XML cannot carry and a C string ends at (NUL), and lone surrogates, which
 # UTF-8 cannot encode.
-_BAD_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+BAD_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 # Characters that a bare address cannot contain: whitespace, and the
 # display-name and comment syntax of "Name <a@example.com>" or
 # "a@example.com (Name)".
@@ -163,7 +163,7 @@ def _check_text(field: str, value: str) -> None:
     # str.isprintable is faster than the search.
     if value.isprintable():
         return
-    bad = _BAD_TEXT.search(value)
+    bad = BAD_TEXT.search(value)
     if bad is None:
         return
     code_point = f"U+{ord(bad.group()):04X}"
@@ -223,10 +223,10 @@ _MAY_HOLD_AT = re.compile(r"[@%(\[{&]")
 def contains_email(text: str) -> bool:
     """Return True when the leak scan would find an email address in ``text``.
 
-    Only text with an "@", a %-escape (which can decode to one), non-ASCII
-    characters (NFKC turns a full-width at sign U+FF20 into one), a bracket
-    or an ampersand (which start "(at)" and "&#64;") is scanned, so most
-    identifiers cost a few fast string checks.
+    Only text that may contain an "@" is scanned: an "@", a %-escape, a
+    non-ASCII character (NFKC turns U+FF20 into "@"), or a bracket or an
+    ampersand, which start "(at)" and "&#64;". Most identifiers cost one
+    fast check.
     """
     if text.isascii() and not _MAY_HOLD_AT.search(text):
         return False

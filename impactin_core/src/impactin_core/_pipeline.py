@@ -1235,14 +1235,14 @@ class Runtime:
             reason = f"{exc} Gave up after {attempt.number} {tries}."
             return ("dead", reason)
         now = self.clock()
-        asked = _retry_after_of(exc, platform.id)
-        delay = asked
+        requested = _retry_after_of(exc, platform.id)
+        delay = requested
         if delay is None:
             delay = backoff_delay(attempt.number, config.retry, self.rng)
         elif isinstance(exc, RateLimited):
             self.limiter(row["tenant"], platform).pause(delay)
         if now + delay > deadline:
-            if asked is not None and asked > config.retry.deadline:
+            if requested is not None and requested > config.retry.deadline:
                 return ("defer", float(delay))
             reason = (
                 f"{exc} The retry deadline of {config.retry.deadline:g} s passed after "
@@ -1710,7 +1710,7 @@ def _retry_after_of(
     """Return the error's ``retry_after``, checked again.
 
     The constructor checks it, but a connector can set the attribute
-    afterwards; a value that is not a number of seconds is ignored, so the
+    afterwards. A value that is not a number of seconds is ignored, so the
     runtime backs off instead of stopping the run.
     """
     try:

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
-from ._models import PERSONAL_FIELDS, ImpactRecord, PlatformInfo
+from ._models import BAD_TEXT, PERSONAL_FIELDS, ImpactRecord, PlatformInfo
 
 __all__ = [
     "Finding",
@@ -764,12 +764,8 @@ def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
     if not count:
         # Nothing found, so the text goes on exactly as written.
         return text, 0
-    # "%00" decodes to a NUL, which no record field may contain.
-    return _CONTROL_CHARACTERS.sub(" ", result), count
-
-
-#: C0 control characters other than tab, line feed and carriage return.
-_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+    # "%00" decodes to a NUL, which the record model rejects in any field.
+    return BAD_TEXT.sub(" ", result), count
 
 
 def _scrub_normalized(result: str, names: list[_KnownName]) -> tuple[str, int]:
@@ -884,9 +880,9 @@ def _with_changes(record: ImpactRecord, changes: dict[str, Any]) -> ImpactRecord
     """Return a copy of ``record`` with ``changes``, without its validators.
 
     The record was checked when it was built. Minimizing only drops fields,
-    sets pseudonyms and puts scrubbed text, which has no control character,
-    in place of checked text, so the checks would pass again; running them
-    with ``attrs.evolve`` cost about 8 µs a record in bench_cpu.py.
+    sets pseudonyms and replaces checked text with scrubbed text without
+    control characters, so the checks would pass again. Running them with
+    ``attrs.evolve`` cost about 8 µs a record in bench_cpu.py.
     """
     if not changes:
         return record

@@ -202,9 +202,9 @@ ALTER TABLE webhook_events_v5 RENAME TO webhook_events
 """
 
 # Version 6 indexes the idempotency key alone. With the status in the
-# index, as version 4 had it, every claim and every success rewrote an
-# index entry, which cost about 0.04 ms of CPU per delivery; a key has few
-# deliveries, so the status is checked on the rows the key finds.
+# index, as version 4 had it, every claim and every success rewrote an index
+# entry, at about 0.04 ms of CPU per delivery. A key has few deliveries, so
+# the status is checked on the rows the key finds.
 _SCHEMA_V6 = """
 DROP INDEX IF EXISTS deliveries_key;
 CREATE INDEX IF NOT EXISTS deliveries_idempotency ON deliveries (idempotency_key)

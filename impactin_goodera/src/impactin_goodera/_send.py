@@ -79,7 +79,7 @@ async def send_participation(
     if owner != key:
         # A participation is posted by event id and email, and Goodera does
         # not publish what a second one for the same pair does: it may be
-        # refused, merged or answered with the first. Not sending it keeps the
+        # rejected, merged or replaced by the first. Not sending it keeps the
         # second activity's hours from being lost silently.
         message = (
             "This volunteer already has a participation on the same Goodera event "

@@ -23,14 +23,13 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import sqlite3
 import threading
 import time
 import weakref
 from pathlib import Path
 
-from impactin_core import ConfigError
+from impactin_core import ConfigError, owner_alive, process_owner
 
 __all__ = ["SendLedger", "ledger_for", "reset_ledgers"]
 
@@ -104,7 +103,7 @@ class SendLedger:
         Processes on one cache folder share the file, so only one of them
         creates the event, and the others wait for its id.
         """
-        owner = f"{_THIS_HOST}:{os.getpid()}:{owner}"
+        owner = f"{owner}@{process_owner()}"
         with self._lock, self._conn:
             self._conn.execute(
                 "DELETE FROM event_claims WHERE event_key = ? AND claimed_at < ?",
@@ -113,7 +112,9 @@ class SendLedger:
             row = self._conn.execute(
                 "SELECT owner FROM event_claims WHERE event_key = ?", (event_key,)
             ).fetchone()
-            if row is not None and _owner_is_gone(str(row[0])):
+            # A process of this host that was killed leaves its claim behind,
+            # so the claim is taken over at once instead of going stale.
+            if row is not None and not owner_alive(str(row[0]).partition("@")[2]):
                 self._conn.execute(
                     "DELETE FROM event_claims WHERE event_key = ?", (event_key,)
                 )
@@ -126,7 +127,7 @@ class SendLedger:
     def release_event(self, event_key: str, owner: str) -> None:
         self._write(
             "DELETE FROM event_claims WHERE event_key = ? AND owner = ?",
-            (event_key, f"{_THIS_HOST}:{os.getpid()}:{owner}"),
+            (event_key, f"{owner}@{process_owner()}"),
         )
 
     def claim_step(self, key: str, step: str, result_id: str) -> str:
@@ -159,30 +160,6 @@ class SendLedger:
     def _write(self, sql: str, parameters: tuple[object, ...]) -> None:
         with self._lock, self._conn:
             self._conn.execute(sql, parameters)
-
-
-_THIS_HOST = socket.gethostname()
-
-
-def _owner_is_gone(owner: str) -> bool:
-    """Return whether a claim's owner is a process of this host that has ended.
-
-    A process killed while it created an event leaves its claim behind; the
-    next run on the same host takes it over at once instead of waiting for
-    ``CLAIM_STALE_AFTER``. A claim from another host waits for that time.
-    """
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != _THIS_HOST or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        # It exists but belongs to another user.
-        return False
-    return False
 
 
 def _open(path: Path | None) -> sqlite3.Connection:

@@ -702,7 +702,7 @@ _RETRY_AFTER_FIX = (
 def _check_retry_after_values(
     harness: Harness, statuses: tuple[str, ...], header: str = "7"
 ) -> None:
-    """Fail when a send answers a throttle with an invalid ``retry_after``.
+    """Fail when a send reports throttling with an invalid ``retry_after``.
 
     The runtime computes its wait from ``retry_after``, so a string or NaN
     there stops it with an error far from the connector's line. Only the
