@@ -309,7 +309,7 @@ class Store:
             raise StoreError(message) from exc
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 60000")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
@@ -1307,6 +1307,25 @@ def _check_columns(fields: Mapping[str, Any], method: str) -> None:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _enable_wal(conn: sqlite3.Connection, wait: float = 60.0) -> None:
+    """Switch the file to WAL mode, waiting while another process holds it.
+
+    SQLite does not call the busy handler for a change of journal mode, so
+    a process that opens a new store while another one creates its tables
+    gets "database is locked" at once. The change is tried again until
+    ``wait`` seconds have passed.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def process_owner() -> str:
