@@ -536,6 +536,8 @@ CHUNKED_HEAD = b"POST /hook HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
         pytest.param(b"2\n{}\n0\n\n", b"{}", id="lf-lines"),
         pytest.param(b"2\r\n{}\r\n0\r\nX-Trailer: 1\r\n\r\n", b"{}", id="trailer"),
         pytest.param(b"0\r\n\r\n", b"", id="empty"),
+        pytest.param(b"2\r\n{}\r\n0\r\n", b"{}", id="no-blank-line-at-end"),
+        pytest.param(b"2\r\n{}\r\n0\r\n\r\n\r\n", b"{}", id="editor-newline"),
     ],
 )
 def test_parse_raw_request_chunked(chunks: bytes, expected: bytes) -> None:
@@ -570,6 +572,16 @@ def test_parse_raw_request_chunked(chunks: bytes, expected: bytes) -> None:
             CHUNKED_HEAD + b"1\r\n{}\r\n0\r\n\r\n", "line break", id="size-too-small"
         ),
         pytest.param(CHUNKED_HEAD + b"2\r\n{}\r\n", "chunk 2", id="no-last-chunk"),
+        pytest.param(
+            CHUNKED_HEAD + b"2\r\n{}\r\n0\r\n\r\nPOST / HTTP/1.1\r\n",
+            "more bytes after the last chunk",
+            id="second-request",
+        ),
+        pytest.param(
+            CHUNKED_HEAD + b"2\r\n{}\r\n0\r\nnot a field\r\n\r\n",
+            "Line 1 after the last chunk",
+            id="bad-trailer",
+        ),
     ],
 )
 def test_parse_raw_request_chunked_rejects(data: bytes, message: str) -> None:
@@ -589,6 +601,9 @@ def test_parse_raw_request_chunked_rejects(data: bytes, message: str) -> None:
         ),
         pytest.param(
             b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n{}", id="bad-length"
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}{}\n", id="long-body"
         ),
     ],
 )

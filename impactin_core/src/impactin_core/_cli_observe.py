@@ -35,7 +35,8 @@ def parse_raw_request(data: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
 
     Lines may end in CRLF or LF. A ``Content-Length`` header, when present,
     sets how many body bytes count, so a newline that an editor appended to a
-    saved request does not change the signed bytes. A body sent with
+    saved request does not change the signed bytes; other bytes after the
+    body are an error, as they would be a second request. A body sent with
     ``Transfer-Encoding: chunked`` is decoded, because the receiving
     application verifies the decoded bytes. Any other transfer coding is
     rejected.
@@ -105,7 +106,18 @@ def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
             "save the whole request body."
         )
         raise RawRequestError(message)
+    _check_nothing_after(body[length:], f"the {length} bytes that Content-Length gives")
     return body[:length]
+
+
+def _check_nothing_after(rest: bytes, what: str) -> None:
+    """Reject bytes after the body other than the line breaks an editor adds."""
+    if rest.strip(b" \t\r\n"):
+        message = (
+            f"The file has {len(rest)} more bytes after {what}; save one request "
+            "per file, with the body exactly as received."
+        )
+        raise RawRequestError(message)
 
 
 def _transfer_decoded(body: bytes, codings: list[str], *, has_length: bool) -> bytes:
@@ -133,9 +145,10 @@ def decode_chunked(data: bytes) -> bytes:
     """Return the body of a ``Transfer-Encoding: chunked`` message.
 
     Each chunk is a hexadecimal size line, which may carry extensions after a
-    ``;``, then that many bytes and a line break. A size of 0 ends the body,
-    and the trailer fields after it are not read. Lines may end in CRLF or
-    LF, but the chunk data is taken byte for byte.
+    ``;``, then that many bytes and a line break. A size of 0 ends the body.
+    Trailer fields may follow it; they are checked for their form but not
+    used, and only line breaks may follow them. Lines may end in CRLF or LF,
+    but the chunk data is taken byte for byte.
     """
     body = bytearray()
     position = 0
@@ -156,6 +169,7 @@ def decode_chunked(data: bytes) -> bytes:
             raise RawRequestError(message)
         size = int(size_text, 16)
         if size == 0:
+            _check_trailer(data[line_end + 1 :])
             break
         start = line_end + 1
         end = start + size
@@ -177,6 +191,24 @@ def decode_chunked(data: bytes) -> bytes:
             )
             raise RawRequestError(message)
     return bytes(body)
+
+
+def _check_trailer(data: bytes) -> None:
+    """Check what follows the last chunk: trailer fields, a blank line, nothing else."""
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines):
+        if not line.rstrip(b"\r"):
+            rest = b"\n".join(lines[number + 1 :])
+            _check_nothing_after(rest, "the last chunk and its trailer")
+            return
+        name, colon, _ = line.partition(b":")
+        if not colon or not name.strip() or name != name.strip():
+            message = (
+                f"Line {number + 1} after the last chunk is not a trailer field "
+                "of the form 'Name: value'; save one request per file, with the "
+                "body exactly as received."
+            )
+            raise RawRequestError(message)
 
 
 class RequestHeaders(Mapping[str, str]):
