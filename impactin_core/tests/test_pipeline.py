@@ -38,6 +38,7 @@ from impactin_core._input import read_records
 from impactin_core._logging import scrub_known
 from impactin_core._pipeline import Runtime
 from impactin_core._plugins import PluginHost
+from impactin_core._stats import RunReport
 from impactin_core.sandbox import SandboxServer, Simulator
 
 Echo = tuple[SandboxServer, Simulator]
@@ -207,6 +208,36 @@ async def test_deliver_one_record(tmp_path: Path, echo_simulator: Echo) -> None:
     assert row["response_id"] == "echo-1"
 
 
+async def test_deliver_sends_kept_records_without_reading_them_back(
+    tmp_path: Path, echo_simulator: Echo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records past the kept limit, and pending ones of earlier runs, are read."""
+    from impactin_core import _pipeline
+
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    runtime.submit(
+        [record("old-1")], run_id="earlier", report=RunReport(run_id="earlier")
+    )
+    monkeypatch.setattr(_pipeline, "KEPT_RECORDS", 2)
+    read: list[str] = []
+    load_record = runtime.store.load_record
+
+    def counting_load(delivery_id: str) -> dict[str, Any]:
+        read.append(delivery_id)
+        return load_record(delivery_id)
+
+    monkeypatch.setattr(runtime.store, "load_record", counting_load)
+
+    report = await runtime.deliver([record(f"a-{n}") for n in range(4)])
+
+    assert report.platforms["echo"].delivered == 5
+    sent = sorted(entry["body"]["source"] for entry in simulator.journal.entries)
+    assert sent == ["a-0", "a-1", "a-2", "a-3", "old-1"]
+    by_id = {row["id"]: row["source_id"] for row in runtime.store.list_deliveries()}
+    assert sorted(by_id[delivery_id] for delivery_id in read) == ["a-2", "a-3", "old-1"]
+
+
 async def test_allow_beyond_connector_stops_run(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:
@@ -262,6 +293,42 @@ async def test_changed_content_is_a_conflict(
     assert report.platforms["echo"].quarantined == 1
     reasons = [row["reason"] for row in runtime.store.quarantined()]
     assert "different content" in reasons[0]
+
+
+async def test_conflict_from_a_file_keeps_its_line(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    server, _ = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+
+    def write(name: str, amounts: dict[str, int]) -> Path:
+        rows = [
+            {
+                "source_id": source_id,
+                "tenant": "acme",
+                "kind": "donation",
+                "activity_date": "2026-03-01",
+                "employee_id": "E-004217",
+                "amount_minor": amount,
+                "currency": "USD",
+            }
+            for source_id, amount in amounts.items()
+        ]
+        path = tmp_path / name
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    first = write("first.jsonl", {"a-1": 2500, "a-2": 2500})
+    await runtime.deliver(read_records(first, tenant="acme"))
+    again = write("again.jsonl", {"a-2": 2500, "a-1": 9900})
+
+    report = await runtime.deliver(read_records(again, tenant="acme"))
+
+    (entry,) = runtime.store.quarantined()
+    assert report.platforms["echo"].quarantined == 1
+    assert (entry["source_id"], entry["line"]) == ("a-1", 2)
+    assert "different content" in entry["reason"]
 
 
 async def test_two_activities_same_day_get_two_keys(

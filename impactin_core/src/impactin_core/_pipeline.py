@@ -114,6 +114,10 @@ SUBMIT_BATCH = 500
 #: Seconds an idempotency key stays claimed after its delivery.
 DEFAULT_KEY_TTL = 24 * 3600.0
 
+#: Records of one ``deliver`` call kept in memory until they are sent, so
+#: that they are not read back from the store and decrypted again.
+KEPT_RECORDS = 4096
+
 
 @attrs.define
 class _Evidence:
@@ -222,6 +226,13 @@ class _Pacer:
 
 _pacer: contextvars.ContextVar[_Pacer | None] = contextvars.ContextVar(
     "impactin_pacer", default=None
+)
+
+#: The records that the ``deliver`` call in progress stored, by delivery id,
+#: up to ``KEPT_RECORDS``. They passed the model's checks in this process,
+#: so sending them needs neither decryption nor a second check.
+_kept_records: contextvars.ContextVar[dict[str, ImpactRecord] | None] = (
+    contextvars.ContextVar("impactin_kept_records", default=None)
 )
 
 
@@ -507,7 +518,8 @@ class Runtime:
             )
             report.quarantined([])
             return
-        self.enqueue(record, run_id=run_id, report=report)
+        line = row.line if isinstance(row, ParsedRow) else None
+        self.enqueue(record, run_id=run_id, report=report, line=line)
 
     def _quarantine_row(self, row: Any, *, run_id: str, report: RunReport) -> None:
         # A row read through a column mapping has no "tenant" key in raw, so
@@ -537,8 +549,19 @@ class Runtime:
             and kind in {k.value for k in self.plugins.platforms[name].info.kinds}
         ]
 
-    def enqueue(self, record: ImpactRecord, *, run_id: str, report: RunReport) -> None:
-        """Persist one record's deliveries, one per platform that accepts it."""
+    def enqueue(
+        self,
+        record: ImpactRecord,
+        *,
+        run_id: str,
+        report: RunReport,
+        line: int | None = None,
+    ) -> None:
+        """Persist one record's deliveries, one per platform that accepts it.
+
+        ``line`` is the record's line in its input file, which a quarantined
+        record keeps.
+        """
         routes = self.routes(record)
         now = self.clock()
         if not routes:
@@ -551,7 +574,7 @@ class Runtime:
                 "a platform that supports this kind or drop the record."
             )
             self._quarantine_record(
-                record, "kind", reason, run_id=run_id, report=report
+                record, "kind", reason, run_id=run_id, report=report, line=line
             )
             return
         unstructured = converter.unstructure(record)
@@ -562,7 +585,9 @@ class Runtime:
             # as an int in metadata longer than sys.get_int_max_str_digits.
             # The store keeps records as JSON, so this record is quarantined
             # and the batch goes on.
-            self._quarantine_unencodable(record, exc, run_id=run_id, report=report)
+            self._quarantine_unencodable(
+                record, exc, run_id=run_id, report=report, line=line
+            )
             return
         correlation_id = uuid.uuid4().hex
         conflicts: list[tuple[str, str]] = []
@@ -615,6 +640,9 @@ class Runtime:
                 report.platform(platform).resumed += 1
             else:
                 report.platform(platform).queued += 1
+                kept = _kept_records.get()
+                if kept is not None and len(kept) < KEPT_RECORDS:
+                    kept[claim.delivery_id] = record
                 if claim.state == "corrected":
                     corrected.append(platform)
         for platform, delivery_id in conflicts:
@@ -639,10 +667,17 @@ class Runtime:
                 run_id=run_id,
                 report=report,
                 platform=platform,
+                line=line,
             )
 
     def _quarantine_unencodable(
-        self, record: ImpactRecord, error: Exception, *, run_id: str, report: RunReport
+        self,
+        record: ImpactRecord,
+        error: Exception,
+        *,
+        run_id: str,
+        report: RunReport,
+        line: int | None,
     ) -> None:
         raw, unencodable = _encodable_fields(converter.unstructure(record))
         field = unencodable[0] if unencodable else None
@@ -652,7 +687,7 @@ class Runtime:
             "the record again. The quarantined row leaves the value out."
         )
         self._quarantine_record(
-            record, field, reason, run_id=run_id, report=report, raw=raw
+            record, field, reason, run_id=run_id, report=report, raw=raw, line=line
         )
 
     def _quarantine_record(
@@ -665,12 +700,13 @@ class Runtime:
         report: RunReport,
         platform: str | None = None,
         raw: dict[str, Any] | None = None,
+        line: int | None = None,
     ) -> None:
         self.store.quarantine(
             run_id=run_id,
             tenant=record.tenant,
             source_id=record.source_id,
-            line=None,
+            line=line,
             field=field,
             reason=reason,
             raw=converter.unstructure(record) if raw is None else raw,
@@ -937,6 +973,13 @@ class Runtime:
 
     def _prepare_row(self, row: dict[str, Any]) -> _Prepared:
         """Build a row's request; errors that settle the delivery are kept."""
+        kept = _kept_records.get()
+        record = None if kept is None else kept.pop(row["id"], None)
+        if record is None:
+            return self._prepare_stored(row)
+        return self._prepare_record(row, record)
+
+    def _prepare_stored(self, row: dict[str, Any]) -> _Prepared:
         stored = self.store.load_record(row["id"])
         try:
             record = converter.structure(stored, ImpactRecord)
@@ -950,6 +993,9 @@ class Runtime:
             )
             error = RecordInvalid(message, source_id=row["source_id"])
             return _Prepared(row=row, record=None, error=error)
+        return self._prepare_record(row, record)
+
+    def _prepare_record(self, row: dict[str, Any], record: ImpactRecord) -> _Prepared:
         prepared = _Prepared(row=row, record=record)
         platform = self.plugins.platform(row["platform"]).info
         try:
@@ -1631,8 +1677,13 @@ class Runtime:
             raise TypeError(message)
         self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
-        self.submit(rows, run_id=report.run_id, report=report)
-        await self.process(report, on_done=on_done)
+        token = _kept_records.set({})
+        try:
+            self.submit(rows, run_id=report.run_id, report=report)
+            await self.process(report, on_done=on_done)
+        finally:
+            # Deliveries left pending are read from the store next time.
+            _kept_records.reset(token)
         return report
 
     async def resume(self, *, include_future: bool = False) -> RunReport:
