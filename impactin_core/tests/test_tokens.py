@@ -316,6 +316,32 @@ async def test_concurrent_forced_refresh_once(store: Store) -> None:
     assert {t.access_token for t in tokens} == {f"{ACCESS}-2"}
 
 
+def test_cache_serves_one_event_loop_after_another(store: Store) -> None:
+    """A host may run each batch in its own asyncio.run with one runtime."""
+    clock = FakeClock()
+    issuer = Issuer(clock)
+    issuer.delay = 0.01
+    cache = TokenCache(store, clock=clock)
+
+    async def five_callers(force: bool) -> set[str]:
+        tokens = await asyncio.gather(
+            *(cache.get("acme", "workday", issuer, force=force) for _ in range(5))
+        )
+        return {token.access_token for token in tokens}
+
+    first = asyncio.run(five_callers(force=False))
+    clock.now += 7200.0
+    second = asyncio.run(five_callers(force=False))
+    third = asyncio.run(five_callers(force=True))
+
+    assert (first, second, third) == (
+        {f"{ACCESS}-1"},
+        {f"{ACCESS}-2"},
+        {f"{ACCESS}-3"},
+    )
+    assert issuer.grants == 3
+
+
 async def test_two_caches_one_file_share_refresh(tmp_path: Path, key: str) -> None:
     """Two caches on two connections to one file behave like two processes."""
     path = tmp_path / "state.db"

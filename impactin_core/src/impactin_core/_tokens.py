@@ -1,7 +1,8 @@
 """OAuth token caching with refresh ahead of expiry and single flight.
 
 ``TokenCache`` keeps one token per tenant and platform in a ``TokenStore``.
-Callers in one event loop share one refresh through an ``asyncio.Lock``.
+Callers in one event loop share one refresh through an ``asyncio.Lock`` of
+that loop.
 When the store also implements ``TokenLockStore`` (the SQLite ``Store``
 does), processes that share the store file share one refresh too. The
 refreshing process takes a lease row. A waiting process re-reads the store
@@ -14,8 +15,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
@@ -164,7 +167,13 @@ class TokenCache:
         self._lease_seconds = lease_seconds
         self._lease_clock = lease_clock
         self._lease_poll = lease_poll
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # An asyncio.Lock belongs to the loop that first waits on it, so each
+        # loop has its own, and they go with the loop: a host may call
+        # asyncio.run once per batch with the same runtime.
+        self._locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
+        self._locks_guard = threading.Lock()
         #: Tokens this cache obtained from an authorization server.
         self.refresh_count = 0
 
@@ -173,11 +182,11 @@ class TokenCache:
         return self._store
 
     def _lock(self, tenant: str, platform: str) -> asyncio.Lock:
-        key = (tenant, platform)
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+        loop = asyncio.get_running_loop()
+        # Loops of other threads may look up their locks at the same time.
+        with self._locks_guard:
+            locks = self._locks.setdefault(loop, {})
+            return locks.setdefault((tenant, platform), asyncio.Lock())
 
     def _usable(self, token: OAuthToken | None) -> bool:
         return token is not None and token.is_fresh(self._clock(), self._leeway)
