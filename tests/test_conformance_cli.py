@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -15,7 +16,9 @@ from impactin_core._cli import main
 WRITE_RULES = "round_trip_types or token_refresh_and_rotation"
 
 
-def run_conformance(*args: str) -> subprocess.CompletedProcess[str]:
+def run_conformance(
+    *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the command in a child process, as a shell would.
 
     The command calls ``pytest.main`` and exits with its status, so running
@@ -31,12 +34,24 @@ def run_conformance(*args: str) -> subprocess.CompletedProcess[str]:
         *args,
     ]
     return subprocess.run(
-        command, capture_output=True, text=True, env=environ, timeout=300, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=300,
+        check=False,
+        cwd=cwd,
     )
 
 
-def test_workday_passes_without_options() -> None:
-    result = run_conformance("workday", "--", "-k", WRITE_RULES)
+def test_workday_passes_without_options(tmp_path: Path) -> None:
+    # An empty configuration file stands for an installed copy, which has
+    # none of this repository's pytest settings.
+    settings = tmp_path / "pytest.ini"
+    settings.write_text("[pytest]\n", encoding="utf-8")
+    result = run_conformance(
+        "workday", "--", "-k", WRITE_RULES, "-c", str(settings), cwd=tmp_path
+    )
     output = result.stdout + result.stderr
 
     # Three runs pass, and the token rule skips SOAP, which takes no token.

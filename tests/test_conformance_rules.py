@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from impactin_core.conformance._template import render_connector
+from impactin_core._connector_template import render_connector
 
 NAME = "mutant_probe"
 

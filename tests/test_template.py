@@ -55,6 +55,29 @@ def test_generated_connector_conforms(tmp_path: Path) -> None:
     assert "27 passed" in suite.stdout, suite.stdout[-2000:]
 
 
+def test_new_connector_runs_without_the_test_extras(tmp_path: Path) -> None:
+    """The guide runs new-connector before anything is installed for tests."""
+    script = (
+        "import sys\n"
+        "sys.modules['pytest'] = None\n"
+        "sys.modules['hypothesis'] = None\n"
+        "from impactin_core._cli import main\n"
+        "main(['new-connector', 'bare_probe', '--dest', sys.argv[1]])\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Created" in result.stdout
+    assert (tmp_path / "impactin_bare_probe" / "pyproject.toml").is_file()
+
+
 @pytest.mark.parametrize("name", ["benevity", "goodera", "workday"])
 def test_bundled_connector_name_is_rejected(tmp_path: Path, name: str) -> None:
     result = CliRunner().invoke(main, ["new-connector", name, "--dest", str(tmp_path)])
@@ -65,7 +88,7 @@ def test_bundled_connector_name_is_rejected(tmp_path: Path, name: str) -> None:
 
 
 def test_template_send_uses_context_clock(tmp_path: Path) -> None:
-    from impactin_core.conformance._template import render_connector
+    from impactin_core._connector_template import render_connector
 
     package = render_connector("clock_probe", tmp_path)
     plugin = (package / "src" / "impactin_clock_probe" / "_plugin.py").read_text()

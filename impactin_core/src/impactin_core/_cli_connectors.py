@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def conformance(
     # rewriting, so pytest warns about the modules already loaded. The rules'
     # module loads later and is rewritten, so the warning is noise.
     args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    if importlib.util.find_spec("pytest_asyncio") is not None:
+        # Outside a project that sets it, pytest-asyncio warns that this
+        # option has no value, before every run.
+        args += ["-o", "asyncio_default_fixture_loop_scope=function"]
     for pair in pairs:
         args += ["--impactin-option", pair]
     args += [*pytest_args, str(CLI_SUITE_PATH)]
@@ -94,7 +99,7 @@ def _check_conformance_target(platform: str, pairs: list[str]) -> None:
 )
 def new_connector(name: str, dest: Path, title: str | None) -> None:
     """Create the connector package impactin_NAME with a simulator and tests."""
-    from .conformance._template import render_connector
+    from ._connector_template import render_connector
 
     try:
         root = render_connector(name, dest, title=title)
