@@ -145,6 +145,7 @@ _COMMA_DECIMALS = re.compile(r",\d{2}(?!\d)")
 _NATIONAL_REGIONS = ("GB", "DE", "FR", "KR", "AU", "IN", "IE", "NL", "ES", "IT")
 # The same digit class as the patterns above, so the counts agree with them.
 _DIGIT = re.compile(r"\d")
+_NON_DIGIT = re.compile(r"\D")
 
 
 @attrs.frozen
@@ -538,7 +539,18 @@ def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
         decimals = _COMMA_DECIMALS.match(text, match.end())
         if decimals and _AMOUNT.fullmatch(match.group() + decimals.group()):
             continue
-        yield from _phones_in(match.group(), match.start())
+        offset = match.start()
+        for start, end in _phone_offsets(match.group()):
+            yield (offset + start, offset + end)
+
+
+# A record's ids and dates are checked in the leak scan and again in each log
+# line of its delivery, so the result for a candidate is cached, as _is_phone
+# caches the parse.
+@functools.lru_cache(maxsize=8192)
+def _phone_offsets(candidate: str) -> tuple[tuple[int, int], ...]:
+    """Return the start and end of each phone number in ``candidate``."""
+    return tuple(_phones_in(candidate))
 
 
 def _has_id_prefix(text: str, start: int) -> bool:
@@ -550,7 +562,7 @@ def _has_id_prefix(text: str, start: int) -> bool:
 def _is_phone_text(candidate: str) -> bool:
     if _AMOUNT.fullmatch(candidate) or _is_calendar_date(candidate):
         return False
-    digits = re.sub(r"\D", "", candidate)
+    digits = _NON_DIGIT.sub("", candidate)
     if not digits.isascii():
         # Arabic-Indic, Devanagari and other decimal digits, which NFKC
         # keeps; phonenumbers reads them, and the checks below need ASCII.
@@ -590,7 +602,7 @@ def _is_calendar_date(candidate: str) -> bool:
     return False
 
 
-def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
+def _phones_in(candidate: str) -> Iterator[tuple[int, int]]:
     """Yield the phone numbers in one candidate run of digits and separators.
 
     The candidate pattern also takes in digits that follow a number
@@ -606,7 +618,7 @@ def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
         for end in ends:
             piece = rest[:end].rstrip(" ,.;:-")
             if piece and piece[-1].isdigit() and _is_phone_text(piece):
-                yield (offset + start, offset + start + len(piece))
+                yield (start, start + len(piece))
                 start += end
                 break
         else:
@@ -673,7 +685,7 @@ def _long_number_spans(text: str) -> Iterator[tuple[int, int, str]]:
         if not _is_nino_word(match.group()):
             yield (*match.span(), "uk_nino")
     for match in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
+        digits = _NON_DIGIT.sub("", match.group())
         if _luhn_valid(digits):
             yield (*match.span(), "payment_card")
 
