@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 import pytest
@@ -79,6 +81,10 @@ HARD_CASES = [
     pytest.param(
         "date of birth: the 3rd of Sept. 1985", "date_of_birth", id="dob-of-month"
     ),
+    pytest.param("D.o.B. 17/05/1990", "date_of_birth", id="dob-mixed-case-dots"),
+    pytest.param("Date Of Birth 1990-05-17", "date_of_birth", id="dob-title-case"),
+    pytest.param("BORN ON 3 FEB 1985", "date_of_birth", id="dob-upper-case"),
+    pytest.param("Card 4222222222222", "payment_card", id="card-13-digits"),
     pytest.param("de89 3704 0044 0532 0130 00", "iban", id="iban-lower-case"),
     pytest.param("gb82west12345698765432", "iban", id="iban-lower-compact"),
     pytest.param("x(at)example.org", "email", id="at-in-parentheses"),
@@ -464,6 +470,24 @@ def test_numbers_after_leading_zeros_found(text: str) -> None:
 
 def test_zero_padded_id_not_phone() -> None:
     assert detect("gift 00004711") == []
+
+
+def test_zero_padded_id_in_log_line_not_phone() -> None:
+    # The second check of the same id reads the cached phone offsets.
+    text = "Delivery cpu-00004711 attempt 1 for tenant t1 on benevity: success"
+
+    assert detect(text) == []
+    assert scrub_text(text) == (text, 0)
+
+
+def test_birth_label_letters_only_from_themselves() -> None:
+    # _may_have_birth_label looks for the labels of _DOB in lower-cased text,
+    # so it misses none only if every character that matches their letters
+    # case-insensitively lower-cases to that letter ("s" fails: U+017F).
+    every_character = "".join(map(chr, range(sys.maxunicode + 1)))
+    matched = set(re.findall("(?i)[abdenort]", every_character))
+
+    assert {char.lower() for char in matched} == set("abdenort")
 
 
 @pytest.mark.parametrize(

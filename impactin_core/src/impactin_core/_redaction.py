@@ -649,8 +649,9 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
     digits = len(_DIGIT.findall(text))
     if digits < 2:
         return
+    lowered = text.lower()
     if digits >= 9:
-        yield from _long_number_spans(text)
+        yield from _long_number_spans(text, lowered, digits)
     elif digits >= 6:
         for match in _NINO.finditer(text):
             if not _is_nino_word(match.group()):
@@ -658,7 +659,7 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
     if len(text) >= 15:
         for start, end in _iban_spans(text):
             yield (start, end, "iban")
-    if digits >= 3:
+    if digits >= 3 and _may_have_birth_label(lowered):
         for match in _DOB.finditer(text):
             yield (*match.span(), "date_of_birth")
     if digits >= 7:
@@ -671,22 +672,39 @@ def _is_nino_word(number: str) -> bool:
     return not number.isupper() and number[:2].lower() in _NINO_WORDS
 
 
-def _long_number_spans(text: str) -> Iterator[tuple[int, int, str]]:
-    """Yield the SSN, NINO and card spans of a text with 9 digits or more."""
+def _may_have_birth_label(lowered: str) -> bool:
+    """Return False where ``_DOB`` cannot match the text ``lowered`` came from.
+
+    Every label of ``_DOB`` contains "do", "d.o", "date" or "born" once
+    lower-cased. Each character that matches these letters
+    case-insensitively lower-cases to that letter (a test checks every code
+    point), so the check misses no label and skips the search in most text.
+    """
+    return "do" in lowered or "d.o" in lowered or "date" in lowered or "born" in lowered
+
+
+def _long_number_spans(
+    text: str, lowered: str, digits: int
+) -> Iterator[tuple[int, int, str]]:
+    """Yield the SSN, NINO and card spans of a text with 9 digits or more.
+
+    ``lowered`` is ``text.lower()`` and ``digits`` the count of its digits.
+    """
     for match in _SSN.finditer(text):
         yield (*match.span(), "us_ssn")
     # Every label contains "ssn" or "social". Testing for them first skips
     # the case-insensitive search in most text, such as hex digests.
-    lowered = text.lower()
     if "ssn" in lowered or "social" in lowered:
         for match in _LABELLED_SSN.finditer(text):
             yield (*match.span(1), "us_ssn")
     for match in _NINO.finditer(text):
         if not _is_nino_word(match.group()):
             yield (*match.span(), "uk_nino")
+    # A card number has 13 digits or more.
+    if digits < 13:
+        return
     for match in _CARD.finditer(text):
-        digits = _NON_DIGIT.sub("", match.group())
-        if _luhn_valid(digits):
+        if _luhn_valid(_NON_DIGIT.sub("", match.group())):
             yield (*match.span(), "payment_card")
 
 
