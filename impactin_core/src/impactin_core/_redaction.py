@@ -77,6 +77,8 @@ _NINO = re.compile(
     r"(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Z0-9])"
 )
+# Two capital letters and two digits, with which every _NINO match starts.
+_NINO_START = re.compile(r"[A-Z]{2}\s?\d{2}")
 # English words that _NINO matches as a prefix. Outside upper case they are
 # read as words, because "on 12 03 26 a" is a date and an article and
 # "at 10 20 30 a.m." is a time.
@@ -653,9 +655,7 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
     if digits >= 9:
         yield from _long_number_spans(text, lowered, digits)
     elif digits >= 6:
-        for match in _NINO.finditer(text):
-            if not _is_nino_word(match.group()):
-                yield (*match.span(), "uk_nino")
+        yield from _nino_spans(text)
     if len(text) >= 15:
         for start, end in _iban_spans(text):
             yield (start, end, "iban")
@@ -665,6 +665,16 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
     if digits >= 7:
         for start, end in _phone_spans(text):
             yield (start, end, "phone")
+
+
+def _nino_spans(text: str) -> Iterator[tuple[int, int, str]]:
+    # _NINO tries its lookarounds at every position, so a search for the
+    # start that each match has is faster in text without one.
+    if _NINO_START.search(text) is None:
+        return
+    for match in _NINO.finditer(text):
+        if not _is_nino_word(match.group()):
+            yield (*match.span(), "uk_nino")
 
 
 def _is_nino_word(number: str) -> bool:
@@ -697,9 +707,7 @@ def _long_number_spans(
     if "ssn" in lowered or "social" in lowered:
         for match in _LABELLED_SSN.finditer(text):
             yield (*match.span(1), "us_ssn")
-    for match in _NINO.finditer(text):
-        if not _is_nino_word(match.group()):
-            yield (*match.span(), "uk_nino")
+    yield from _nino_spans(text)
     # A card number has 13 digits or more.
     if digits < 13:
         return
