@@ -463,6 +463,9 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
         return _NATIONAL_REGIONS
     regions: list[str] = []
     international: set[str] = set()
+    # Whether any region's national number may be valid, tested once on the
+    # first region that reads the digits as a national number.
+    national: bool | None = None
     for rules in _dialing_rules():
         if rules.international_prefix is None or rules.numbers is None:
             regions.append(rules.region)
@@ -474,6 +477,10 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
                 if _may_be_valid_international(digits[idd.end() :]):
                     regions.append(rules.region)
             continue
+        if national is None:
+            national = _any_national_number().match(digits) is not None
+        if not national:
+            continue
         if rules.numbers.match(digits):
             regions.append(rules.region)
             continue
@@ -481,6 +488,28 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
         if prefix and rules.numbers.match(digits, prefix.end()):
             regions.append(rules.region)
     return tuple(regions)
+
+
+@functools.cache
+def _any_national_number() -> re.Pattern[str]:
+    """Return one pattern for the national number checks of all regions.
+
+    It joins the ``numbers`` of each region, alone and after its national
+    prefix. Here the prefix may match in more ways than the one match that
+    ``_regions_to_parse`` takes, so the pattern can match where no region
+    passes, but it never fails where one does (a test checks this on
+    phonenumbers' example numbers). One failed match skips the two or three
+    matches per region that a zero-padded id would cost.
+    """
+    alternatives = []
+    for rules in _dialing_rules():
+        if rules.numbers is None:
+            continue
+        alternatives.append(f"(?:{rules.numbers.pattern})")
+        if rules.national_prefix is not None:
+            prefix = rules.national_prefix.pattern
+            alternatives.append(f"(?:{prefix})(?:{rules.numbers.pattern})")
+    return re.compile("|".join(alternatives))
 
 
 def _may_be_valid_international(digits: str) -> bool:
