@@ -426,6 +426,35 @@ def test_region_filter_agrees_after_00() -> None:
     assert disagree == []
 
 
+def test_national_pattern_matches_where_region_passes() -> None:
+    # One failed match of _any_national_number skips the checks of every
+    # region, so it must match wherever one region's check passes.
+    from impactin_core._redaction import _any_national_number, _dialing_rules
+
+    pattern = _any_national_number()
+    candidates = ["".join(filter(str.isdigit, text)) for text in _example_numbers()] + [
+        "00004711",
+        "00100000",
+        "0004711",
+        "012345678",
+    ]
+    missed = []
+    for digits in candidates:
+        for rules in _dialing_rules():
+            if rules.numbers is None:
+                continue
+            national = rules.national_prefix
+            prefix = national.match(digits) if national else None
+            passes = rules.numbers.match(digits) is not None or (
+                prefix is not None and rules.numbers.match(digits, prefix.end())
+            )
+            if passes and pattern.match(digits) is None:
+                missed.append((digits, rules.region))
+
+    assert len(candidates) > 100
+    assert missed == []
+
+
 def test_region_filter_keeps_valid_regions() -> None:
     # Stricter than agreeing on the result: every region in which an
     # example in national form is valid must be parsed.
@@ -480,7 +509,7 @@ def test_zero_padded_id_in_log_line_not_phone() -> None:
     assert scrub_text(text) == (text, 0)
 
 
-def test_birth_label_letters_only_from_themselves() -> None:
+def test_birth_label_letters_lowercase_exactly() -> None:
     # _may_have_birth_label looks for the labels of _DOB in lower-cased text,
     # so it misses none only if every character that matches their letters
     # case-insensitively lower-cases to that letter ("s" fails: U+017F).
