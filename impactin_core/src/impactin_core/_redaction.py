@@ -18,7 +18,7 @@ import hmac
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -784,8 +784,8 @@ def _known_names(names: Iterable[str]) -> list[_KnownName]:
     return known
 
 
-# The log filter prepares the bound values for each log record, so the cache
-# saves that work on every log line of a delivery after the first.
+# Minimizing and bind_personal_values prepare each record's personal values,
+# which repeat when one employee has several records.
 @functools.lru_cache(maxsize=256)
 def _known_name(name: str) -> _KnownName:
     text = normalize_text(name)
@@ -818,7 +818,7 @@ def _name_pattern(name: str) -> re.Pattern[str]:
     return re.compile(source, re.IGNORECASE)
 
 
-def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
+def _scrub(text: str, names: Sequence[_KnownName]) -> tuple[str, int]:
     normalized = normalize_text(text)
     if normalized != text:
         # Normalizing undoes %-escapes and width variants, which the result
@@ -835,7 +835,7 @@ def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
     return BAD_TEXT.sub(" ", result), count
 
 
-def _scrub_normalized(result: str, names: list[_KnownName]) -> tuple[str, int]:
+def _scrub_normalized(result: str, names: Sequence[_KnownName]) -> tuple[str, int]:
     count = 0
     lowered = result.lower() if names and result.isascii() else None
     for name, probe, is_ascii in names:
