@@ -218,6 +218,14 @@ def test_allowed_path_is_skipped() -> None:
     assert findings == [Finding("note", "email")]
 
 
+def test_allowed_key_path_is_skipped() -> None:
+    payload = {"teams": [{"maria@example.org": "lead"}], "x@example.org": 1}
+
+    findings = leak_scan(payload, {"teams.[email][key]"})
+
+    assert findings == [Finding("[email][key]", "email")]
+
+
 def test_nested_depth_is_scanned() -> None:
     payload: dict[str, object] = {"a": {"b": {"c": [{"d": ["AB 12 34 56 C"]}]}}}
 
