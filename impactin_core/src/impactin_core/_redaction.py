@@ -848,6 +848,10 @@ def _scrub_normalized(result: str, names: Sequence[_KnownName]) -> tuple[str, in
         if found:
             count += found
             lowered = result.lower() if result.isascii() else None
+    if _surely_clean(result):
+        # _spans finds nothing in such text, which most descriptions and
+        # metadata values are, so the passes below would change nothing.
+        return result, count
     # A phone candidate runs over the digits that follow it, so a phone
     # number next to another identifier shows only once that one is replaced.
     # Passes repeat until nothing is found, at most _SCRUB_PASSES times.
