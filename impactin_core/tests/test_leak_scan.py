@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 import pytest
@@ -79,6 +81,10 @@ HARD_CASES = [
     pytest.param(
         "date of birth: the 3rd of Sept. 1985", "date_of_birth", id="dob-of-month"
     ),
+    pytest.param("D.o.B. 17/05/1990", "date_of_birth", id="dob-mixed-case-dots"),
+    pytest.param("Date Of Birth 1990-05-17", "date_of_birth", id="dob-title-case"),
+    pytest.param("BORN ON 3 FEB 1985", "date_of_birth", id="dob-upper-case"),
+    pytest.param("Card 4222222222222", "payment_card", id="card-13-digits"),
     pytest.param("de89 3704 0044 0532 0130 00", "iban", id="iban-lower-case"),
     pytest.param("gb82west12345698765432", "iban", id="iban-lower-compact"),
     pytest.param("x(at)example.org", "email", id="at-in-parentheses"),
@@ -210,6 +216,14 @@ def test_allowed_path_is_skipped() -> None:
     findings = leak_scan(payload, {"donor.email"})
 
     assert findings == [Finding("note", "email")]
+
+
+def test_allowed_key_path_is_skipped() -> None:
+    payload = {"teams": [{"maria@example.org": "lead"}], "x@example.org": 1}
+
+    findings = leak_scan(payload, {"teams.[email][key]"})
+
+    assert findings == [Finding("[email][key]", "email")]
 
 
 def test_nested_depth_is_scanned() -> None:
@@ -420,6 +434,35 @@ def test_region_filter_agrees_after_00() -> None:
     assert disagree == []
 
 
+def test_national_pattern_matches_where_region_passes() -> None:
+    # One failed match of _any_national_number skips the checks of every
+    # region, so it must match wherever one region's check passes.
+    from impactin_core._redaction import _any_national_number, _dialing_rules
+
+    pattern = _any_national_number()
+    candidates = ["".join(filter(str.isdigit, text)) for text in _example_numbers()] + [
+        "00004711",
+        "00100000",
+        "0004711",
+        "012345678",
+    ]
+    missed = []
+    for digits in candidates:
+        for rules in _dialing_rules():
+            if rules.numbers is None:
+                continue
+            national = rules.national_prefix
+            prefix = national.match(digits) if national else None
+            passes = rules.numbers.match(digits) is not None or (
+                prefix is not None and rules.numbers.match(digits, prefix.end())
+            )
+            if passes and pattern.match(digits) is None:
+                missed.append((digits, rules.region))
+
+    assert len(candidates) > 100
+    assert missed == []
+
+
 def test_region_filter_keeps_valid_regions() -> None:
     # Stricter than agreeing on the result: every region in which an
     # example in national form is valid must be parsed.
@@ -464,6 +507,24 @@ def test_numbers_after_leading_zeros_found(text: str) -> None:
 
 def test_zero_padded_id_not_phone() -> None:
     assert detect("gift 00004711") == []
+
+
+def test_zero_padded_id_in_log_line_not_phone() -> None:
+    # The second check of the same id reads the cached phone offsets.
+    text = "Delivery cpu-00004711 attempt 1 for tenant t1 on benevity: success"
+
+    assert detect(text) == []
+    assert scrub_text(text) == (text, 0)
+
+
+def test_birth_label_letters_lowercase_exactly() -> None:
+    # _may_have_birth_label looks for the labels of _DOB in lower-cased text,
+    # so it misses none only if every character that matches their letters
+    # case-insensitively lower-cases to that letter ("s" fails: U+017F).
+    every_character = "".join(map(chr, range(sys.maxunicode + 1)))
+    matched = set(re.findall("(?i)[abdenort]", every_character))
+
+    assert {char.lower() for char in matched} == set("abdenort")
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._models import PERSONAL_FIELDS
-from ._redaction import sanitize_text
+from ._redaction import _known_names, _KnownName, _scrub
 
 __all__ = [
     "PersonalDataFilter",
@@ -74,7 +74,9 @@ LOGGER_NAMES = (
 #: module loggers of these libraries that the list above does not name.
 _COVERED_PREFIXES = ("impactin", "httpx", "httpcore", "zeep")
 
-_known_values: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+#: The bound personal values, prepared for scrubbing once per binding rather
+#: than once per log record.
+_known_values: contextvars.ContextVar[tuple[_KnownName, ...]] = contextvars.ContextVar(
     "impactin_known_personal_values", default=()
 )
 
@@ -94,12 +96,12 @@ def bind_personal_values(values: Iterable[str | None] | Any) -> None:
     cleaned = tuple(
         value.strip() for value in items if isinstance(value, str) and value.strip()
     )
-    _known_values.set(cleaned)
+    _known_values.set(tuple(_known_names(cleaned)))
 
 
 def scrub_known(text: str) -> str:
     """Return ``text`` without personal data, bound personal values or secrets."""
-    return strip_secrets(sanitize_text(text, _known_values.get()))
+    return strip_secrets(_scrub(text, _known_values.get())[0])
 
 
 #: Secrets the runtime has used in this process, newest last, so that log

@@ -18,7 +18,7 @@ import hmac
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -77,6 +77,8 @@ _NINO = re.compile(
     r"(?<![A-Z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r"\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?![A-Z0-9])"
 )
+# Two capital letters and two digits, with which every _NINO match starts.
+_NINO_START = re.compile(r"[A-Z]{2}\s?\d{2}")
 # English words that _NINO matches as a prefix. Outside upper case they are
 # read as words, because "on 12 03 26 a" is a date and an article and
 # "at 10 20 30 a.m." is a time.
@@ -145,6 +147,7 @@ _COMMA_DECIMALS = re.compile(r",\d{2}(?!\d)")
 _NATIONAL_REGIONS = ("GB", "DE", "FR", "KR", "AU", "IN", "IE", "NL", "ES", "IT")
 # The same digit class as the patterns above, so the counts agree with them.
 _DIGIT = re.compile(r"\d")
+_NON_DIGIT = re.compile(r"\D")
 
 
 @attrs.frozen
@@ -460,6 +463,9 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
         return _NATIONAL_REGIONS
     regions: list[str] = []
     international: set[str] = set()
+    # Whether any region's national number may be valid, tested once on the
+    # first region that reads the digits as a national number.
+    national: bool | None = None
     for rules in _dialing_rules():
         if rules.international_prefix is None or rules.numbers is None:
             regions.append(rules.region)
@@ -471,6 +477,10 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
                 if _may_be_valid_international(digits[idd.end() :]):
                     regions.append(rules.region)
             continue
+        if national is None:
+            national = _any_national_number().match(digits) is not None
+        if not national:
+            continue
         if rules.numbers.match(digits):
             regions.append(rules.region)
             continue
@@ -478,6 +488,28 @@ def _regions_to_parse(digits: str) -> tuple[str, ...]:
         if prefix and rules.numbers.match(digits, prefix.end()):
             regions.append(rules.region)
     return tuple(regions)
+
+
+@functools.cache
+def _any_national_number() -> re.Pattern[str]:
+    """Return one pattern for the national number checks of all regions.
+
+    It joins the ``numbers`` of each region, alone and after its national
+    prefix. Here the prefix may match in more ways than the one match that
+    ``_regions_to_parse`` takes, so the pattern can match where no region
+    passes, but it never fails where one does (a test checks this on
+    phonenumbers' example numbers). One failed match skips the two or three
+    matches per region that a zero-padded id would cost.
+    """
+    alternatives = []
+    for rules in _dialing_rules():
+        if rules.numbers is None:
+            continue
+        alternatives.append(f"(?:{rules.numbers.pattern})")
+        if rules.national_prefix is not None:
+            prefix = rules.national_prefix.pattern
+            alternatives.append(f"(?:{prefix})(?:{rules.numbers.pattern})")
+    return re.compile("|".join(alternatives))
 
 
 def _may_be_valid_international(digits: str) -> bool:
@@ -538,7 +570,18 @@ def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
         decimals = _COMMA_DECIMALS.match(text, match.end())
         if decimals and _AMOUNT.fullmatch(match.group() + decimals.group()):
             continue
-        yield from _phones_in(match.group(), match.start())
+        offset = match.start()
+        for start, end in _phone_offsets(match.group()):
+            yield (offset + start, offset + end)
+
+
+# A record's ids and dates are checked in the leak scan and again in each log
+# line of its delivery, so the result for a candidate is cached, as _is_phone
+# caches the parse.
+@functools.lru_cache(maxsize=8192)
+def _phone_offsets(candidate: str) -> tuple[tuple[int, int], ...]:
+    """Return the start and end of each phone number in ``candidate``."""
+    return tuple(_phones_in(candidate))
 
 
 def _has_id_prefix(text: str, start: int) -> bool:
@@ -550,7 +593,7 @@ def _has_id_prefix(text: str, start: int) -> bool:
 def _is_phone_text(candidate: str) -> bool:
     if _AMOUNT.fullmatch(candidate) or _is_calendar_date(candidate):
         return False
-    digits = re.sub(r"\D", "", candidate)
+    digits = _NON_DIGIT.sub("", candidate)
     if not digits.isascii():
         # Arabic-Indic, Devanagari and other decimal digits, which NFKC
         # keeps; phonenumbers reads them, and the checks below need ASCII.
@@ -590,7 +633,7 @@ def _is_calendar_date(candidate: str) -> bool:
     return False
 
 
-def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
+def _phones_in(candidate: str) -> Iterator[tuple[int, int]]:
     """Yield the phone numbers in one candidate run of digits and separators.
 
     The candidate pattern also takes in digits that follow a number
@@ -606,7 +649,7 @@ def _phones_in(candidate: str, offset: int) -> Iterator[tuple[int, int]]:
         for end in ends:
             piece = rest[:end].rstrip(" ,.;:-")
             if piece and piece[-1].isdigit() and _is_phone_text(piece):
-                yield (offset + start, offset + start + len(piece))
+                yield (start, start + len(piece))
                 start += end
                 break
         else:
@@ -637,16 +680,15 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
     digits = len(_DIGIT.findall(text))
     if digits < 2:
         return
+    lowered = text.lower()
     if digits >= 9:
-        yield from _long_number_spans(text)
+        yield from _long_number_spans(text, lowered, digits)
     elif digits >= 6:
-        for match in _NINO.finditer(text):
-            if not _is_nino_word(match.group()):
-                yield (*match.span(), "uk_nino")
+        yield from _nino_spans(text)
     if len(text) >= 15:
         for start, end in _iban_spans(text):
             yield (start, end, "iban")
-    if digits >= 3:
+    if digits >= 3 and _may_have_birth_label(lowered):
         for match in _DOB.finditer(text):
             yield (*match.span(), "date_of_birth")
     if digits >= 7:
@@ -654,27 +696,52 @@ def _spans(text: str) -> Iterator[tuple[int, int, str]]:
             yield (start, end, "phone")
 
 
+def _nino_spans(text: str) -> Iterator[tuple[int, int, str]]:
+    # _NINO tries its lookarounds at every position, so a search for the
+    # start that each match has is faster in text without one.
+    if _NINO_START.search(text) is None:
+        return
+    for match in _NINO.finditer(text):
+        if not _is_nino_word(match.group()):
+            yield (*match.span(), "uk_nino")
+
+
 def _is_nino_word(number: str) -> bool:
     """Return whether a ``_NINO`` match, not in upper case, starts with a word."""
     return not number.isupper() and number[:2].lower() in _NINO_WORDS
 
 
-def _long_number_spans(text: str) -> Iterator[tuple[int, int, str]]:
-    """Yield the SSN, NINO and card spans of a text with 9 digits or more."""
+def _may_have_birth_label(lowered: str) -> bool:
+    """Return False where ``_DOB`` cannot match the text ``lowered`` came from.
+
+    Every label of ``_DOB`` contains "do", "d.o", "date" or "born" once
+    lower-cased. Each character that matches these letters
+    case-insensitively lower-cases to that letter (a test checks every code
+    point), so the check misses no label and skips the search in most text.
+    """
+    return "do" in lowered or "d.o" in lowered or "date" in lowered or "born" in lowered
+
+
+def _long_number_spans(
+    text: str, lowered: str, digits: int
+) -> Iterator[tuple[int, int, str]]:
+    """Yield the SSN, NINO and card spans of a text with 9 digits or more.
+
+    ``lowered`` is ``text.lower()`` and ``digits`` the count of its digits.
+    """
     for match in _SSN.finditer(text):
         yield (*match.span(), "us_ssn")
     # Every label contains "ssn" or "social". Testing for them first skips
     # the case-insensitive search in most text, such as hex digests.
-    lowered = text.lower()
     if "ssn" in lowered or "social" in lowered:
         for match in _LABELLED_SSN.finditer(text):
             yield (*match.span(1), "us_ssn")
-    for match in _NINO.finditer(text):
-        if not _is_nino_word(match.group()):
-            yield (*match.span(), "uk_nino")
+    yield from _nino_spans(text)
+    # A card number has 13 digits or more.
+    if digits < 13:
+        return
     for match in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if _luhn_valid(digits):
+        if _luhn_valid(_NON_DIGIT.sub("", match.group())):
             yield (*match.span(), "payment_card")
 
 
@@ -717,8 +784,8 @@ def _known_names(names: Iterable[str]) -> list[_KnownName]:
     return known
 
 
-# The log filter prepares the bound values for each log record, so the cache
-# saves that work on every log line of a delivery after the first.
+# Minimizing and bind_personal_values prepare each record's personal values,
+# which repeat when one employee has several records.
 @functools.lru_cache(maxsize=256)
 def _known_name(name: str) -> _KnownName:
     text = normalize_text(name)
@@ -751,7 +818,7 @@ def _name_pattern(name: str) -> re.Pattern[str]:
     return re.compile(source, re.IGNORECASE)
 
 
-def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
+def _scrub(text: str, names: Sequence[_KnownName]) -> tuple[str, int]:
     normalized = normalize_text(text)
     if normalized != text:
         # Normalizing undoes %-escapes and width variants, which the result
@@ -768,7 +835,7 @@ def _scrub(text: str, names: list[_KnownName]) -> tuple[str, int]:
     return BAD_TEXT.sub(" ", result), count
 
 
-def _scrub_normalized(result: str, names: list[_KnownName]) -> tuple[str, int]:
+def _scrub_normalized(result: str, names: Sequence[_KnownName]) -> tuple[str, int]:
     count = 0
     lowered = result.lower() if names and result.isascii() else None
     for name, probe, is_ascii in names:
@@ -781,6 +848,10 @@ def _scrub_normalized(result: str, names: list[_KnownName]) -> tuple[str, int]:
         if found:
             count += found
             lowered = result.lower() if result.isascii() else None
+    if _surely_clean(result):
+        # _spans finds nothing in such text, which most descriptions and
+        # metadata values are, so the passes below would change nothing.
+        return result, count
     # A phone candidate runs over the digits that follow it, so a phone
     # number next to another identifier shows only once that one is replaced.
     # Passes repeat until nothing is found, at most _SCRUB_PASSES times.
@@ -898,12 +969,13 @@ def _walk(
     kinds_by_text: dict[str, list[str]],
     out: list[tuple[str, str]],
 ) -> None:
-    """Append the path and text of every string and mapping key in ``value``.
+    """Append the path and text of each string, and of each key with findings.
 
     The kinds ``detect`` finds in each string key are stored in
     ``kinds_by_text``, because scrubbing the key for its path label finds
-    them anyway. The texts go to one list rather than through nested
-    generators, which cost a third of the scan on a typical payload.
+    them anyway. A key without findings is not appended, because the scan
+    would add nothing for it. The texts go to one list rather than through
+    nested generators, which cost a third of the scan on a typical payload.
     """
     if isinstance(value, str):
         out.append((path, value))
@@ -915,7 +987,8 @@ def _walk(
                 label, kinds = _scan_key(key)
                 kinds_by_text.setdefault(key, kinds)
                 child = f"{path}.{label}" if path else label
-                out.append((f"{child}[key]", key))
+                if kinds:
+                    out.append((f"{child}[key]", key))
             else:
                 label = str(key)
                 child = f"{path}.{label}" if path else label
