@@ -206,25 +206,45 @@ def test_plugins_lists_connectors() -> None:
         assert name in output
 
 
-def test_plugins_loads_no_network_stack() -> None:
-    # Every start of the command line lists the connectors, so httpx,
-    # asyncio and the SOAP stack load only when something is sent.
-    code = (
+def run_after_cli(args: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    """Run the command line with ``args`` in a new process, then ``code`` there."""
+    script = (
         "import sys\n"
         "from impactin_core._cli import main\n"
         "try:\n"
-        "    main(['plugins'])\n"
+        f"    main({args!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = ('httpx', 'asyncio', 'ssl', 'zeep', 'lxml')\n"
-        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    ) + code
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+
+
+def test_plugins_loads_no_network_stack() -> None:
+    # Every start of the command line lists the connectors, so httpx,
+    # asyncio and the SOAP stack load only when something is sent.
+    result = run_after_cli(
+        ["plugins"],
+        "heavy = ('httpx', 'asyncio', 'ssl', 'zeep', 'lxml')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n",
     )
 
     assert "workday" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_log_output_scrubs_loggers_made_after_start() -> None:
+    """A connector may create its logger inside a hook, after the filter ran."""
+    result = run_after_cli(
+        ["-v", "plugins"],
+        "import logging\n"
+        "logger = logging.getLogger('impactin_late_connector')\n"
+        "logger.warning('Mapped the activity of %s', 'maria.lopez@example.org')\n",
+    )
+
+    assert "impactin_late_connector: Mapped the activity of [email]" in result.stderr
+    assert "maria.lopez" not in result.stderr
 
 
 def test_missing_config_is_one_line_error(

@@ -113,6 +113,39 @@ LOG_TOKEN_ON_429 = (
     + SEND_ERROR
 )
 
+AUTH_RETURN = """\
+    return Credentials(
+        kind="bearer","""
+
+LOG_TOKEN_IN_AUTH = (
+    """\
+    import logging
+
+    logging.getLogger("impactin_mutant").debug("Token %s", token.access_token)
+"""
+    + AUTH_RETURN
+)
+
+NO_PERSONAL_FIELDS = "    personal_fields=[],\n"
+
+MAP_HEAD = "def _map(record: ImpactRecord, key: str) -> PlatformRequest:\n"
+
+# The logger exists from import on, so the runtime's filter covers it and
+# hides the value; the rule must fail all the same.
+LOG_EMAIL_IN_MAP = (
+    """\
+import logging
+
+_LOG = logging.getLogger("impactin_mutant")
+
+
+"""
+    + MAP_HEAD
+    + """\
+    _LOG.info("Mapping %s", record.employee_email)
+"""
+)
+
 RAISE_FOR_STATUS = """\
     if response.status_code not in (200, 201):
         response.raise_for_status()
@@ -350,6 +383,26 @@ CASES = [
         "logs_hold_no_secret",
         ["Conformance rule 'no secret in logs' failed", "impactin_mutant"],
         id="token-logged-on-429",
+    ),
+    pytest.param(
+        [(AUTH_RETURN, LOG_TOKEN_IN_AUTH)],
+        "round_trip or logs_hold_no_secret",
+        ["Conformance rule 'no secret in logs' failed", "'impactin_mutant'"],
+        id="token-logged-by-authenticate",
+    ),
+    pytest.param(
+        [
+            (NO_PERSONAL_FIELDS, '    personal_fields=["employee_email"],\n'),
+            (MAP_HEAD, LOG_EMAIL_IN_MAP),
+        ],
+        # The replay rule runs first and builds a runtime, which attaches the
+        # filter to the connector's logger before the log rule starts.
+        "runtime_replay or logs_hold_no_secret",
+        [
+            "Conformance rule 'no secret or personal value in logs' failed",
+            "'impactin_mutant' held a secret or personal value",
+        ],
+        id="email-logged-by-map",
     ),
     pytest.param(
         [(SEND_ERROR, SENT_408)],

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from impactin_core._logging import (
+    SCRUBBED_MARK,
     PersonalDataFilter,
     bind_personal_values,
     detach_chained,
+    filter_handler,
     guard_attributes,
     install_filter,
     register_secrets,
@@ -197,3 +199,40 @@ def test_filter_covers_library_child_logger(name: str) -> None:
         logger.setLevel(logging.NOTSET)
 
     assert handler.lines == ["header b'[secret]' for [email]"]
+
+
+def test_filter_marks_what_it_changed(captured: tuple[logging.Logger, Capture]) -> None:
+    logger, _ = captured
+    marks: list[bool] = []
+
+    class Marks(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            marks.append(getattr(record, SCRUBBED_MARK))
+
+    handler = Marks()
+    logger.addHandler(handler)
+    try:
+        logger.info("Delivery %s sent", "d-1")
+        logger.info("Contact %s", "maria@example.org")
+    finally:
+        logger.removeHandler(handler)
+
+    assert marks == [False, True]
+
+
+def test_handler_filter_covers_loggers_created_later() -> None:
+    """The command line's handler scrubs a logger that a connector makes later."""
+    handler = Capture()
+    filter_handler(handler)
+    filter_handler(handler)
+    logger = logging.getLogger("impactin_created_after_the_filter")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("Mapped the activity of %s", "maria@example.org")
+    finally:
+        logger.removeHandler(handler)
+
+    assert logger.filters == []
+    assert len(handler.filters) == 1
+    assert handler.lines == ["Mapped the activity of [email]"]

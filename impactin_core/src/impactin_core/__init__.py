@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     )
     from ._http import parse_retry_after, raise_for_response, request_with_mapping
     from ._input import ColumnMapping, ParsedRow, RejectedRow, read_records
+    from ._logging import PersonalDataFilter, filter_handler
     from ._models import (
         CORE_API_VERSION,
         PERSONAL_FIELDS,
@@ -105,6 +106,7 @@ _EXPORTS = {
     ),
     "._http": ("parse_retry_after", "raise_for_response", "request_with_mapping"),
     "._input": ("ColumnMapping", "ParsedRow", "RejectedRow", "read_records"),
+    "._logging": ("PersonalDataFilter", "filter_handler"),
     "._models": (
         "CORE_API_VERSION",
         "PERSONAL_FIELDS",
@@ -166,6 +168,7 @@ __all__ = [
     "OAuthToken",
     "ParsedRow",
     "PermanentError",
+    "PersonalDataFilter",
     "PersonalDataLeak",
     "PlatformInfo",
     "PlatformRequest",
@@ -193,6 +196,7 @@ __all__ = [
     "WebhookEvent",
     "WebhookRejected",
     "check_option_names",
+    "filter_handler",
     "hookimpl",
     "leak_scan",
     "load_config",

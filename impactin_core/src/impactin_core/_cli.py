@@ -100,10 +100,14 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
     ctx.obj["config"] = config
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from ._logging import install_filter
+    from ._logging import filter_handler, install_filter
     from ._tracing_setup import tracing_from_environment
 
     install_filter()
+    # The handler's filter also covers loggers that a connector creates
+    # later, which install_filter cannot know yet.
+    for handler in logging.root.handlers:
+        filter_handler(handler)
     tracing_from_environment()
 
 

@@ -19,9 +19,11 @@ from ._models import PERSONAL_FIELDS
 from ._redaction import _known_names, _KnownName, _scrub
 
 __all__ = [
+    "SCRUBBED_MARK",
     "PersonalDataFilter",
     "bind_personal_values",
     "detach_chained",
+    "filter_handler",
     "guard_attributes",
     "install_filter",
     "register_secrets",
@@ -188,21 +190,35 @@ class PersonalDataFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, SCRUBBED_MARK, None) is not None:
+            # Seen already, by the filter of a logger or of another handler.
+            return True
         message = record.getMessage()
         cleaned = scrub_known(message)
-        if cleaned != message or record.args:
+        changed = cleaned != message
+        if changed or record.args:
             record.msg = cleaned
             record.args = None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             record.exc_text = scrub_known(text)
             record.exc_info = None
+            changed = changed or record.exc_text != text
         elif record.exc_text:
-            record.exc_text = scrub_known(record.exc_text)
+            text = record.exc_text
+            record.exc_text = scrub_known(text)
+            changed = changed or record.exc_text != text
         if record.stack_info:
-            record.stack_info = scrub_known(record.stack_info)
+            text = record.stack_info
+            record.stack_info = scrub_known(text)
+            changed = changed or record.stack_info != text
+        setattr(record, SCRUBBED_MARK, changed)
         return True
 
+
+#: The attribute that ``PersonalDataFilter`` sets on each record it checks:
+#: True when it replaced something, False when the record was clean.
+SCRUBBED_MARK = "impactin_scrubbed"
 
 _FILTER = PersonalDataFilter()
 
@@ -225,3 +241,14 @@ def install_filter() -> None:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+def filter_handler(handler: logging.Handler) -> None:
+    """Attach the filter to ``handler`` (idempotent).
+
+    A handler's filter sees the records of every logger that reaches the
+    handler, including loggers that connectors create after
+    ``install_filter`` ran.
+    """
+    if _FILTER not in handler.filters:
+        handler.addFilter(_FILTER)

@@ -735,6 +735,8 @@ class Runtime:
         takes it to send.
         """
         self._check_platforms()
+        # Connectors may have created loggers since the runtime was built.
+        install_filter()
         now = self.clock()
         rows = self.store.iter_due_deliveries(now, include_future=include_future)
         first = next(rows, None)
