@@ -278,6 +278,16 @@ def test_unknown_tenant_lists_known(tmp_path: Path) -> None:
             "tenants.acme.platforms.benevity.retrys",
             id="unknown-platform-key",
         ),
+        pytest.param(
+            {"base_url": "http://benevity.example"},
+            "tenants.acme.platforms.benevity.base_url",
+            id="plain-http-to-remote-host",
+        ),
+        pytest.param(
+            {"base_url": "http://10.0.0.7:8080", "allow_http": "yes"},
+            "tenants.acme.platforms.benevity.allow_http",
+            id="allow-http-not-boolean",
+        ),
     ],
 )
 def test_platform_setting_rejected(
@@ -289,6 +299,35 @@ def test_platform_setting_rejected(
     assert caught.value.key == key
     assert "pw" not in str(caught.value)
     assert "abc" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "allow_http"),
+    [
+        pytest.param("http://127.0.0.1:8080", False, id="loopback-v4"),
+        pytest.param("http://127.9.9.9", False, id="loopback-range"),
+        pytest.param("http://[::1]:8080", False, id="loopback-v6"),
+        pytest.param("http://LOCALHOST:8080", False, id="localhost"),
+        pytest.param("http://proxy.internal:8080", True, id="opted-in"),
+        pytest.param("https://benevity.example", False, id="https"),
+    ],
+)
+def test_base_url_accepted(base_url: str, allow_http: bool, tmp_path: Path) -> None:
+    data = platform(base_url=base_url)
+    if allow_http:
+        data["tenants"]["acme"]["platforms"]["benevity"]["allow_http"] = True
+
+    config = parse_config(data, base_dir=tmp_path)
+
+    assert config.tenants["acme"].platforms["benevity"].base_url == base_url
+
+
+def test_plain_http_error_names_host_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(platform(base_url="http://benevity.example/v1"), base_dir=tmp_path)
+
+    assert "'benevity.example'" in str(caught.value)
+    assert "use https://, or set allow_http = true" in str(caught.value)
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ variables (or of entries in another secrets provider) that hold the value::
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -371,6 +372,7 @@ def _check_seconds(reader: _Reader, name: str, value: float) -> float:
 
 
 _PLATFORM_KEYS = (
+    "allow_http",
     "base_url",
     "breaker",
     "credentials",
@@ -384,11 +386,19 @@ _PLATFORM_KEYS = (
 )
 
 
-def _check_base_url(reader: _Reader, base_url: str) -> None:
+def _check_base_url(reader: _Reader, base_url: str, *, allow_http: bool) -> None:
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise reader.fail(
             "base_url", f"is {base_url!r}", "use an http:// or https:// URL with a host"
+        )
+    if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
+        raise reader.fail(
+            "base_url",
+            f"is plain http:// to {parts.hostname!r}, which would carry credentials "
+            "and employees' data unencrypted",
+            "use https://, or set allow_http = true next to base_url if a proxy "
+            "on a network you trust adds TLS",
         )
     if parts.username or parts.password or parts.query or parts.fragment:
         # Such parts would carry secrets into logs; never echo the value.
@@ -400,12 +410,22 @@ def _check_base_url(reader: _Reader, base_url: str) -> None:
         )
 
 
+def _is_loopback(host: str) -> bool:
+    """Return whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _platform(reader: _Reader, platform: str) -> PlatformConfig:
     reader.only(*_PLATFORM_KEYS)
     base_url = reader.require(
         "base_url", str, "set it to the platform's API address, for example https://..."
     )
-    _check_base_url(reader, base_url)
+    _check_base_url(reader, base_url, allow_http=reader.get("allow_http", bool, False))
     credentials = reader.table("credentials").data
     for name, value in credentials.items():
         _check_env_name(reader, f"credentials.{name}", value)
