@@ -217,6 +217,7 @@ async def test_missing_wsdl_is_config_error(harness: Harness, tmp_path: Path) ->
         await harness.send(harness.settings(wsdl=str(missing)))
     assert caught.value.key == "tenants.acme.platforms.workday.options.wsdl"
     assert "FileNotFoundError" in str(caught.value)
+    assert repr(str(missing)) in str(caught.value)
 
 
 def test_relative_wsdl_rejected(harness: Harness) -> None:
@@ -224,6 +225,22 @@ def test_relative_wsdl_rejected(harness: Harness) -> None:
         WorkdayOptions.from_settings(harness.settings(wsdl="Staffing.wsdl"))
     assert caught.value.key == "tenants.acme.platforms.workday.options.wsdl"
     assert "absolute path" in str(caught.value)
+
+
+async def test_wsdl_download_throttled_keeps_retry_after(harness: Harness) -> None:
+    """A 429 on the WSDL download waits as long as Workday's Retry-After asks."""
+    from impactin_core import RateLimited
+
+    wsdl = f"{harness.url}/ccx/service/impactin_sandbox/Staffing/v26.1?wsdl"
+    _clients.clear()
+    plan = {"script": ["429"], "retry_after": "7"}
+    assert httpx.put(f"{harness.url}/_sandbox/faults", json=plan).status_code == 200
+    with pytest.raises(RateLimited) as caught:
+        await harness.send(harness.settings(wsdl=wsdl))
+    error = caught.value
+    assert (error.retry_after, error.status_code, error.sent) == (7.0, 429, False)
+    assert "(HTTP 429)" in str(error)
+    _clients.clear()
 
 
 async def test_wsdl_download_failure_retryable(harness: Harness) -> None:

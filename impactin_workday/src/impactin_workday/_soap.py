@@ -25,9 +25,11 @@ from impactin_core import (
     Credentials,
     PermanentError,
     PlatformRequest,
+    RateLimited,
     RetryableError,
     SendContext,
     SendOutcome,
+    parse_retry_after,
     request_with_mapping,
 )
 
@@ -227,18 +229,34 @@ def _wsdl_load_error(
 
     name = type(exc).__name__
     status = None
+    retry_after = None
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
+        retry_after = parse_retry_after(
+            exc.response.headers.get("Retry-After"), time.time()
+        )
+    found = f"HTTP {status}" if status is not None else name
     if is_url(wsdl) and (status is None or status >= 500 or status in (408, 429)):
         if cache is not None:
             cache.discard(wsdl)
-        message = f"Could not load the Workday WSDL from its URL ({name}); retrying."
-        return RetryableError(message, platform=PLATFORM_ID, tenant=tenant, sent=False)
+        message = f"Could not load the Workday WSDL from its URL ({found}); retrying."
+        # The download is a GET that changes nothing, so no status makes a
+        # repeat unsafe.
+        error = RateLimited if status == 429 else RetryableError
+        return error(
+            message,
+            platform=PLATFORM_ID,
+            tenant=tenant,
+            sent=False,
+            retry_after=retry_after,
+            status_code=status,
+        )
     key = f"tenants.{tenant}.platforms.{PLATFORM_ID}.options.wsdl"
-    found = f"HTTP {status}" if status is not None else name
+    # A URL may carry a query, so only a local path is quoted.
+    where = "" if is_url(wsdl) else f" {wsdl!r}"
     message = (
-        f"Could not load the Workday WSDL ({found}); check {key}, which takes "
-        "an absolute path or the URL of the Staffing WSDL."
+        f"Could not load the Workday WSDL{where} ({found}); check {key}, which "
+        "takes an absolute path or the URL of the Staffing WSDL."
     )
     return ConfigError(message, key=key)
 
