@@ -278,7 +278,7 @@ def test_csv_amount_european_format(tmp_path: Path) -> None:
         pytest.param("abc", "USD", "is not a number", id="not-number"),
         pytest.param("1.5", "JPY", "more decimal places than JPY allows (0)", id="jpy"),
         pytest.param("2.005", "USD", "more decimal places than USD allows", id="usd"),
-        pytest.param("0", "USD", "must be a positive integer", id="zero"),
+        pytest.param("0", "USD", "is the int 0, but donation records", id="zero"),
         pytest.param(
             "10000000000.00",
             "USD",
@@ -771,7 +771,7 @@ def test_jsonl_parses_canonical(tmp_path: Path) -> None:
         pytest.param({"amount_minor": 12.5}, "amount_minor", "whole number", id="frac"),
         pytest.param({"amount_minor": True}, "amount_minor", "whole number", id="bool"),
         pytest.param(
-            {"amount_minor": -5}, "amount_minor", "(the line has -5)", id="neg"
+            {"amount_minor": -5}, "amount_minor", "is the int -5, but", id="neg"
         ),
         pytest.param(
             {"amount_minor": 1e12},
@@ -1286,15 +1286,27 @@ def test_record_rejects_wrong_type(changes: dict[str, Any], words: str) -> None:
         pytest.param("2", "not the str '2'", id="text"),
         pytest.param(True, "not bool", id="bool"),
         pytest.param(Decimal("NaN"), "not a non-finite Decimal", id="nan"),
-        pytest.param(float("inf"), "at most 24", id="infinite"),
+        pytest.param(float("inf"), "hours is inf, but", id="infinite"),
+        pytest.param(-1, "hours is -1, but", id="negative"),
+        pytest.param(None, "hours is missing, but", id="missing"),
     ],
 )
 def test_record_rejects_hours(hours: Any, words: str) -> None:
     with pytest.raises(ValueError) as caught:
         volunteering(hours=hours)
 
-    assert str(caught.value).startswith("hours must be")
+    assert str(caught.value).startswith("hours ")
     assert words in str(caught.value)
+
+
+def test_record_kind_error_lists_kinds() -> None:
+    with pytest.raises(ValueError) as caught:
+        volunteering(kind="volunteer")
+
+    assert str(caught.value) == (
+        "kind is the str 'volunteer', not a record kind; use one of "
+        "'volunteer_time', 'donation'"
+    )
 
 
 def test_record_hours_decimal_becomes_float() -> None:

@@ -69,7 +69,7 @@ def test_filter_scrubs_bound_employee_id(
 
     run_isolated(body)
 
-    assert handler.lines == ["Worker [name] rejected"]
+    assert handler.lines == ["Worker [id] rejected"]
 
 
 def test_filter_scrubs_id_without_separator(
@@ -83,7 +83,7 @@ def test_filter_scrubs_id_without_separator(
 
     run_isolated(body)
 
-    assert handler.lines == ["Worker [name] rejected"]
+    assert handler.lines == ["Worker [id] rejected"]
 
 
 def test_filter_scrubs_exception_text(
@@ -118,7 +118,7 @@ def test_bind_reads_record_fields() -> None:
 
     def body() -> None:
         bind_personal_values(Record())
-        assert scrub_known("Maria Lopez / E-004217") == "[name] / [name]"
+        assert scrub_known("Maria Lopez / E-004217") == "[name] / [id]"
 
     run_isolated(body)
 

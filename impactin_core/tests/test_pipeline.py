@@ -404,7 +404,7 @@ async def test_retry_after_beyond_deadline_defers(
 
 
 async def test_permanent_error_is_not_retried(
-    tmp_path: Path, echo_simulator: Echo
+    tmp_path: Path, echo_simulator: Echo, caplog: pytest.LogCaptureFixture
 ) -> None:
     server, _ = echo_simulator
     runtime = make_runtime(tmp_path, server.url)
@@ -416,6 +416,9 @@ async def test_permanent_error_is_not_retried(
     assert report.platforms["echo"].dead_lettered == 1
     assert row["attempts"] == 1
     assert row["error_kind"] == "permanent"
+    # The log line gives the stored reason, not only its kind.
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.endswith(f"after 1 attempt(s) (permanent): {row['error']}")
 
 
 async def test_resubmitted_failure_counted_not_sent(
@@ -1001,9 +1004,10 @@ class StalledTime(FakeTime):
 
 
 async def test_stop_ends_limiter_wait_unclaimed(
-    tmp_path: Path, echo_simulator: Echo
+    tmp_path: Path, echo_simulator: Echo, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Deliveries that wait for a rate-limit slot are still pending at a stop."""
+    caplog.set_level(logging.INFO, logger="impactin.runtime")
     server, simulator = echo_simulator
     runtime = make_runtime(
         tmp_path,
@@ -1024,6 +1028,12 @@ async def test_stop_ends_limiter_wait_unclaimed(
     assert sorted(status_elsewhere(runtime)) == ["delivered", "pending", "pending"]
     assert report.platforms["echo"].delivered == 1
     assert len(simulator.journal.entries) == 1
+    # Two deliveries waited, and the wait was logged once.
+    waits = [r.getMessage() for r in caplog.records if "rate limit" in r.getMessage()]
+    assert waits == [
+        "Deliveries of tenant acme on echo wait for the rate limit, which allows "
+        "1 calls in any 60 s"
+    ]
 
 
 def status_elsewhere(runtime: Runtime) -> list[str]:

@@ -132,7 +132,7 @@ def test_minimize_scrubs_free_text_and_metadata() -> None:
     ],
 )
 def test_scrub_removes_id_separator_variants(text: str) -> None:
-    assert scrub_text(text, ["E-777011"])[0].startswith("Ref [name]")
+    assert scrub_text(text, ["E-777011"])[0].startswith("Ref [id]")
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def test_minimize_scrubs_id_without_separator() -> None:
         record(employee_id="E-777011", description="Ref E777011"), policy
     )
 
-    assert minimized.description == "Ref [name]"
+    assert minimized.description == "Ref [id]"
 
 
 def test_tenant_can_tighten() -> None:

@@ -42,8 +42,18 @@ PERSONAL_FIELDS = frozenset(
 )
 
 
+def _record_kind(value: RecordKind | str) -> RecordKind:
+    try:
+        return RecordKind(value)
+    except ValueError:
+        known = ", ".join(repr(kind.value) for kind in RecordKind)
+        raise ValueError(
+            f"kind is {_shown_value(value)}, not a record kind; use one of {known}"
+        ) from None
+
+
 def _kind_set(values: Iterable[RecordKind | str]) -> frozenset[RecordKind]:
-    return frozenset(RecordKind(value) for value in values)
+    return frozenset(_record_kind(value) for value in values)
 
 
 def _name_set(values: Iterable[str]) -> frozenset[str]:
@@ -361,7 +371,7 @@ class ImpactRecord:
 
     source_id: str = attrs.field()
     tenant: str = attrs.field(validator=_required_text)
-    kind: RecordKind = attrs.field(converter=RecordKind)
+    kind: RecordKind = attrs.field(converter=_record_kind)
     activity_date: dt.date = attrs.field()
     employee_id: str = attrs.field(repr=False, validator=_required_text)
     employee_email: str | None = attrs.field(default=None, repr=False)
@@ -437,9 +447,10 @@ class ImpactRecord:
             )
         invalid = value is None or not 0 < value <= 24
         if self.kind is RecordKind.VOLUNTEER_TIME and invalid:
+            found = "missing" if value is None else f"{value!r}"
             raise ValueError(
-                "hours must be a number above 0 and at most 24 for "
-                "volunteer_time records"
+                f"hours is {found}, but volunteer_time records need a number "
+                "above 0 and at most 24"
             )
 
     @amount_minor.validator
@@ -457,9 +468,10 @@ class ImpactRecord:
             )
         if value is None or isinstance(value, bool) or value <= 0:
             if self.kind is RecordKind.DONATION:
+                found = "missing" if value is None else _shown_value(value)
                 raise ValueError(
-                    "amount_minor must be a positive integer (minor units, "
-                    "cents for USD) for donation records"
+                    f"amount_minor is {found}, but donation records need a "
+                    "positive integer of minor units (cents for USD)"
                 )
             return
         if value > MAX_AMOUNT_MINOR:

@@ -355,6 +355,8 @@ class Runtime:
         self._platforms_checked = False
         self.instruments.watch(self)
         self._limiters: dict[tuple[str, str], WindowLimiter] = {}
+        #: When a wait for each limiter was last logged (time.monotonic).
+        self._limiter_waits_logged: dict[tuple[str, str], float] = {}
         self._settings: dict[tuple[str, str], PlatformSettings] = {}
         self._registered_credentials: dict[tuple[str, str], Credentials] = {}
         #: Queries, CSV export, SLA and retention of the delivery log.
@@ -1106,12 +1108,14 @@ class Runtime:
     def _block(
         self, row: dict[str, Any], kind: str, reason: str, report: RunReport
     ) -> None:
+        error = scrub_known(reason)
         logger.error(
-            "Blocked delivery %s for tenant %s on %s: %s",
+            "Blocked delivery %s for tenant %s on %s (%s): %s",
             row["id"],
             row["tenant"],
             row["platform"],
             kind,
+            error,
         )
         self.store.finish_delivery(
             row["id"],
@@ -1119,7 +1123,7 @@ class Runtime:
             delivered=False,
             status="blocked",
             error_kind=kind,
-            error=scrub_known(reason),
+            error=error,
             finished_at=self.clock(),
         )
         report.platform(row["platform"]).blocked += 1
@@ -1566,13 +1570,18 @@ class Runtime:
         attempt: _Attempt,
         report: RunReport,
     ) -> None:
+        # The same scrubbed text as in the delivery log, so the log line says
+        # what to fix without a look at 'impactin deliveries show'.
+        error = scrub_known(reason)
         logger.error(
-            "Dead-lettered delivery %s for tenant %s on %s after %d attempt(s): %s",
+            "Dead-lettered delivery %s for tenant %s on %s after %d attempt(s) "
+            "(%s): %s",
             row["id"],
             row["tenant"],
             row["platform"],
             attempt.number,
             kind,
+            error,
         )
         self.store.finish_delivery(
             row["id"],
@@ -1580,7 +1589,7 @@ class Runtime:
             delivered=False,
             status="dead_lettered",
             error_kind=kind,
-            error=scrub_known(reason),
+            error=error,
             finished_at=self.clock(),
             latency_s=self.clock() - attempt.started,
         )
@@ -1623,6 +1632,7 @@ class Runtime:
         limiter = self.limiter(tenant, platform)
         if await limiter.acquire_now():
             return True
+        self._note_limiter_wait(tenant, platform.id, limiter)
         pacer = _pacer.get()
         if pacer is None:
             await limiter.acquire()
@@ -1633,6 +1643,24 @@ class Runtime:
             acquiring.result()
         self._rate_limit_hit(span, platform.id, "limiter")
         return True
+
+    def _note_limiter_wait(
+        self, tenant: str, platform: str, limiter: WindowLimiter
+    ) -> None:
+        """Log that deliveries wait for the rate limit, once a minute at most."""
+        now = time.monotonic()
+        last = self._limiter_waits_logged.get((tenant, platform))
+        if last is not None and now - last < 60.0:
+            return
+        self._limiter_waits_logged[(tenant, platform)] = now
+        logger.info(
+            "Deliveries of tenant %s on %s wait for the rate limit, which "
+            "allows %d calls in any %g s",
+            tenant,
+            platform,
+            limiter.calls,
+            limiter.period,
+        )
 
     def _rate_limit_hit(self, span: Any, platform: str, detected_by: str) -> None:
         attributes = {"platform": platform, "detected_by": detected_by}

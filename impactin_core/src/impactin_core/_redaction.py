@@ -765,10 +765,11 @@ def scrub_text(text: str, names: Iterable[str] = ()) -> tuple[str, int]:
 
 
 # A personal value prepared for ``_scrub`` as (text after ``normalize_text``,
-# probe, is_ascii). The probe is lower-case text that every match contains.
-# For an ASCII value in ASCII text, a missing probe skips the search. A plain
-# tuple is built faster than a named one, and each record needs three.
-_KnownName = tuple[str, str, bool]
+# probe, is_ascii, placeholder). The probe is lower-case text that every
+# match contains. For an ASCII value in ASCII text, a missing probe skips the
+# search. A plain tuple is built faster than a named one, and each record
+# needs three.
+_KnownName = tuple[str, str, bool, str]
 
 # Characters that separate the parts of an id or a name.
 _NAME_SEPARATORS = re.compile(r"[-_./\s]+")
@@ -792,11 +793,14 @@ def _known_name(name: str) -> _KnownName:
     lowered = text.lower()
     if "@" in text:
         # An email has no variants, so the whole value is the probe.
-        return (text, lowered, text.isascii())
+        return (text, lowered, text.isascii(), "[email]")
     parts = _NAME_SEPARATORS.split(lowered)
     # Each match contains every part, so the longest one is tested.
     probe = parts[0] if len(parts) == 1 else max(parts, key=len)
-    return (text, probe, text.isascii())
+    # A value with a digit is an employee id or another number, which
+    # "[name]" would misdescribe in a platform's error text.
+    placeholder = "[id]" if any(char.isdigit() for char in text) else "[name]"
+    return (text, probe, text.isascii(), placeholder)
 
 
 # Compiled only when the text contains the probe, because a record's new
@@ -838,13 +842,13 @@ def _scrub(text: str, names: Sequence[_KnownName]) -> tuple[str, int]:
 def _scrub_normalized(result: str, names: Sequence[_KnownName]) -> tuple[str, int]:
     count = 0
     lowered = result.lower() if names and result.isascii() else None
-    for name, probe, is_ascii in names:
+    for name, probe, is_ascii, placeholder in names:
         # For ASCII on both sides, a case-insensitive match exists only if
         # the lowercased text contains the probe. This test skips compiling
         # a pattern for each record's new values.
         if is_ascii and lowered is not None and probe not in lowered:
             continue
-        result, found = _name_pattern(name).subn("[name]", result)
+        result, found = _name_pattern(name).subn(placeholder, result)
         if found:
             count += found
             lowered = result.lower() if result.isascii() else None
