@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from impactin_core import Runtime, load_config
 from impactin_core._cli import main
 from impactin_core._crypto import generate_key
 from impactin_core._demo import running_simulators
@@ -290,3 +291,40 @@ def test_unread_credential_name_is_rejected(workspace: Path) -> None:
     assert result.exit_code == 1
     assert "credentials.client_secrett is not a credential" in result.output
     assert "it reads: client_id, client_secret" in result.output
+
+
+@pytest.mark.parametrize("platform", ["benevity", "goodera", "workday"])
+def test_sandbox_section_delivers_sample_rows(
+    platform: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The section 'impactin sandbox' prints works as printed."""
+    from impactin_core._cli import sandbox_section
+
+    plugins = PluginHost.from_entry_points()
+    kinds = {kind.value for kind in plugins.platform(platform).info.kinds}
+    accepted = [row for row in RECORDS[:2] if row["kind"] in kinds]
+    with running_simulators(plugins, [platform], None) as servers:
+        server, simulator = servers[platform]
+        section = sandbox_section(platform, server.url, simulator)
+        for name, value in simulator.credentials.items():
+            monkeypatch.setenv(f"SANDBOX_{platform.upper()}_{name.upper()}", value)
+        monkeypatch.setenv("SANDBOX_STORE_KEY", generate_key())
+        monkeypatch.setenv("SANDBOX_ACME_KEY", "acme-tenant-secret")
+        head = (
+            '[store]\npath = "state.db"\nkey_env = "SANDBOX_STORE_KEY"\n'
+            '[tenants.acme]\nkey_env = "SANDBOX_ACME_KEY"\n'
+        )
+        (tmp_path / "impactin.toml").write_text(head + section + "\n", "utf-8")
+        rows = tmp_path / "rows.jsonl"
+        rows.write_text("".join(json.dumps(row) + "\n" for row in RECORDS[:2]), "utf-8")
+        monkeypatch.chdir(tmp_path)
+
+        invoke("deliver", str(rows))
+
+    runtime = Runtime(load_config(tmp_path / "impactin.toml"))
+    try:
+        statuses = runtime.store.count_by_status()
+    finally:
+        runtime.close()
+    assert accepted
+    assert statuses == {(platform, "acme"): {"delivered": len(accepted)}}

@@ -7,8 +7,10 @@ commands that use them, so ``impactin --help`` starts fast.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -597,9 +599,6 @@ def sandbox(
         )
         raise click.ClickException(message) from exc
     bound = listener.getsockname()[1]
-    console = _console()
-    console.print(f"Simulator of {platform} on http://127.0.0.1:{bound}")
-    names = ", ".join(sorted(simulator.credentials)) or "none"
     registered = host.platform(platform)
     if _BUNDLED_CONNECTORS.get(platform) == registered.distribution:
         source = f"docs/platforms/{platform}.md"
@@ -607,11 +606,51 @@ def sandbox(
         # A connector from another package has no page here; its simulator
         # factory contains the credentials the simulator accepts.
         source = f"the simulator factory {registered.info.simulator}"
-    console.print(f"  credentials: {names} (sandbox values in {source})")
-    for name, value in sorted(simulator.options.items()):
-        console.print(f"  option {name}: {value}")
+    click.echo(f"Simulator of {platform} on http://127.0.0.1:{bound}")
+    click.echo(
+        "A platform section for impactin.toml that sends to it; set the "
+        f"variables it names to the sandbox values in {source}:\n"
+    )
+    click.echo(sandbox_section(platform, f"http://127.0.0.1:{bound}", simulator))
     config = uvicorn.Config(simulator.app, log_level="info", lifespan="off")
     uvicorn.Server(config).run(sockets=[listener])
+
+
+_BARE_TOML_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def sandbox_section(platform: str, url: str, simulator: Any) -> str:
+    """Return a ``[tenants.acme.platforms.PLATFORM]`` section for a simulator."""
+    from ._demo import simulator_options
+
+    def value(item: Any) -> str:
+        # JSON's strings, numbers and lists are TOML's too.
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, dict):
+            return inline(item)
+        return json.dumps(item)
+
+    def inline(table: dict[str, Any]) -> str:
+        pairs = ", ".join(
+            f"{key if _BARE_TOML_KEY.fullmatch(key) else json.dumps(key)} = "
+            f"{value(item)}"
+            for key, item in table.items()
+        )
+        return f"{{ {pairs} }}"
+
+    credentials = {
+        name: f"SANDBOX_{platform.upper()}_{name.upper()}"
+        for name in sorted(simulator.credentials)
+    }
+    lines = [f"[tenants.acme.platforms.{platform}]", f'base_url = "{url}"']
+    if platform == "workday":
+        lines.append('protocol = "soap"')
+    lines.append(f"credentials = {inline(credentials)}")
+    options = simulator_options(platform, simulator)
+    if options:
+        lines.append(f"options = {inline(dict(sorted(options.items())))}")
+    return "\n".join(lines)
 
 
 @main.command()

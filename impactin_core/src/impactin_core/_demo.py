@@ -74,6 +74,19 @@ def load_simulator(
     return simulator
 
 
+def simulator_options(platform: str, simulator: Simulator) -> dict[str, Any]:
+    """Return the connector options with which records reach ``simulator``.
+
+    They include what the sample records need, such as the Goodera
+    opportunity that volunteer hours are logged against.
+    """
+    options = {**_DEMO_OPTIONS.get(platform, {}), **simulator.options}
+    state: Any = getattr(simulator, "state", None)
+    if "tenant_name" not in options and hasattr(state, "tenant_name"):
+        options["tenant_name"] = state.tenant_name
+    return options
+
+
 @contextlib.contextmanager
 def running_simulators(
     plugins: PluginHost, platforms: list[str], plan: FaultPlan | None
@@ -108,10 +121,7 @@ def demo_config(
                 env_name = f"IMPACTIN_DEMO_{platform.upper()}_{name.upper()}"
                 environ[env_name] = value
                 credentials[name] = env_name
-            options = {**_DEMO_OPTIONS.get(platform, {}), **simulator.options}
-            state: Any = getattr(simulator, "state", None)
-            if "tenant_name" not in options and hasattr(state, "tenant_name"):
-                options["tenant_name"] = state.tenant_name
+            options = simulator_options(platform, simulator)
             platforms[platform] = {
                 "base_url": server.url,
                 "protocol": "soap" if platform == "workday" else "rest",

@@ -135,7 +135,9 @@ def reauthentication_error(tenant: str, platform: str) -> RefreshTokenRejected:
         f"The refresh token of tenant {tenant!r} on {platform!r} was rejected "
         "(invalid_grant), and the token store holds no newer one. Issue a new "
         "refresh token, set it as the tenant's 'refresh_token' secret, then run "
-        f"'impactin tokens refresh --tenant {tenant} --platform {platform}'."
+        f"'impactin tokens refresh --tenant {tenant} --platform {platform}'. To "
+        "start again from the secret already set (a sandbox that restarted, "
+        "say), run 'impactin tokens invalidate' with the same options first."
     )
     return RefreshTokenRejected(message, platform=platform, tenant=tenant)
 
