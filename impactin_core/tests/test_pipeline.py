@@ -238,6 +238,33 @@ async def test_deliver_sends_kept_records_without_reading_them_back(
     assert sorted(by_id[delivery_id] for delivery_id in read) == ["a-2", "a-3", "old-1"]
 
 
+async def test_deliver_keeps_records_within_json_budget(
+    tmp_path: Path, echo_simulator: Echo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large record is read back instead of kept, so memory stays bounded."""
+    from impactin_core import _pipeline
+
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    monkeypatch.setattr(_pipeline, "KEPT_JSON_BYTES", 5000)
+    read: list[str] = []
+    load_record = runtime.store.load_record
+
+    def counting_load(delivery_id: str) -> dict[str, Any]:
+        read.append(delivery_id)
+        return load_record(delivery_id)
+
+    monkeypatch.setattr(runtime.store, "load_record", counting_load)
+    large = record("big-1", description="Food bank shift. " * 400)
+
+    report = await runtime.deliver([record("small-1"), large, record("small-2")])
+
+    assert report.platforms["echo"].delivered == 3
+    assert len(simulator.journal.entries) == 3
+    by_id = {row["id"]: row["source_id"] for row in runtime.store.list_deliveries()}
+    assert [by_id[delivery_id] for delivery_id in read] == ["big-1"]
+
+
 async def test_allow_beyond_connector_stops_run(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:

@@ -115,8 +115,12 @@ SUBMIT_BATCH = 500
 DEFAULT_KEY_TTL = 24 * 3600.0
 
 #: Records of one ``deliver`` call kept in memory until they are sent, so
-#: that they are not read back from the store and decrypted again.
+#: that they are not read back from the store and decrypted again, and the
+#: most bytes of their JSON that the kept records may add up to. A record
+#: takes about four times its JSON size in memory, so the kept records use
+#: 16 MiB at most, even when a file's records carry large text fields.
 KEPT_RECORDS = 4096
+KEPT_JSON_BYTES = 4 * 1024 * 1024
 
 
 @attrs.define
@@ -228,11 +232,30 @@ _pacer: contextvars.ContextVar[_Pacer | None] = contextvars.ContextVar(
     "impactin_pacer", default=None
 )
 
-#: The records that the ``deliver`` call in progress stored, by delivery id,
-#: up to ``KEPT_RECORDS``. They passed the model's checks in this process,
-#: so sending them needs neither decryption nor a second check.
-_kept_records: contextvars.ContextVar[dict[str, ImpactRecord] | None] = (
-    contextvars.ContextVar("impactin_kept_records", default=None)
+
+@attrs.define
+class _KeptRecords:
+    """The records that the ``deliver`` call in progress stored, by delivery id.
+
+    They passed the model's checks in this process, so sending them needs
+    neither decryption nor a second check. At most ``KEPT_RECORDS`` records
+    and ``KEPT_JSON_BYTES`` of their JSON are kept; the others are read back.
+    """
+
+    records: dict[str, ImpactRecord] = attrs.field(factory=dict)
+    json_bytes: int = 0
+
+    def keep(self, delivery_id: str, record: ImpactRecord, size: int) -> None:
+        if len(self.records) >= KEPT_RECORDS:
+            return
+        if self.json_bytes + size > KEPT_JSON_BYTES:
+            return
+        self.records[delivery_id] = record
+        self.json_bytes += size
+
+
+_kept_records: contextvars.ContextVar[_KeptRecords | None] = contextvars.ContextVar(
+    "impactin_kept_records", default=None
 )
 
 
@@ -581,7 +604,7 @@ class Runtime:
             return
         unstructured = converter.unstructure(record)
         try:
-            content = self.content_hash(unstructured)
+            encoded = canonical_json(unstructured)
         except (TypeError, ValueError, RecursionError) as exc:
             # The model's checks leave little that JSON cannot encode, such
             # as an int in metadata longer than sys.get_int_max_str_digits.
@@ -591,6 +614,7 @@ class Runtime:
                 record, exc, run_id=run_id, report=report, line=line
             )
             return
+        content = hashlib.sha256(encoded).hexdigest()
         correlation_id = uuid.uuid4().hex
         conflicts: list[tuple[str, str]] = []
         corrected: list[str] = []
@@ -643,8 +667,8 @@ class Runtime:
             else:
                 report.platform(platform).queued += 1
                 kept = _kept_records.get()
-                if kept is not None and len(kept) < KEPT_RECORDS:
-                    kept[claim.delivery_id] = record
+                if kept is not None:
+                    kept.keep(claim.delivery_id, record, len(encoded))
                 if claim.state == "corrected":
                     corrected.append(platform)
         for platform, delivery_id in conflicts:
@@ -978,7 +1002,7 @@ class Runtime:
     def _prepare_row(self, row: dict[str, Any]) -> _Prepared:
         """Build a row's request; errors that settle the delivery are kept."""
         kept = _kept_records.get()
-        record = None if kept is None else kept.pop(row["id"], None)
+        record = None if kept is None else kept.records.pop(row["id"], None)
         if record is None:
             return self._prepare_stored(row)
         return self._prepare_record(row, record)
@@ -1707,7 +1731,7 @@ class Runtime:
             raise TypeError(message)
         self._stop_requested = False
         report = RunReport(run_id=uuid.uuid4().hex)
-        token = _kept_records.set({})
+        token = _kept_records.set(_KeptRecords())
         try:
             self.submit(rows, run_id=report.run_id, report=report)
             await self.process(report, on_done=on_done)
