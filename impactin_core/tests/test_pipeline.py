@@ -238,6 +238,29 @@ async def test_deliver_sends_kept_records_without_reading_them_back(
     assert sorted(by_id[delivery_id] for delivery_id in read) == ["a-2", "a-3", "old-1"]
 
 
+async def test_kept_record_ignores_later_metadata_changes(
+    tmp_path: Path, echo_simulator: Echo
+) -> None:
+    """What is sent matches what was stored, even if the caller's dict changes."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url, concurrency=1)
+    shared: dict[str, Any] = {}
+    records = [record(f"m-{n}", metadata={"n": n}) for n in range(6)]
+    records.append(record("m-empty", metadata=shared))
+
+    def change_metadata() -> None:
+        for item in records:
+            item.metadata["n"] = 99  # type: ignore[index]
+
+    await runtime.deliver(records, on_done=change_metadata)
+
+    sent = {
+        entry["body"]["source"]: entry["body"]["metadata"]
+        for entry in simulator.journal.entries
+    }
+    assert sent == {**{f"m-{n}": {"n": n} for n in range(6)}, "m-empty": {}}
+
+
 async def test_deliver_keeps_records_within_json_budget(
     tmp_path: Path, echo_simulator: Echo, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -666,3 +666,18 @@ def test_breaker_policy_defaults() -> None:
     policy = BreakerPolicy()
     assert policy.threshold == 5
     assert policy.reset_timeout == 60.0
+
+
+def test_limiter_drops_primitives_of_closed_loops() -> None:
+    """A host that calls asyncio.run per batch does not keep every loop."""
+    limiter = WindowLimiter(1, 0.01)
+
+    async def two_calls() -> None:
+        await limiter.acquire()
+        await limiter.acquire()
+
+    for _ in range(20):
+        asyncio.run(two_calls())
+
+    assert len(limiter._locks) <= 1
+    assert len(limiter._buckets) <= 1

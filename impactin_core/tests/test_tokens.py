@@ -553,3 +553,21 @@ def test_cli_keys_rotate(
     store.close()
     assert "Re-encrypted 2 stored values" in output
     assert loaded == token()
+
+
+def test_cache_drops_locks_of_closed_loops(store: Store) -> None:
+    """A loop whose refresh was waited on is not kept after the loop closes."""
+    clock = FakeClock()
+    issuer = Issuer(clock)
+    issuer.delay = 0.001
+    cache = TokenCache(store, clock=clock)
+
+    async def three_forced_callers() -> None:
+        await asyncio.gather(
+            *(cache.get("acme", "workday", issuer, force=True) for _ in range(3))
+        )
+
+    for _ in range(20):
+        asyncio.run(three_forced_callers())
+
+    assert len(cache._locks) <= 1

@@ -16,16 +16,18 @@ import httpx
 from impactin_core import (
     AuthContext,
     AuthenticationError,
+    ConfigError,
     Credentials,
     OAuthToken,
     PlatformSettings,
     RetryableError,
+    plain_http_host,
     raise_for_response,
     request_with_mapping,
 )
 
 from ._mapping import PLATFORM_ID
-from ._options import AUTH_KIND, TOKEN_LIFETIME, BenevityOptions
+from ._options import AUTH_KIND, TOKEN_LIFETIME, BenevityOptions, option_key
 
 __all__ = ["AUTH_KIND", "TOKEN_LIFETIME", "authenticate", "fetch_token", "token_url"]
 
@@ -38,9 +40,21 @@ _CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 def token_url(settings: PlatformSettings) -> str:
     """Return the token endpoint: the ``token_url`` option or ``/oauth2/token``."""
     options = BenevityOptions.from_settings(settings.tenant, settings.options)
-    if options.token_url is not None:
-        return options.token_url
-    return settings.base_url.rstrip("/") + "/oauth2/token"
+    if options.token_url is None:
+        return settings.base_url.rstrip("/") + "/oauth2/token"
+    host = plain_http_host(options.token_url)
+    if host is not None and not settings.allow_http:
+        # The token request carries the client secret, so it gets the rule
+        # that the runtime applies to base_url.
+        key = option_key(settings.tenant, "token_url")
+        message = (
+            f"Benevity option {key} is plain http:// to {host!r}, which would "
+            "carry the client secret unencrypted; use https://, or set "
+            "allow_http = true for the platform if a proxy on a network you "
+            "trust adds TLS."
+        )
+        raise ConfigError(message, key=key)
+    return options.token_url
 
 
 async def authenticate(settings: PlatformSettings, context: AuthContext) -> Credentials:

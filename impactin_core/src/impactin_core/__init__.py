@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         SecretsProvider,
         check_option_names,
         load_config,
+        plain_http_host,
     )
     from ._context import AuthContext, SendContext
     from ._errors import (
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from ._http import parse_retry_after, raise_for_response, request_with_mapping
     from ._input import ColumnMapping, ParsedRow, RejectedRow, read_records
     from ._logging import PersonalDataFilter, filter_handler
+    from ._loops import drop_closed_loops
     from ._models import (
         CORE_API_VERSION,
         PERSONAL_FIELDS,
@@ -85,6 +87,7 @@ _EXPORTS = {
         "SecretsProvider",
         "check_option_names",
         "load_config",
+        "plain_http_host",
     ),
     "._context": ("AuthContext", "SendContext"),
     "._errors": (
@@ -107,6 +110,7 @@ _EXPORTS = {
     "._http": ("parse_retry_after", "raise_for_response", "request_with_mapping"),
     "._input": ("ColumnMapping", "ParsedRow", "RejectedRow", "read_records"),
     "._logging": ("PersonalDataFilter", "filter_handler"),
+    "._loops": ("drop_closed_loops",),
     "._models": (
         "CORE_API_VERSION",
         "PERSONAL_FIELDS",
@@ -196,12 +200,14 @@ __all__ = [
     "WebhookEvent",
     "WebhookRejected",
     "check_option_names",
+    "drop_closed_loops",
     "filter_handler",
     "hookimpl",
     "leak_scan",
     "load_config",
     "owner_alive",
     "parse_retry_after",
+    "plain_http_host",
     "process_owner",
     "pseudonymize",
     "raise_for_response",

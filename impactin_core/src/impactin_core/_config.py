@@ -171,6 +171,8 @@ class PlatformConfig:
     #: Personal fields the tenant lets through beyond the connector's needs.
     allow_fields: frozenset[str] = frozenset()
     webhook_secrets: tuple[str, ...] = ()
+    #: Whether plain http:// URLs to other machines are accepted.
+    allow_http: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -248,6 +250,7 @@ class Config:
             protocol=config.protocol or "rest",
             secrets=resolved,
             options=config.options,
+            allow_http=config.allow_http,
         )
 
 
@@ -392,14 +395,9 @@ def _check_base_url(reader: _Reader, base_url: str, *, allow_http: bool) -> None
         raise reader.fail(
             "base_url", f"is {base_url!r}", "use an http:// or https:// URL with a host"
         )
-    if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
-        raise reader.fail(
-            "base_url",
-            f"is plain http:// to {parts.hostname!r}, which would carry credentials "
-            "and employees' data unencrypted",
-            "use https://, or set allow_http = true next to base_url if a proxy "
-            "on a network you trust adds TLS",
-        )
+    host = plain_http_host(base_url)
+    if host is not None and not allow_http:
+        raise reader.fail("base_url", *plain_http_error(host))
     if parts.username or parts.password or parts.query or parts.fragment:
         # Such parts would carry secrets into logs; never echo the value.
         raise reader.fail(
@@ -410,14 +408,37 @@ def _check_base_url(reader: _Reader, base_url: str, *, allow_http: bool) -> None
         )
 
 
-def _is_loopback(host: str) -> bool:
-    """Return whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
+def plain_http_host(url: str) -> str | None:
+    """Return the host of an ``http://`` URL to another machine, else None.
+
+    Plain HTTP to this machine (``localhost``, ``127.0.0.0/8``, ``::1``),
+    where the sandbox simulators run, and ``https://`` URLs return None. Other
+    spellings of a loopback address, such as ``127.1``, count as another
+    machine.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        return None
+    host = parts.hostname
+    if host == "localhost":
+        return None
     try:
-        return ipaddress.ip_address(host).is_loopback
+        if ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            return None
     except ValueError:
-        return False
+        pass
+    return host
+
+
+def plain_http_error(host: str) -> tuple[str, str]:
+    """Return the problem and the fix of a plain http:// URL to ``host``."""
+    return (
+        f"is plain http:// to {host!r}, which would carry credentials and "
+        "employees' data unencrypted",
+        "use https://, or set allow_http = true next to base_url if a proxy on "
+        "a network you trust adds TLS; write this machine as localhost or "
+        "127.0.0.1",
+    )
 
 
 def _platform(reader: _Reader, platform: str) -> PlatformConfig:
@@ -425,7 +446,8 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
     base_url = reader.require(
         "base_url", str, "set it to the platform's API address, for example https://..."
     )
-    _check_base_url(reader, base_url, allow_http=reader.get("allow_http", bool, False))
+    allow_http = reader.get("allow_http", bool, False)
+    _check_base_url(reader, base_url, allow_http=allow_http)
     credentials = reader.table("credentials").data
     for name, value in credentials.items():
         _check_env_name(reader, f"credentials.{name}", value)
@@ -482,6 +504,7 @@ def _platform(reader: _Reader, platform: str) -> PlatformConfig:
         deny_fields=deny_fields,
         allow_fields=allow_fields,
         webhook_secrets=tuple(webhook_secrets),
+        allow_http=allow_http,
     )
 
 

@@ -607,6 +607,9 @@ class PlatformSettings:
     protocol: str = "rest"
     secrets: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    #: The platform's ``allow_http`` setting: whether a connector may also
+    #: send to plain http:// URLs on other machines (a token URL, say).
+    allow_http: bool = False
 
     def secret(self, name: str) -> str:
         """Return the secret ``name`` or raise a ConfigError naming the fix."""

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import collections
 import contextvars
+import copy
 import hashlib
 import hmac
 import inspect
@@ -252,6 +253,20 @@ class _KeptRecords:
             return
         self.records[delivery_id] = record
         self.json_bytes += size
+
+
+def _frozen_copy(record: ImpactRecord, encoded: bytes) -> ImpactRecord:
+    """Return ``record`` with metadata of its own, as stored in ``encoded``.
+
+    Metadata is the only mutable field, and the caller may change its dict
+    after deliver stored the record, so a kept record carries the stored copy.
+    """
+    metadata = json.loads(encoded)["metadata"] if record.metadata else {}
+    copied = copy.copy(record)
+    # The record passed its checks, and the stored JSON holds the same
+    # metadata, so the checks need not run again.
+    object.__setattr__(copied, "metadata", metadata)
+    return copied
 
 
 _kept_records: contextvars.ContextVar[_KeptRecords | None] = contextvars.ContextVar(
@@ -615,6 +630,7 @@ class Runtime:
             )
             return
         content = hashlib.sha256(encoded).hexdigest()
+        snapshot: ImpactRecord | None = None
         correlation_id = uuid.uuid4().hex
         conflicts: list[tuple[str, str]] = []
         corrected: list[str] = []
@@ -668,7 +684,8 @@ class Runtime:
                 report.platform(platform).queued += 1
                 kept = _kept_records.get()
                 if kept is not None:
-                    kept.keep(claim.delivery_id, record, len(encoded))
+                    snapshot = snapshot or _frozen_copy(record, encoded)
+                    kept.keep(claim.delivery_id, snapshot, len(encoded))
                 if claim.state == "corrected":
                     corrected.append(platform)
         for platform, delivery_id in conflicts:

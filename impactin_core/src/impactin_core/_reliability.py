@@ -27,6 +27,7 @@ from purgatory.domain.model import (
 
 from ._config import BreakerPolicy, RetryPolicy
 from ._errors import CircuitOpen, RetryableError
+from ._loops import drop_closed_loops
 
 __all__ = [
     "BreakerBoard",
@@ -186,6 +187,8 @@ class WindowLimiter:
         loop = asyncio.get_running_loop()
         lock = self._locks.get(loop)
         if lock is None:
+            drop_closed_loops(self._locks)
+            drop_closed_loops(self._buckets)
             lock = self._locks[loop] = asyncio.Lock()
             if self._clock is None:
                 self._buckets[loop] = AsyncLimiter(self.calls, self.period)

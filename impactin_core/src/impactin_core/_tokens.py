@@ -26,6 +26,7 @@ import attrs
 
 from ._errors import AuthenticationError
 from ._logging import register_secrets
+from ._loops import drop_closed_loops
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -170,8 +171,9 @@ class TokenCache:
         self._lease_clock = lease_clock
         self._lease_poll = lease_poll
         # An asyncio.Lock belongs to the loop that first waits on it, so each
-        # loop has its own, and they go with the loop: a host may call
-        # asyncio.run once per batch with the same runtime.
+        # loop has its own: a host may call asyncio.run once per batch with
+        # the same runtime. A lock that was waited on refers to its loop, so
+        # the weak key alone does not free a closed loop; _lock drops them.
         self._locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]
         ] = weakref.WeakKeyDictionary()
@@ -187,7 +189,10 @@ class TokenCache:
         loop = asyncio.get_running_loop()
         # Loops of other threads may look up their locks at the same time.
         with self._locks_guard:
-            locks = self._locks.setdefault(loop, {})
+            locks = self._locks.get(loop)
+            if locks is None:
+                drop_closed_loops(self._locks)
+                locks = self._locks[loop] = {}
             return locks.setdefault((tenant, platform), asyncio.Lock())
 
     def _usable(self, token: OAuthToken | None) -> bool:

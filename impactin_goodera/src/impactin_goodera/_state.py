@@ -29,7 +29,7 @@ import time
 import weakref
 from pathlib import Path
 
-from impactin_core import ConfigError, owner_alive, process_owner
+from impactin_core import ConfigError, drop_closed_loops, owner_alive, process_owner
 
 __all__ = ["SendLedger", "ledger_for", "reset_ledgers"]
 
@@ -56,7 +56,7 @@ class SendLedger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        # A loop's locks go with the loop, so a host that runs many event
+        # Locks of closed loops are dropped, so a host that runs many event
         # loops in one process does not keep them all.
         self._event_locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, asyncio.Lock]
@@ -71,7 +71,10 @@ class SendLedger:
         """
         loop = asyncio.get_running_loop()
         with self._lock:
-            locks = self._event_locks.setdefault(loop, {})
+            locks = self._event_locks.get(loop)
+            if locks is None:
+                drop_closed_loops(self._event_locks)
+                locks = self._event_locks[loop] = {}
             return locks.setdefault(event_key, asyncio.Lock())
 
     def event_id(self, event_key: str) -> str | None:
