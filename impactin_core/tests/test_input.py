@@ -381,7 +381,7 @@ def test_csv_rejects_minor_units_above_max(tmp_path: Path) -> None:
     path = write(tmp_path / "a.csv", HEADER + "g1,01/02/2024,1000000000000,USD,E-1\n")
     row = only_rejected(read_all(path, mapping=mapping(formats=formats)))
     assert row.field == "amount_minor"
-    assert "'1000000000000'" in row.reason
+    assert "(a number of 13 digits)" in row.reason
     assert "above the maximum of 999999999999 minor units" in row.reason
     assert "inputs.test.formats.amount" in row.reason
 
@@ -1611,3 +1611,65 @@ def test_readers_upper_case_currency(tmp_path: Path) -> None:
         (row,) = read_all(path)
         assert isinstance(row, ParsedRow), path
         assert row.record.currency == "USD"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("kind", "maria.lopez@example.org", id="email-in-kind"),
+        pytest.param("kind", "E-004217", id="id-in-kind"),
+        pytest.param("hours", "Maria Lopez", id="name-in-hours"),
+        pytest.param("amount_minor", "+1 415 555 0100", id="phone-in-amount"),
+        pytest.param("amount_minor", "4155550100", id="digits-in-amount"),
+    ],
+)
+def test_misplaced_personal_value_is_not_quoted(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    """A personal value in a field meant for a kind or number stays out of reasons."""
+    row = {
+        "source_id": "b1",
+        "tenant": "acme",
+        "kind": "donation",
+        "activity_date": "2026-03-02",
+        "employee_id": "E-004217",
+        "amount_minor": 2500,
+        "currency": "USD",
+        field: value,
+    }
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+
+    (rejected,) = read_all(path)
+
+    assert isinstance(rejected, RejectedRow)
+    assert rejected.field == field
+    assert value not in rejected.reason
+    assert value.split()[0] not in rejected.reason
+
+
+@pytest.mark.parametrize(
+    ("changes", "hidden"),
+    [
+        pytest.param({"kind": "jane.doe@example.com"}, "jane.doe", id="kind"),
+        pytest.param({"kind": "+1 415 555 0100"}, "415", id="kind-phone"),
+        pytest.param({"amount_minor": "4155550100"}, "4155550100", id="amount"),
+    ],
+)
+def test_record_error_hides_misplaced_personal_value(
+    changes: dict[str, Any], hidden: str
+) -> None:
+    values: dict[str, Any] = {
+        "source_id": "s",
+        "tenant": "t",
+        "kind": "donation",
+        "activity_date": dt.date(2026, 1, 5),
+        "employee_id": "E1",
+        "amount_minor": 2500,
+        "currency": "USD",
+        **changes,
+    }
+    with pytest.raises(ValueError) as caught:
+        ImpactRecord(**values)
+
+    assert hidden not in str(caught.value)

@@ -582,6 +582,17 @@ def test_parse_raw_request_chunked(chunks: bytes, expected: bytes) -> None:
             "Line 1 after the last chunk",
             id="bad-trailer",
         ),
+        pytest.param(
+            CHUNKED_HEAD + b"2\r\n{}\r\n0\r\nGET http://127.0.0.1/x HTTP/1.1\r\n"
+            b"Host: y\r\n\r\n",
+            "Line 1 after the last chunk",
+            id="request-after-last-chunk",
+        ),
+        pytest.param(
+            CHUNKED_HEAD + b"2\r\n{}\r\n0\r\n\r\n \t",
+            "2 more bytes after the last chunk",
+            id="spaces-after-last-chunk",
+        ),
     ],
 )
 def test_parse_raw_request_chunked_rejects(data: bytes, message: str) -> None:
@@ -605,6 +616,10 @@ def test_parse_raw_request_chunked_rejects(data: bytes, message: str) -> None:
         pytest.param(
             b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}{}\n", id="long-body"
         ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}  ", id="spaces-after"
+        ),
+        pytest.param(b"POST / HTTP/1.1\r\nBad Name: v\r\n\r\n{}", id="space-in-name"),
     ],
 )
 def test_parse_raw_request_rejects(data: bytes) -> None:

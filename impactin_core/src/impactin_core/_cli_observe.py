@@ -30,6 +30,10 @@ class RawRequestError(ValueError):
     """The input is not an HTTP request with a request line and headers."""
 
 
+#: A header or trailer field name: an RFC 9110 token.
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def parse_raw_request(data: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
     """Split a raw HTTP/1.1 request into its request line, headers and body.
 
@@ -61,7 +65,7 @@ def parse_raw_request(data: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
     headers: list[tuple[str, str]] = []
     for number, line in enumerate(lines[1:], start=2):
         name, colon, value = line.partition(":")
-        if not colon or not name.strip() or name != name.strip():
+        if not colon or not _FIELD_NAME.fullmatch(name):
             message = f"Line {number} is not a header line of the form 'Name: value'."
             raise RawRequestError(message)
         headers.append((name, value.strip()))
@@ -112,10 +116,11 @@ def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
 
 def _check_nothing_after(rest: bytes, what: str) -> None:
     """Reject bytes after the body other than the line breaks an editor adds."""
-    if rest.strip(b" \t\r\n"):
+    if rest.strip(b"\r\n"):
+        unit = "byte" if len(rest) == 1 else "bytes"
         message = (
-            f"The file has {len(rest)} more bytes after {what}; save one request "
-            "per file, with the body exactly as received."
+            f"The file has {len(rest)} more {unit} after {what}; save one "
+            "request per file, with the body exactly as received."
         )
         raise RawRequestError(message)
 
@@ -202,7 +207,7 @@ def _check_trailer(data: bytes) -> None:
             _check_nothing_after(rest, "the last chunk and its trailer")
             return
         name, colon, _ = line.partition(b":")
-        if not colon or not name.strip() or name != name.strip():
+        if not colon or not _FIELD_NAME.fullmatch(name.decode("latin-1")):
             message = (
                 f"Line {number + 1} after the last chunk is not a trailer field "
                 "of the form 'Name: value'; save one request per file, with the "

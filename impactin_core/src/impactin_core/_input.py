@@ -37,6 +37,8 @@ from ._models import (
     ImpactRecord,
     RecordKind,
     contains_email,
+    described_text,
+    quotable_text,
 )
 
 __all__ = [
@@ -572,10 +574,21 @@ def _clean(value: Any) -> Any:
 def _describe(field: str, value: Any, column: str | None) -> str:
     parts = [field]
     if field in _QUOTABLE_FIELDS and value is not None:
-        parts.append(repr(value))
+        parts.append(_shown(value))
     if column is not None:
         parts.append(f"in column {column!r}")
     return " ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """Quote a value of a field in ``_QUOTABLE_FIELDS`` when its shape is safe.
+
+    A wrong column can put an email or a phone number into such a field, so
+    text of another shape is described by its length instead.
+    """
+    if isinstance(value, str) and not quotable_text(value):
+        return f"({described_text(value)})"
+    return repr(value)
 
 
 def _parse_field(
@@ -1390,7 +1403,7 @@ def _explain_structure_error(
         checked = _field_of(message)
         states_rule = message.startswith(f"{checked} must ")
         if checked in _QUOTABLE_FIELDS and states_rule:
-            message += f" (the line has {values.get(checked)!r})"
+            message += f" (the line has {_shown(values.get(checked))})"
         return checked, f"{message}; fix the value on this line."
     return None, "The line does not form a record; check its field names and types."
 

@@ -155,13 +155,50 @@ class DeliveryStatus(str, enum.Enum):
     BLOCKED = "blocked"
 
 
+_NUMBER_TEXT = re.compile(r"[-+]?[\d.,_' ]*\d[\d.,_' ]*(?:[eE][-+]?\d+)?")
+_DATE_TEXT = re.compile(r"\d{1,4}[-./]\d{1,2}[-./]\d{1,4}")
+_WORD_TEXT = re.compile(r"[A-Za-z_]{1,24}")
+
+
+def quotable_text(text: str) -> bool:
+    """Return whether an error about a kind, date, number or code may quote ``text``.
+
+    A wrong column can put an email, a name or a phone number there, so only
+    a number with at most six digits (phone numbers and ids have more), a
+    date of digits and separators, or one word of letters is quoted.
+    """
+    text = text.strip()
+    if _NUMBER_TEXT.fullmatch(text):
+        return sum(char.isdigit() for char in text) <= 6
+    return bool(_DATE_TEXT.fullmatch(text) or _WORD_TEXT.fullmatch(text))
+
+
+def described_text(text: str) -> str:
+    """Describe text that ``quotable_text`` rejects by its shape and length."""
+    stripped = text.strip()
+    if _NUMBER_TEXT.fullmatch(stripped):
+        digits = sum(char.isdigit() for char in stripped)
+        return f"a number of {digits} digits"
+    return f"text of {len(text)} characters"
+
+
 def _type_name(value: Any) -> str:
     return "None" if value is None else type(value).__name__
 
 
 def _shown_value(value: Any) -> str:
-    """Describe a value of a field that cannot hold personal data."""
-    if isinstance(value, (str, int, float, Decimal)) and not isinstance(value, bool):
+    """Describe a value of a field meant for a kind, a date, a number or a code.
+
+    Such a field may still receive a personal value from a wrong column (an
+    email in ``kind``, a phone number in ``amount_minor``), so only text of a
+    safe shape is quoted (see ``quotable_text``); other text is described by
+    its shape and length.
+    """
+    if isinstance(value, str):
+        if quotable_text(value):
+            return f"the str {value!r}"
+        return f"a str ({described_text(value)})"
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         text = repr(value) if not isinstance(value, int) else _shown_number(value)
         if len(text) <= 40:
             return f"the {type(value).__name__} {text}"
