@@ -122,6 +122,18 @@ def test_minimize_scrubs_free_text_and_metadata() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("From LOPEZ, MARIA today", "From [name] today", id="comma"),
+        pytest.param("Lopez Maria led it", "[name] led it", id="turned"),
+        pytest.param("Lopez Park, Maria", "Lopez Park, Maria", id="apart"),
+    ],
+)
+def test_scrub_finds_name_in_other_order(text: str, expected: str) -> None:
+    assert scrub_text(text, ["Maria Lopez"])[0] == expected
+
+
+@pytest.mark.parametrize(
     "text",
     [
         pytest.param("Ref E777011", id="separator-removed"),

@@ -809,9 +809,11 @@ def _known_name(name: str) -> _KnownName:
 def _name_pattern(name: str) -> re.Pattern[str]:
     """Return a pattern for ``name`` and, from 5 letters and digits, its variants.
 
-    A variant has the separators left out or swapped, and matches only where
-    no letter or digit adjoins it, so that "Ana Li" does not match "analysis".
-    An email gets no variants, because the email pattern finds it anyway.
+    A variant has the separators left out or swapped, or for a name of two
+    words without digits the words in the other order, and matches only
+    where no letter or digit adjoins it, so that "Ana Li" does not match
+    "analysis". An email gets no variants, because the email pattern finds
+    it anyway.
     """
     source = re.escape(name)
     parts = [part for part in _NAME_SEPARATORS.split(name) if part]
@@ -819,6 +821,11 @@ def _name_pattern(name: str) -> re.Pattern[str]:
     if len(parts) > 1 and alphanumerics >= 5 and "@" not in name:
         joined = r"[-_./\s]*".join(map(re.escape, parts))
         source = rf"{source}|(?<![^\W_]){joined}(?![^\W_])"
+        if len(parts) == 2 and not any(char.isdigit() for char in name):
+            # A given and a family name, which HR systems often write the
+            # other way round: "Lopez, Maria".
+            turned = r"[-_./\s,]*".join(map(re.escape, reversed(parts)))
+            source = rf"{source}|(?<![^\W_]){turned}(?![^\W_])"
     return re.compile(source, re.IGNORECASE)
 
 
