@@ -163,7 +163,7 @@ _WORD_TEXT = re.compile(r"[A-Za-z_]{1,24}")
 def quotable_text(text: str) -> bool:
     """Return whether an error about a kind, date, number or code may quote ``text``.
 
-    A wrong column can put an email, a name or a phone number there, so only
+    A wrong column can put an email, a name or a phone number there. So only
     a number with at most six digits (phone numbers and ids have more), a
     date of digits and separators, or one word of letters is quoted.
     """
@@ -189,10 +189,10 @@ def _type_name(value: Any) -> str:
 def _shown_value(value: Any) -> str:
     """Describe a value of a field meant for a kind, a date, a number or a code.
 
-    Such a field may still receive a personal value from a wrong column (an
-    email in ``kind``, a phone number in ``amount_minor``), so only text of a
-    safe shape is quoted (see ``quotable_text``); other text is described by
-    its shape and length.
+    Such a field may still receive a personal value from a wrong column, such
+    as an email in ``kind`` or a phone number in ``amount_minor``. So only
+    text of a safe shape is quoted (see ``quotable_text``), and other text is
+    described by its shape and length.
     """
     if isinstance(value, str):
         if quotable_text(value):

@@ -263,7 +263,7 @@ def _frozen_copy(record: ImpactRecord, encoded: bytes) -> ImpactRecord:
     """
     metadata = json.loads(encoded)["metadata"] if record.metadata else {}
     copied = copy.copy(record)
-    # The record passed its checks, and the stored JSON holds the same
+    # The record passed its checks, and the stored JSON contains the same
     # metadata, so the checks need not run again.
     object.__setattr__(copied, "metadata", metadata)
     return copied
@@ -1611,7 +1611,7 @@ class Runtime:
         attempt: _Attempt,
         report: RunReport,
     ) -> None:
-        # The same scrubbed text as in the delivery log, so the log line says
+        # The same scrubbed text as in the delivery log, so the log line states
         # what to fix without a look at 'impactin deliveries show'.
         error = scrub_known(reason)
         logger.error(
