@@ -345,6 +345,35 @@ async def test_changed_content_is_a_conflict(
     assert "different content" in reasons[0]
 
 
+@pytest.mark.parametrize(
+    ("changes", "duplicates", "quarantined"),
+    [
+        pytest.param({}, 1, 0, id="case-only"),
+        pytest.param({"amount_minor": 99}, 0, 1, id="case-and-amount"),
+    ],
+)
+async def test_email_in_other_case_is_a_duplicate(
+    tmp_path: Path,
+    echo_simulator: Echo,
+    changes: dict[str, Any],
+    duplicates: int,
+    quarantined: int,
+) -> None:
+    """An export that changes only the email's letter case sends nothing."""
+    server, simulator = echo_simulator
+    runtime = make_runtime(tmp_path, server.url)
+    await runtime.deliver([record("a-1")])
+
+    report = await runtime.deliver(
+        [record("a-1", employee_email="Maria.Lopez@Example.org", **changes)]
+    )
+
+    assert report.platforms["echo"].duplicates == duplicates
+    assert report.platforms["echo"].quarantined == quarantined
+    assert len(runtime.store.quarantined()) == quarantined
+    assert len(simulator.journal.entries) == 1
+
+
 async def test_conflict_from_a_file_keeps_its_line(
     tmp_path: Path, echo_simulator: Echo
 ) -> None:

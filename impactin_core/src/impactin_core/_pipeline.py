@@ -651,7 +651,12 @@ class Runtime:
             )
             # The same record twice in one input is a duplicate too.
             repeated = claim.state == "unfinished" and claim.run_id == run_id
-            if claim.state == "duplicate" or repeated:
+            # So is the same record exported again with the email in other
+            # letter case, which the content hash tells apart.
+            recased = claim.state == "conflict" and self._same_but_email_case(
+                claim.delivery_id, unstructured
+            )
+            if claim.state == "duplicate" or repeated or recased:
                 report.platform(platform).duplicates += 1
                 self.instruments.idempotency_hits.add(
                     1, {"platform": platform, "detected_by": "store"}
@@ -664,7 +669,11 @@ class Runtime:
                     "Skipped a record of tenant %s on %s: %s as %s",
                     record.tenant,
                     platform,
-                    "already in this input" if repeated else "already delivered",
+                    "already in this input"
+                    if repeated
+                    else "its email differs only in letter case from"
+                    if recased
+                    else "already delivered",
                     claim.delivery_id,
                 )
             elif claim.state == "conflict":
@@ -712,6 +721,31 @@ class Runtime:
                 platform=platform,
                 line=line,
             )
+
+    def _same_but_email_case(
+        self, delivery_id: str, unstructured: dict[str, Any]
+    ) -> bool:
+        """Return whether the stored record of ``delivery_id`` differs only there.
+
+        Exports often change the letter case of an email between runs, and a
+        mail system treats such addresses as one, so such a record is the
+        same activity rather than a conflicting one.
+        """
+        try:
+            stored = self.store.load_record(delivery_id)
+        except StoreError:
+            return False
+        email, earlier = (
+            unstructured.get("employee_email"),
+            stored.get("employee_email"),
+        )
+        if not (isinstance(email, str) and isinstance(earlier, str)):
+            return False
+        if email == earlier or email.casefold() != earlier.casefold():
+            return False
+        return canonical_json({**stored, "employee_email": email}) == canonical_json(
+            unstructured
+        )
 
     def _quarantine_unencodable(
         self,
