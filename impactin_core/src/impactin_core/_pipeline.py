@@ -652,7 +652,7 @@ class Runtime:
             # The same record twice in one input is a duplicate too.
             repeated = claim.state == "unfinished" and claim.run_id == run_id
             # So is the same record exported again with the email in other
-            # letter case, which the content hash tells apart.
+            # letter case, which the content hash distinguishes.
             recased = claim.state == "conflict" and self._same_but_email_case(
                 claim.delivery_id, unstructured
             )
@@ -725,7 +725,7 @@ class Runtime:
     def _same_but_email_case(
         self, delivery_id: str, unstructured: dict[str, Any]
     ) -> bool:
-        """Return whether the stored record of ``delivery_id`` differs only there.
+        """Return whether the records differ only in the email's letter case.
 
         Exports often change the letter case of an email between runs, and a
         mail system treats such addresses as one, so such a record is the
