@@ -262,7 +262,7 @@ async def test_token_url_option() -> None:
     assert str(request.url) == url
 
 
-async def test_plain_http_token_url_elsewhere_is_config_error() -> None:
+async def test_remote_http_token_url_rejected() -> None:
     """The client secret goes to token_url, so base_url's http rule applies."""
     recorder = _Recorder(_token_response(access_token="a.b.c", expires_in=60))
     with pytest.raises(ConfigError) as caught:
@@ -274,7 +274,7 @@ async def test_plain_http_token_url_elsewhere_is_config_error() -> None:
     assert recorder.requests == []
 
 
-async def test_plain_http_token_url_on_this_machine_is_used() -> None:
+async def test_loopback_http_token_url_used() -> None:
     recorder = _Recorder(_token_response(access_token="a.b.c", expires_in=60))
     url = "http://127.0.0.1:8080/oauth2/token"
     _, request = await _authenticate_against(recorder, token_url=url)

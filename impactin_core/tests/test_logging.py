@@ -201,7 +201,9 @@ def test_filter_covers_library_child_logger(name: str) -> None:
     assert handler.lines == ["header b'[secret]' for [email]"]
 
 
-def test_filter_marks_what_it_changed(captured: tuple[logging.Logger, Capture]) -> None:
+def test_filter_marks_scrubbed_records(
+    captured: tuple[logging.Logger, Capture],
+) -> None:
     logger, _ = captured
     marks: list[bool] = []
 

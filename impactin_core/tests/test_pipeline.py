@@ -1108,7 +1108,8 @@ async def test_stop_ends_limiter_wait_unclaimed(
     assert report.platforms["echo"].delivered == 1
     assert len(simulator.journal.entries) == 1
     # Two deliveries waited, and the wait was logged once.
-    waits = [r.getMessage() for r in caplog.records if "rate limit" in r.getMessage()]
+    messages = [entry.getMessage() for entry in caplog.records]
+    waits = [message for message in messages if "rate limit" in message]
     assert waits == [
         "Deliveries of tenant acme on echo wait for the rate limit, which allows "
         "1 calls in any 60 s"

@@ -228,7 +228,7 @@ def test_relative_wsdl_rejected(harness: Harness) -> None:
 
 
 async def test_wsdl_download_throttled_keeps_retry_after(harness: Harness) -> None:
-    """A 429 on the WSDL download waits as long as Workday's Retry-After asks."""
+    """A 429 on the WSDL download waits for the Retry-After that Workday sends."""
     from impactin_core import RateLimited
 
     wsdl = f"{harness.url}/ccx/service/impactin_sandbox/Staffing/v26.1?wsdl"

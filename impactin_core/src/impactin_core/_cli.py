@@ -624,7 +624,7 @@ def sandbox_section(platform: str, url: str, simulator: Any) -> str:
     from ._demo import simulator_options
 
     def value(item: Any) -> str:
-        # JSON's strings, numbers and lists are TOML's too.
+        # A JSON string, number or list of those is valid TOML too.
         if isinstance(item, bool):
             return "true" if item else "false"
         if isinstance(item, dict):

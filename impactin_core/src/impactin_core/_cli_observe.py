@@ -39,8 +39,8 @@ def parse_raw_request(data: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
 
     Lines may end in CRLF or LF. A ``Content-Length`` header, when present,
     sets how many body bytes count, so a newline that an editor appended to a
-    saved request does not change the signed bytes; other bytes after the
-    body are an error, as they would be a second request. A body sent with
+    saved request does not change the signed bytes. Other bytes after the
+    body are an error, because they would be a second request. A body sent with
     ``Transfer-Encoding: chunked`` is decoded, because the receiving
     application verifies the decoded bytes. Any other transfer coding is
     rejected.
@@ -114,12 +114,12 @@ def _cut_body(body: bytes, headers: list[tuple[str, str]]) -> bytes:
     return body[:length]
 
 
-def _check_nothing_after(rest: bytes, what: str) -> None:
+def _check_nothing_after(rest: bytes, boundary: str) -> None:
     """Reject bytes after the body other than the line breaks an editor adds."""
     if rest.strip(b"\r\n"):
         unit = "byte" if len(rest) == 1 else "bytes"
         message = (
-            f"The file has {len(rest)} more {unit} after {what}; save one "
+            f"The file has {len(rest)} more {unit} after {boundary}; save one "
             "request per file, with the body exactly as received."
         )
         raise RawRequestError(message)
@@ -151,7 +151,7 @@ def decode_chunked(data: bytes) -> bytes:
 
     Each chunk is a hexadecimal size line, which may carry extensions after a
     ``;``, then that many bytes and a line break. A size of 0 ends the body.
-    Trailer fields may follow it; they are checked for their form but not
+    Trailer fields may follow it. They are checked for their form but not
     used, and only line breaks may follow them. Lines may end in CRLF or LF,
     but the chunk data is taken byte for byte.
     """

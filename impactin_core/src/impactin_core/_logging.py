@@ -246,7 +246,7 @@ def install_filter() -> None:
 def filter_handler(handler: logging.Handler) -> None:
     """Attach the filter to ``handler`` (idempotent).
 
-    A handler's filter sees the records of every logger that reaches the
+    A handler's filter receives the records of every logger that reaches the
     handler, including loggers that connectors create after
     ``install_filter`` ran.
     """

@@ -115,11 +115,11 @@ SUBMIT_BATCH = 500
 #: Seconds an idempotency key stays claimed after its delivery.
 DEFAULT_KEY_TTL = 24 * 3600.0
 
-#: Records of one ``deliver`` call kept in memory until they are sent, so
-#: that they are not read back from the store and decrypted again, and the
-#: most bytes of their JSON that the kept records may add up to. A record
-#: takes about four times its JSON size in memory, so the kept records use
-#: 16 MiB at most, even when a file's records carry large text fields.
+#: The maximum count and JSON size of the records that one ``deliver`` call
+#: keeps in memory until they are sent, so that they are not read back from
+#: the store and decrypted. A record takes about four times its JSON size in
+#: memory, so kept records use at most about 16 MiB, even with large text
+#: fields.
 KEPT_RECORDS = 4096
 KEPT_JSON_BYTES = 4 * 1024 * 1024
 
@@ -297,6 +297,11 @@ def _chain_trace(
         await theirs(name, info)
 
     return both
+
+
+def _content_hash(encoded: bytes) -> str:
+    """Return the content hash of a record's canonical JSON."""
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def canonical_json(value: Any) -> bytes:
@@ -506,7 +511,7 @@ class Runtime:
     @staticmethod
     def content_hash(unstructured: dict[str, Any]) -> str:
         """Return the SHA-256 of a record as ``converter.unstructure`` returns it."""
-        return hashlib.sha256(canonical_json(unstructured)).hexdigest()
+        return _content_hash(canonical_json(unstructured))
 
     # -- accept and persist ----------------------------------------------------
 
@@ -629,7 +634,7 @@ class Runtime:
                 record, exc, run_id=run_id, report=report, line=line
             )
             return
-        content = hashlib.sha256(encoded).hexdigest()
+        content = _content_hash(encoded)
         snapshot: ImpactRecord | None = None
         correlation_id = uuid.uuid4().hex
         conflicts: list[tuple[str, str]] = []
@@ -654,7 +659,7 @@ class Runtime:
             # So is the same record exported again with the email in other
             # letter case, which the content hash distinguishes.
             recased = claim.state == "conflict" and self._same_but_email_case(
-                claim.delivery_id, unstructured
+                claim.delivery_id, unstructured, encoded
             )
             if claim.state == "duplicate" or repeated or recased:
                 report.platform(platform).duplicates += 1
@@ -723,9 +728,12 @@ class Runtime:
             )
 
     def _same_but_email_case(
-        self, delivery_id: str, unstructured: dict[str, Any]
+        self, delivery_id: str, unstructured: dict[str, Any], encoded: bytes
     ) -> bool:
-        """Return whether the records differ only in the email's letter case.
+        """Return whether a new record differs from a stored one only in email case.
+
+        ``unstructured`` is the new record and ``encoded`` its canonical JSON.
+        ``delivery_id`` names the delivery of the stored one.
 
         Exports often change the letter case of an email between runs, and a
         mail system treats such addresses as one, so such a record is the
@@ -735,17 +743,13 @@ class Runtime:
             stored = self.store.load_record(delivery_id)
         except StoreError:
             return False
-        email, earlier = (
-            unstructured.get("employee_email"),
-            stored.get("employee_email"),
-        )
+        email = unstructured.get("employee_email")
+        earlier = stored.get("employee_email")
         if not (isinstance(email, str) and isinstance(earlier, str)):
             return False
         if email == earlier or email.casefold() != earlier.casefold():
             return False
-        return canonical_json({**stored, "employee_email": email}) == canonical_json(
-            unstructured
-        )
+        return canonical_json({**stored, "employee_email": email}) == encoded
 
     def _quarantine_unencodable(
         self,

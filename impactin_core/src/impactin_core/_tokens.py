@@ -171,9 +171,10 @@ class TokenCache:
         self._lease_clock = lease_clock
         self._lease_poll = lease_poll
         # An asyncio.Lock belongs to the loop that first waits on it, so each
-        # loop has its own: a host may call asyncio.run once per batch with
-        # the same runtime. A lock that was waited on refers to its loop, so
-        # the weak key alone does not free a closed loop; _lock drops them.
+        # loop has its own, because a host may call asyncio.run once per
+        # batch with the same runtime. A lock that was waited on refers to its
+        # loop, so the weak key alone does not free a closed loop, and _lock
+        # drops the closed ones.
         self._locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]
         ] = weakref.WeakKeyDictionary()

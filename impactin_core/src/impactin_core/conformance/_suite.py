@@ -1363,7 +1363,7 @@ def _exercise_webhooks(harness: Harness) -> list[str]:
 
 #: Loggers of the runtime and of the HTTP and SOAP libraries it uses. They
 #: quote platform responses, which the filter scrubs on purpose, so a
-#: scrubbed record of theirs tells nothing about the connector.
+#: scrubbed record of theirs is no fault of the connector.
 _RUNTIME_LOGGERS = frozenset(
     f"impactin{suffix}"
     for suffix in (
